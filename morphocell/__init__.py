@@ -1,0 +1,58 @@
+"""morphocell: blood-cell image analysis.
+
+Classical nucleus/cytoplasm segmentation, exact numba-fast hand-crafted features, CNN
+embeddings (Keras, optional) and stacked ensembles, all scikit-learn compatible.
+
+``import morphocell`` is light: TensorFlow and Dask are imported only by the functions that
+need them, and most submodules are loaded on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .errors import (DataError, FeatureError, ImageReadError, ModelFileError, MorphocellError,
+                     SegmentationError)
+
+__all__ = [
+    "__version__",
+    "MorphocellError", "ImageReadError", "SegmentationError", "FeatureError", "ModelFileError",
+    "DataError",
+    "read_image", "load_folder", "load_manifest",
+    "segment", "CellMasks",
+    "extract_features", "FeatureExtractor", "feature_names",
+    "StackedCellClassifier",
+]
+
+_LAZY = {
+    "read_image": "morphocell.io",
+    "load_folder": "morphocell.io",
+    "load_manifest": "morphocell.io",
+    "segment": "morphocell.segmentation",
+    "CellMasks": "morphocell.segmentation.masks",
+    "extract_features": "morphocell.features.extractor",
+    "FeatureExtractor": "morphocell.features.extractor",
+    "feature_names": "morphocell.features.extractor",
+    "StackedCellClassifier": "morphocell.ensembles.stacking",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ensembles.stacking import StackedCellClassifier
+    from .features.extractor import FeatureExtractor, extract_features, feature_names
+    from .io import load_folder, load_manifest, read_image
+    from .segmentation import segment
+    from .segmentation.masks import CellMasks
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'morphocell' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,171 @@
+"""The ``morphocell`` command line: one entry point, sub-commands.
+
+Exit codes: 0 success; 3 some inputs failed (the good results were written, the failures
+listed on stderr); 2 a user error (bad argument, unreadable model or data; message on
+stderr, no traceback unless ``--debug``); 1 an unexpected internal error.
+
+Each sub-command's work lives in a module (imported only when that command runs), so
+``morphocell --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ._version import __version__
+from .errors import MorphocellError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _cmd_segment(args) -> int:
+    from .io import read_image, resolve_inputs
+    from .segmentation import save_masks, segment
+    from ._utils import progress
+
+    paths, _ = resolve_inputs(args.images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    seen: dict[str, int] = {}
+    for p in progress(paths, desc="segment", verbose=not args.quiet):
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        name = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+        try:
+            img = read_image(p)
+            masks = segment(img, method=args.method,
+                            **({"model": args.model} if args.model else {}))
+            save_masks(img, masks, out, name)
+            if not masks.found:
+                print(f"warning: {p}: no cell found (empty mask written)", file=sys.stderr)
+        except MorphocellError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+    ok = len(paths) - failed
+    print(f"segmented {ok}/{len(paths)} images into {out}")
+    return EXIT_OK if failed == 0 else EXIT_PARTIAL
+
+
+def _lazy(module: str, func: str):
+    def run(args) -> int:
+        import importlib
+
+        return importlib.import_module(module).__getattribute__(func)(args)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morphocell",
+        description="Blood-cell image analysis: segmentation, features, classification.")
+    parser.add_argument("--version", action="version", version=f"morphocell {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full Python tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("segment", help="segment images into nucleus/cytoplasm masks",
+                       description="Write <name>_mask.png (0 background, 128 cytoplasm, 255 "
+                       "nucleus) and <name>_overlay.png (contours on the image) per image.")
+    p.add_argument("images", nargs="+", help="image files, folders, or a manifest CSV")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", default="otsu", choices=["otsu", "unet"])
+    p.add_argument("--model", default=None, help="U-Net weights file (method unet)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("features", help="extract hand-crafted features to Parquet",
+                       description="One row per image: path, label (if known), every feature, "
+                       "status and error. Streams, resumes after interruption.")
+    p.add_argument("inputs", nargs="+",
+                   help="folder of class subfolders, manifest CSV, or image files/folders")
+    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--families", default="shape,color,texture",
+                   help="comma-separated families (default: all)")
+    p.add_argument("--method", default="otsu", choices=["otsu", "unet"])
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address (tcp://HOST:PORT), needs the dist extra")
+    p.add_argument("--chunk-size", type=int, default=256, help="images per written part")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_lazy("morphocell.stream", "features_command"))
+
+    p = sub.add_parser("train", help="train a classifier on a labelled folder or manifest")
+    p.add_argument("data", help="folder of class subfolders, or manifest CSV (path,label)")
+    p.add_argument("--out", required=True, help="model file to write")
+    p.add_argument("--features", default="handcrafted", choices=["handcrafted", "deep", "fused"])
+    p.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("--random-state", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="feature cache folder "
+                   "(default: ~/.cache/morphocell)")
+    p.add_argument("--epochs", type=int, default=None, help="CNN epochs (deep/fused)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_lazy("morphocell.workflow", "train_command"))
+
+    p = sub.add_parser("predict", help="predict classes and a differential count")
+    p.add_argument("model", help="model file from 'morphocell train'")
+    p.add_argument("inputs", nargs="+", help="images, folders, or a manifest CSV")
+    p.add_argument("--out", default="predictions.csv", help="predictions CSV")
+    p.add_argument("--count-out", default=None,
+                   help="differential count JSON (default: next to --out)")
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_lazy("morphocell.workflow", "predict_command"))
+
+    p = sub.add_parser("evaluate", help="evaluate a model on labelled data")
+    p.add_argument("model")
+    p.add_argument("data", help="folder of class subfolders or manifest CSV")
+    p.add_argument("--out", default=None, help="folder for report files (CSV, PNG, JSON)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    p.add_argument("--classes-present-only", action="store_true",
+                   help="restrict predictions to the classes present in DATA")
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_lazy("morphocell.workflow", "evaluate_command"))
+
+    p = sub.add_parser("demo", help="the whole job on the bundled sample, in under a minute")
+    p.add_argument("--out", default="morphocell-demo", help="output folder")
+    p.set_defaults(func=_lazy("morphocell.workflow", "demo_command"))
+
+    p = sub.add_parser("train-segmenter", help="train the U-Net segmenter (deep extra)")
+    p.add_argument("--out", required=True, help="weights file to write (.keras)")
+    p.add_argument("--data", default=None, help="segwbc folder with expert masks")
+    p.add_argument("--pseudo", default=None, help="PBC folder for pseudo-labels")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--random-state", type=int, default=0)
+    p.set_defaults(func=_lazy("morphocell.segmentation.unet", "train_command"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER
+    try:
+        return int(args.func(args) or 0)
+    except MorphocellError as exc:
+        if args.debug:
+            raise
+        print(f"morphocell {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - last resort: no traceback for users
+        if args.debug:
+            raise
+        print(f"morphocell {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+              "Run again with --debug for the traceback and report it.", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""What every feature family receives: the image and masks cropped to the cell.
+
+Per-pixel work happens on the bounding box of the cell (plus ``PAD`` pixels), never on the
+whole image. Family modules (:mod:`.shape`, :mod:`.color`, :mod:`.texture`) each expose
+
+* ``specs() -> list[FeatureSpec]`` — their names, units and formulas, in column order;
+* ``compute(crop: Crop) -> dict[str, float]`` — a value for every name of ``specs()``;
+  a feature of an empty region (e.g. no cytoplasm) is ``NaN`` (the NaN policy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import FeatureError
+from ..segmentation.masks import CellMasks
+
+__all__ = ["Crop", "make_crop", "PAD", "REGION_ATTR"]
+
+#: Margin (pixels) kept around the cell's bounding box.
+PAD = 4
+#: Region token -> Crop attribute
+REGION_ATTR = {"Nucleus": "nucleus", "Cytoplasm": "cytoplasm", "Cell": "cell"}
+
+
+@dataclass
+class Crop:
+    """Image and masks cropped to the cell's bounding box (+ ``PAD``)."""
+
+    image: np.ndarray       # (h, w, 3) uint8, C-contiguous
+    nucleus: np.ndarray     # (h, w) bool
+    cytoplasm: np.ndarray   # (h, w) bool
+    offset: tuple[int, int]  # (row, col) of the crop in the full image
+
+    @cached_property
+    def cell(self) -> np.ndarray:
+        return self.nucleus | self.cytoplasm
+
+    @cached_property
+    def gray(self) -> np.ndarray:
+        """8-bit grey level: ``round(0.299 R + 0.587 G + 0.114 B)`` (ITU-R BT.601, as
+        OpenCV's ``COLOR_RGB2GRAY``)."""
+        import cv2
+
+        return cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)
+
+    def mask(self, region: str) -> np.ndarray:
+        """Mask of a region token (``Nucleus``, ``Cytoplasm``, ``Cell``)."""
+        return getattr(self, REGION_ATTR[region])
+
+
+def make_crop(image: np.ndarray, masks: CellMasks, pad: int = PAD) -> Crop:
+    """Crop ``image`` and ``masks`` to the bounding box of ``masks.cell`` plus ``pad``."""
+    if image.shape[:2] != masks.shape:
+        raise FeatureError(f"image shape {image.shape[:2]} and mask shape {masks.shape} differ")
+    cell = masks.cell
+    rows = np.flatnonzero(cell.any(axis=1))
+    cols = np.flatnonzero(cell.any(axis=0))
+    if rows.size == 0:
+        r0, r1, c0, c1 = 0, image.shape[0], 0, image.shape[1]
+    else:
+        r0 = max(int(rows[0]) - pad, 0)
+        r1 = min(int(rows[-1]) + 1 + pad, image.shape[0])
+        c0 = max(int(cols[0]) - pad, 0)
+        c1 = min(int(cols[-1]) + 1 + pad, image.shape[1])
+    return Crop(
+        image=np.ascontiguousarray(image[r0:r1, c0:c1]),
+        nucleus=np.ascontiguousarray(masks.nucleus[r0:r1, c0:c1]),
+        cytoplasm=np.ascontiguousarray(masks.cytoplasm[r0:r1, c0:c1]),
+        offset=(r0, c0),
+    )

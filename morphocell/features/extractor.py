@@ -1,0 +1,231 @@
+"""Feature extraction for one image (``extract_features``) and many (``FeatureExtractor``).
+
+>>> from morphocell import read_image, extract_features
+>>> from morphocell.datasets import sample_paths
+>>> row = extract_features(read_image(sample_paths()[0]))
+>>> row["Nucleus_Shape_Area"] > 0
+True
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from ..errors import FeatureError, MorphocellError
+from ..segmentation.masks import CellMasks
+from . import registry
+from .base import make_crop
+
+__all__ = ["DEFAULT_FAMILIES", "feature_names", "extract_features", "extract_array",
+           "extract_batch", "FeatureExtractor", "STATUS_OK", "STATUS_NO_CELL", "STATUS_ERROR"]
+
+DEFAULT_FAMILIES = ("shape", "color", "texture")
+STATUS_OK, STATUS_NO_CELL, STATUS_ERROR = "ok", "no_cell", "error"
+
+
+def _families(families) -> tuple[str, ...]:
+    if families is None:
+        return DEFAULT_FAMILIES
+    if isinstance(families, str):
+        families = (families,)
+    fams = tuple(families)
+    registry.specs(fams)  # validates the names
+    return fams
+
+
+def feature_names(families=None) -> list[str]:
+    """Column names produced for ``families`` (default: shape, color, texture)."""
+    return registry.names(_families(families))
+
+
+def _modules(fams):
+    import importlib
+
+    return [importlib.import_module(f"morphocell.features.{f}") for f in fams]
+
+
+def extract_array(image: np.ndarray, masks: CellMasks | None = None, families=None,
+                  method: str = "otsu") -> tuple[np.ndarray, CellMasks]:
+    """Features of one image as a float64 vector in :func:`feature_names` order.
+
+    A cell that is not found gives an all-NaN vector (``masks.found`` is ``False``).
+    """
+    from ..io import validate_image
+    from ..segmentation import segment
+
+    fams = _families(families)
+    img = validate_image(image)
+    if masks is None:
+        masks = segment(img, method=method)
+    elif masks.shape != img.shape[:2]:
+        raise FeatureError(f"masks of shape {masks.shape} do not match image {img.shape[:2]}")
+    names = feature_names(fams)
+    out = np.full(len(names), np.nan)
+    if not masks.cell.any():
+        return out, masks
+    crop = make_crop(img, masks)
+    values: dict[str, float] = {}
+    for mod in _modules(fams):
+        values.update(mod.compute(crop))
+    for i, n in enumerate(names):
+        v = values.get(n)
+        if v is not None:
+            out[i] = v
+    return out, masks
+
+
+def extract_features(image: np.ndarray, masks: CellMasks | None = None, families=None,
+                     method: str = "otsu") -> dict[str, float]:
+    """Features of one image, ``{name: value}`` in the stable column order.
+
+    Parameters
+    ----------
+    image : ndarray (H, W, 3) uint8
+    masks : CellMasks, optional
+        Segmentation to measure; computed with ``segment(image, method)`` when omitted.
+    families : iterable of {"shape", "color", "texture"}, optional
+        Default: all three.
+    """
+    vec, _ = extract_array(image, masks, families, method)
+    return dict(zip(feature_names(families), vec.tolist(), strict=True))
+
+
+def _one(source, fams, method):
+    """(vector, status, error) for a path or an array; never raises a MorphocellError."""
+    from ..io import read_image
+
+    try:
+        img = read_image(source) if isinstance(source, (str, os.PathLike)) else source
+        vec, masks = extract_array(img, None, fams, method)
+        if not masks.found:
+            return vec, STATUS_NO_CELL, str(masks.info.get("reason", "no cell found"))
+        return vec, STATUS_OK, ""
+    except MorphocellError as exc:
+        return np.full(len(feature_names(fams)), np.nan), STATUS_ERROR, str(exc)
+
+
+def _chunk(sources, fams, method):
+    return [_one(s, fams, method) for s in sources]
+
+
+def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs=None,
+                  verbose: int = 0, chunk_size: int = 32):
+    """Features of many images (paths or arrays).
+
+    Returns ``(matrix, statuses, errors)``: an ``(n, n_features)`` float64 array (NaN rows for
+    failed images), and per image a status (``ok`` / ``no_cell`` / ``error``) and an error
+    message. A bad image never stops the batch.
+    """
+    from joblib import Parallel, delayed
+
+    from .._utils import progress
+
+    fams = _families(families)
+    n_feat = len(feature_names(fams))
+    sources = list(sources)
+    chunks = [sources[i:i + chunk_size] for i in range(0, len(sources), chunk_size)]
+    if n_jobs in (None, 1) or len(chunks) <= 1:
+        results = [_chunk(c, fams, method)
+                   for c in progress(chunks, desc="features", verbose=verbose, unit="chunk")]
+    else:
+        par = Parallel(n_jobs=n_jobs, return_as="generator")
+        gen = par(delayed(_chunk)(c, fams, method) for c in chunks)
+        results = list(progress(gen, total=len(chunks), desc="features", verbose=verbose,
+                                unit="chunk"))
+    flat = [r for chunk in results for r in chunk]
+    mat = np.vstack([r[0] for r in flat]) if flat else np.empty((0, n_feat))
+    return mat, [r[1] for r in flat], [r[2] for r in flat]
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: images (paths or arrays) -> hand-crafted feature table.
+
+    Parameters
+    ----------
+    families : tuple of str, default ("shape", "color", "texture")
+        Feature families to compute (see :mod:`morphocell.features.registry`).
+    method : {"otsu", "unet"}, default "otsu"
+        Segmentation method used for each image.
+    n_jobs : int, optional
+        Worker processes (joblib); ``None`` or 1 runs in this process.
+    verbose : int, default 0
+        Show a progress bar (on a terminal) when > 0.
+
+    Images that fail (unreadable, no cell) give NaN rows; their paths and reasons are in
+    ``transform``'s output ``DataFrame.attrs["failures"]``.
+
+    Examples
+    --------
+    >>> from morphocell import FeatureExtractor
+    >>> from morphocell.datasets import sample_paths
+    >>> X = FeatureExtractor().fit_transform(sample_paths()[:2])
+    >>> X.shape[0], "Cell_Shape_Area" in X.columns
+    (2, True)
+    """
+
+    def __init__(self, families=DEFAULT_FAMILIES, method="otsu", n_jobs=None, verbose=0):
+        self.families = families
+        self.method = method
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def fit(self, X=None, y=None):
+        """Validate parameters and fix the output columns; learns nothing from ``X``."""
+        self.feature_names_out_ = np.asarray(feature_names(self.families), dtype=object)
+        self.n_features_out_ = len(self.feature_names_out_)
+        return self
+
+    def transform(self, X):
+        """Return a DataFrame with one row per image and one column per feature."""
+        import pandas as pd
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "feature_names_out_")
+        sources = _as_sources(X)
+        mat, statuses, errors = extract_batch(sources, self.families, self.method, self.n_jobs,
+                                              self.verbose)
+        df = pd.DataFrame(mat, columns=list(self.feature_names_out_))
+        df.attrs["failures"] = [
+            (_describe(s), st, e) for s, st, e in zip(sources, statuses, errors, strict=True)
+            if st != STATUS_OK]
+        return df
+
+    def get_feature_names_out(self, input_features=None):
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "feature_names_out_")
+        return self.feature_names_out_.copy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = False
+        return tags
+
+
+def _as_sources(X) -> list:
+    import pandas as pd
+
+    if isinstance(X, (str, os.PathLike)):
+        return [X]
+    if isinstance(X, pd.DataFrame):
+        if "path" not in X.columns:
+            raise FeatureError("a DataFrame input needs a 'path' column")
+        return X["path"].tolist()
+    if isinstance(X, pd.Series):
+        return X.tolist()
+    if isinstance(X, np.ndarray) and X.ndim == 4:
+        return list(X)
+    if isinstance(X, np.ndarray) and X.ndim == 3 and X.shape[-1] in (3, 4):
+        return [X]
+    if isinstance(X, np.ndarray):
+        return X.ravel().tolist()
+    return list(X)
+
+
+def _describe(s) -> str:
+    return os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"<array {np.shape(s)}>"
