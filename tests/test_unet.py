@@ -1,0 +1,89 @@
+"""U-Net segmentation: tiny network trains, predicts masks of the right shape, loads safely."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="the U-Net needs the deep extra (tensorflow)")
+
+from morphocell import ModelFileError, SegmentationError, segment  # noqa: E402
+from morphocell.datasets import segwbc_sample  # noqa: E402
+from morphocell.segmentation import unet  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def items():
+    from PIL import Image
+
+    from morphocell import read_image
+    from morphocell.segmentation.masks import CellMasks
+
+    out = []
+    for img_p, mask_p in segwbc_sample():
+        m = CellMasks.from_label_image(np.asarray(Image.open(mask_p)))
+        lab = np.zeros(m.shape, np.uint8)
+        lab[m.cytoplasm] = 1
+        lab[m.nucleus] = 2
+        out.append((read_image(img_p), lab))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(items, tmp_path_factory):
+    model, hist = unet.train_unet(items, items[:2], input_size=32, base_filters=4, depth=2,
+                                  epochs=1, batch_size=2, random_state=0, verbose=0)
+    path = tmp_path_factory.mktemp("unet") / "tiny.keras"
+    unet.save_unet(model, path)
+    return model, hist, path
+
+
+def test_tiny_unet_trains_and_predicts_right_shapes(items, tiny):
+    model, hist, _ = tiny
+    assert len(hist["loss"]) == 1 and np.isfinite(hist["loss"][0])
+    for img, _ in items:
+        m = segment(img, method="unet", model=model)
+        assert m.nucleus.shape == img.shape[:2] and m.nucleus.dtype == bool
+        assert not (m.nucleus & m.cytoplasm).any()
+        prob = unet.predict_probabilities(model, [img])[0]
+        assert prob.shape == (*img.shape[:2], 3)
+        np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-3)
+
+
+def test_load_from_weights_path_gives_same_probabilities(items, tiny):
+    model, _, path = tiny
+    loaded = unet.load_unet(path)
+    a = unet.predict_probabilities(model, [items[0][0]])[0]
+    b = unet.predict_probabilities(str(path), [items[0][0]])[0]
+    c = unet.predict_probabilities(loaded, [items[0][0]])[0]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, c, atol=1e-6)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path, items):
+    with pytest.raises(ModelFileError, match="not found"):
+        unet.load_unet(tmp_path / "nope.keras")
+    with pytest.raises(ModelFileError, match="not found"):
+        segment(items[0][0], method="unet", model=tmp_path / "nope.keras")
+
+
+def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.keras"
+    p.write_bytes(b"this is not a keras zip file")
+    with pytest.raises(ModelFileError, match="not a readable Keras model"):
+        unet.load_unet(p)
+
+
+def test_incompatible_model_is_refused(tmp_path):
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    out = keras.layers.Conv2D(5, 1)(inp)  # 5 classes, not 3
+    p = tmp_path / "other.keras"
+    keras.Model(inp, out).save(p)
+    with pytest.raises(ModelFileError, match="incompatible U-Net"):
+        unet.load_unet(p)
+
+
+def test_unknown_parameter(items, tiny):
+    with pytest.raises(SegmentationError, match="unknown parameter"):
+        segment(items[0][0], method="unet", model=tiny[0], foo=1)
