@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "status and error. Streams, resumes after interruption.")
     p.add_argument("inputs", nargs="+",
                    help="folder of class subfolders, manifest CSV, or image files/folders")
-    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--out", required=True,
+                   help="output Parquet dataset folder (part files inside; rerun to resume)")
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     p.add_argument("--families", default="shape,color,texture",
                    help="comma-separated families (default: all)")
