@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.csv", help="predictions CSV")
     p.add_argument("--count-out", default=None,
                    help="differential count JSON (default: next to --out)")
+    p.add_argument("--atypical", default=None,
+                   help="comma-separated classes summed into p_atypical (default: the "
+                   "model's atypical classes)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: none)")
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "predict_command"))
@@ -123,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
     p.add_argument("--classes-present-only", action="store_true",
                    help="restrict predictions to the classes present in DATA")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: none)")
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "evaluate_command"))

@@ -1,0 +1,525 @@
+"""Stacked ensemble of RandomForest, SVC and XGBoost with a meta-learner.
+
+The scheme follows ``sklearn/ensemble/_stacking.py``:
+
+1. each base learner ``b`` (optionally restricted to a column group ``g``) is cross-fitted with
+   ``StratifiedKFold(cv, shuffle=True, random_state)``: for every fold ``k`` a clone is fitted
+   on the other folds and predicts probabilities for fold ``k``, giving out-of-fold
+   probabilities :math:`P^{oof}_b \\in [0, 1]^{n \\times C}`;
+2. the meta-learner (default multinomial logistic regression) is fitted on the concatenation
+   :math:`Z = [P^{oof}_1, \\dots, P^{oof}_B] \\in \\mathbb{R}^{n \\times BC}`;
+3. every base learner is refitted on all the data; at prediction
+   :math:`p(x) = \\mathrm{meta}([b_1(x), \\dots, b_B(x)])`.
+
+Features of empty regions are NaN by design: RF and SVC get a median
+:class:`~sklearn.impute.SimpleImputer` in front; XGBoost handles NaN natively.
+
+>>> from sklearn.datasets import make_classification
+>>> X, y = make_classification(120, 8, n_informative=4, n_classes=3, random_state=0)
+>>> clf = StackedCellClassifier(cv=3, random_state=0).fit(X, y)
+>>> clf.predict_proba(X[:2]).shape
+(2, 3)
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .fusion import resolve_groups
+
+__all__ = ["StackedCellClassifier", "BaseLearner", "BASE_KINDS"]
+
+#: Names accepted in ``StackedCellClassifier(estimators=...)``.
+BASE_KINDS = ("rf", "svc", "xgb")
+
+#: Default hyper-parameters of each base learner kind (overridable with ``BaseLearner(params=)``).
+DEFAULT_PARAMS = {
+    "rf": {"n_estimators": 300, "max_features": "sqrt", "min_samples_leaf": 1},
+    "svc": {"C": 10.0, "gamma": "scale", "calibration_cv": 3},
+    "xgb": {"n_estimators": 300, "learning_rate": 0.1, "max_depth": 6, "subsample": 0.8,
+            "colsample_bytree": 0.6, "min_child_weight": 1.0, "reg_lambda": 1.0,
+            "max_bin": 256},
+}
+
+
+def _balanced_weights(y: np.ndarray) -> np.ndarray:
+    """``w_i = n / (C * n_{y_i})`` -- scikit-learn's ``class_weight="balanced"`` rule."""
+    _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
+    return (len(y) / (len(counts) * counts))[inv]
+
+
+class BaseLearner(ClassifierMixin, BaseEstimator):
+    """One base learner of the stack: ``"rf"``, ``"svc"`` or ``"xgb"``, robust to NaN.
+
+    * ``rf``: median imputer -> ``RandomForestClassifier``;
+    * ``svc``: median imputer -> ``StandardScaler`` -> RBF ``SVC`` whose decision values are
+      mapped to probabilities by Platt scaling fitted out-of-fold
+      (``CalibratedClassifierCV(ensemble=False, method="sigmoid")``, the replacement of the
+      deprecated ``SVC(probability=True)``); with a class of a single sample, where no
+      calibration fold exists, the softmax of the one-vs-rest decision values is used;
+    * ``xgb``: ``XGBClassifier(tree_method="hist")`` on the raw columns (NaN = missing), labels
+      encoded to ``0..C-1`` internally, ``class_weight="balanced"`` as sample weights.
+
+    The fitted XGBoost booster is stored as XGBoost's own JSON model (``__getstate__``), so a
+    saved model holds no pickled XGBoost object.
+
+    Parameters
+    ----------
+    kind : {"rf", "svc", "xgb"}
+    params : dict, optional
+        Overrides of :data:`DEFAULT_PARAMS` for this kind.
+    class_weight : {"balanced", None}
+    random_state : int, RandomState or None
+    n_jobs : int or None
+    """
+
+    def __init__(self, kind="rf", params=None, class_weight="balanced", random_state=None,
+                 n_jobs=None):
+        self.kind = kind
+        self.params = params
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # -- fitting --------------------------------------------------------------------------
+    def _params(self) -> dict:
+        if self.kind not in BASE_KINDS:
+            raise ValueError(f"unknown base learner kind {self.kind!r}; choose from {BASE_KINDS}")
+        p = dict(DEFAULT_PARAMS[self.kind])
+        p.update(self.params or {})
+        return p
+
+    def fit(self, X, y):
+        """Fit on ``X`` (NaN allowed) and labels ``y``; returns ``self``."""
+        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
+        check_classification_targets(y)
+        if self.class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+        self._le = LabelEncoder().fit(y)
+        self.classes_ = self._le.classes_
+        yi = self._le.transform(y)
+        p = self._params()
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        self.model_ = None
+        if len(self.classes_) == 1:  # a training fold with one class: constant prediction
+            return self
+        if self.kind == "rf":
+            self.model_ = self._fit_rf(X, yi, p, seed)
+        elif self.kind == "svc":
+            self.model_ = self._fit_svc(X, yi, p, seed)
+        else:
+            self.model_ = self._fit_xgb(X, yi, p, seed)
+        return self
+
+    def _fit_rf(self, X, y, p, seed):
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import Pipeline
+
+        rf = RandomForestClassifier(class_weight=self.class_weight, random_state=seed,
+                                    n_jobs=self.n_jobs, **p)
+        return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                         ("rf", rf)]).fit(X, y)
+
+    def _fit_svc(self, X, y, p, seed):
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.impute import SimpleImputer
+        from sklearn.model_selection import StratifiedKFold
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+
+        p = dict(p)
+        calibration_cv = p.pop("calibration_cv")
+        svc = SVC(kernel="rbf", class_weight=self.class_weight, random_state=seed, **p)
+        min_count = np.bincount(y).min()
+        if min_count >= 2:
+            k = int(min(calibration_cv, min_count))
+            est = CalibratedClassifierCV(
+                svc, method="sigmoid", ensemble=False,
+                cv=StratifiedKFold(k, shuffle=True, random_state=seed))
+        else:
+            est = svc
+        return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                         ("scale", StandardScaler()), ("svc", est)]).fit(X, y)
+
+    def _fit_xgb(self, X, y, p, seed):
+        from xgboost import XGBClassifier
+
+        w = _balanced_weights(y) if self.class_weight == "balanced" else None
+        n_classes = len(self.classes_)
+        obj = {"objective": "multi:softprob"} if n_classes > 2 else {"objective": "binary:logistic"}
+        model = XGBClassifier(tree_method="hist", random_state=seed,
+                              n_jobs=self.n_jobs if self.n_jobs not in (None, -1) else None,
+                              **obj, **p)
+        model.fit(X, y, sample_weight=w)
+        return model
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, columns in ``classes_`` order."""
+        check_is_fitted(self, "classes_")
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        if self.model_ is None:
+            return np.ones((X.shape[0], 1))
+        if self.kind == "svc" and not hasattr(self.model_[-1], "calibrated_classifiers_"):
+            d = self.model_.decision_function(X)
+            if d.ndim == 1:
+                d = np.column_stack([-d, d])
+            e = np.exp(d - d.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return np.asarray(self.model_.predict_proba(X), dtype=np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # -- importances ----------------------------------------------------------------------
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Normalised importances: RF mean impurity decrease; XGBoost total gain
+        :math:`G_j / \\sum_k G_k` with :math:`G_j` the summed split gain of feature ``j``."""
+        check_is_fitted(self, "classes_")
+        if self.model_ is None or self.kind == "svc":
+            raise AttributeError(f"base learner {self.kind!r} has no feature_importances_")
+        if self.kind == "rf":
+            imp = np.asarray(self.model_[-1].feature_importances_, dtype=np.float64)
+        else:
+            imp = self.class_gain_.sum(axis=0)
+        s = imp.sum()
+        return imp / s if s > 0 else imp
+
+    @property
+    def class_gain_(self) -> np.ndarray:
+        """XGBoost only: ``(n_classes, n_features)`` summed split gain of the trees of each class
+        (multi-class boosting grows one tree per class per round: tree ``t`` is class
+        ``t mod C``). For two classes there is a single tree per round, shown for both rows."""
+        check_is_fitted(self, "classes_")
+        if self.kind != "xgb" or self.model_ is None:
+            raise AttributeError("class_gain_ exists only for a fitted 'xgb' base learner")
+        df = self.model_.get_booster().trees_to_dataframe()
+        df = df[df["Feature"] != "Leaf"]
+        n_c = len(self.classes_)
+        out = np.zeros((n_c, self.n_features_in_))
+        feat = df["Feature"].str.slice(1).astype(int).to_numpy()
+        gain = df["Gain"].to_numpy(dtype=np.float64)
+        if n_c > 2:
+            cls = df["Tree"].to_numpy() % n_c
+            np.add.at(out, (cls, feat), gain)
+        else:
+            row = np.zeros(self.n_features_in_)
+            np.add.at(row, feat, gain)
+            out[:] = row
+        return out
+
+    # -- safe serialisation of XGBoost ----------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: never alter the live estimator
+        model = state.get("model_")
+        if self.kind == "xgb" and model is not None and not isinstance(model, dict):
+            state["model_"] = {"xgboost_json": bytes(model.get_booster().save_raw("json")),
+                               "params": {k: v for k, v in model.get_params().items()
+                                          if isinstance(v, (str, int, float, bool, type(None)))}}
+        return state
+
+    def __setstate__(self, state):
+        model = state.get("model_")
+        if isinstance(model, dict) and "xgboost_json" in model:
+            from xgboost import XGBClassifier
+
+            m = XGBClassifier(**model["params"])
+            m.load_model(bytearray(model["xgboost_json"]))
+            state = dict(state, model_=m)
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+class StackedCellClassifier(ClassifierMixin, BaseEstimator):
+    """Stacked RandomForest / SVC / XGBoost ensemble with a meta-learner.
+
+    Parameters
+    ----------
+    estimators : sequence of str or (name, estimator), default ("rf", "svc", "xgb")
+        Base learners: kinds of :class:`BaseLearner` or ``(name, classifier)`` pairs (any
+        classifier with ``predict_proba``; it must handle NaN itself).
+    final_estimator : classifier, optional
+        Meta-learner fitted on the out-of-fold probabilities; default
+        ``LogisticRegression(max_iter=2000)`` (multinomial).
+    cv : int or CV splitter, default 5
+        Folds for the out-of-fold probabilities. An int means
+        ``StratifiedKFold(min(cv, smallest class), shuffle=True, random_state)`` (at least 2).
+    feature_groups : dict or None
+        ``None``: early fusion, each learner sees all columns. A dict ``{group: columns}``
+        (list of names, a prefix, or a regex; see :mod:`morphocell.ensembles.fusion`): late
+        fusion, one learner of each kind per group, named ``"{kind}_{group}"``.
+    class_weight : {"balanced", None}, default "balanced"
+        Passed to the base learners and to the default meta-learner.
+    random_state : int, RandomState or None
+        Seeds the folds and every learner: equal seeds give equal models.
+    n_jobs : int or None
+        Threads/processes of RandomForest and XGBoost.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Class labels (any hashable labels, e.g. strings), sorted.
+    learners_ : list of (name, fitted estimator, column positions)
+    final_estimator_ : fitted meta-learner (on encoded labels ``0..C-1``)
+    feature_importances_ : ndarray (n_features_in_,)
+        Mean over the learners that have native importances (RF impurity, XGBoost gain) of
+        their normalised importances, spread back onto all columns; sums to 1.
+    cv_scores_ : dict
+        Out-of-fold accuracy and macro-F1 of every base learner, and of the stack estimated by
+        cross-validating the meta-learner on the out-of-fold probabilities (see ``fit``).
+    """
+
+    def __init__(self, estimators=("rf", "svc", "xgb"), final_estimator=None, cv=5,
+                 feature_groups=None, class_weight="balanced", random_state=None, n_jobs=None):
+        self.estimators = estimators
+        self.final_estimator = final_estimator
+        self.cv = cv
+        self.feature_groups = feature_groups
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # -- helpers --------------------------------------------------------------------------
+    def _templates(self) -> list[tuple[str, BaseEstimator]]:
+        ests = self.estimators
+        if isinstance(ests, str):
+            ests = (ests,)
+        if not isinstance(ests, Sequence) or len(ests) == 0:
+            raise ValueError("estimators must be a non-empty sequence of kinds or "
+                             "(name, estimator) pairs")
+        out = []
+        for e in ests:
+            if isinstance(e, str):
+                if e not in BASE_KINDS:
+                    raise ValueError(f"unknown base learner {e!r}; choose from {BASE_KINDS} or "
+                                     "pass (name, estimator)")
+                out.append((e, BaseLearner(e, class_weight=self.class_weight,
+                                           n_jobs=self.n_jobs)))
+            elif isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str):
+                if not hasattr(e[1], "fit") or not hasattr(e[1], "predict_proba"):
+                    raise ValueError(f"base learner {e[0]!r} needs fit and predict_proba")
+                out.append((e[0], e[1]))
+            else:
+                raise ValueError(f"bad estimators entry {e!r}")
+        names = [n for n, _ in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"base learner names must be unique, got {names}")
+        return out
+
+    def _splitter(self, y: np.ndarray, seed: int):
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if not isinstance(self.cv, numbers.Integral):
+            if not hasattr(self.cv, "split"):
+                raise ValueError(f"cv must be an int >= 2 or a CV splitter, got {self.cv!r}")
+            return self.cv
+        if self.cv < 2:
+            raise ValueError(f"cv must be >= 2, got {self.cv}")
+        min_count = np.bincount(y).min()
+        if min_count >= 2:
+            return StratifiedKFold(int(min(self.cv, min_count)), shuffle=True, random_state=seed)
+        # a class with one sample cannot be stratified; folds may then miss a class
+        return KFold(int(min(self.cv, len(y))), shuffle=True, random_state=seed)
+
+    @staticmethod
+    def _seeded(est, seed):
+        est = clone(est)
+        if "random_state" in est.get_params(deep=False):
+            est.set_params(random_state=seed)
+        return est
+
+    def _proba_full(self, est, X, n_classes) -> np.ndarray:
+        """Probabilities of a learner fitted on encoded labels, spread onto all classes."""
+        p = np.asarray(est.predict_proba(X), dtype=np.float64)
+        out = np.zeros((X.shape[0], n_classes))
+        out[:, np.asarray(est.classes_, dtype=np.intp)] = p
+        return out
+
+    def _meta(self):
+        if self.final_estimator is not None:
+            return clone(self.final_estimator)
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=2000, class_weight=self.class_weight)
+
+    # -- fit ------------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Cross-fit the base learners, fit the meta-learner, refit the base learners.
+
+        ``cv_scores_["stack"]`` is the accuracy of ``cross_val_predict(meta, Z, y)`` on the
+        out-of-fold probabilities ``Z``: no base learner predicted a sample it was fitted on,
+        but the meta-learner of one fold saw base learners fitted on the others, so it is a
+        close, slightly optimistic estimate (a nested CV would cost ``cv`` times more).
+        """
+        from sklearn.metrics import accuracy_score, f1_score
+        from sklearn.model_selection import cross_val_predict
+
+        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
+        check_classification_targets(y)
+        if self.class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
+        le = LabelEncoder().fit(y)
+        self.classes_ = le.classes_
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError("StackedCellClassifier needs samples of at least 2 classes; "
+                             f"got 1 class ({self.classes_[0]!r})")
+        yi = le.transform(y)
+        columns = (list(self.feature_names_in_) if hasattr(self, "feature_names_in_")
+                   else [f"x{i}" for i in range(X.shape[1])])
+        groups = resolve_groups(self.feature_groups, columns)
+        templates = self._templates()
+        specs = [((name if self.feature_groups is None else f"{name}_{g}"), est, idx)
+                 for g, idx in groups for name, est in templates]
+        rng = check_random_state(self.random_state)
+        split_seed = int(rng.randint(np.iinfo(np.int32).max))
+        seeds = rng.randint(np.iinfo(np.int32).max, size=len(specs))
+        splits = list(self._splitter(yi, split_seed).split(X, yi))
+
+        oof = []
+        scores = {}
+        for (name, est, idx), seed in zip(specs, seeds, strict=True):
+            Z = np.zeros((len(yi), n_classes))
+            Xg = X[:, idx]
+            for tr, te in splits:
+                m = self._seeded(est, int(seed)).fit(Xg[tr], yi[tr])
+                Z[te] = self._proba_full(m, Xg[te], n_classes)
+            oof.append(Z)
+            pred = Z.argmax(axis=1)
+            scores[name] = {"accuracy": float(accuracy_score(yi, pred)),
+                            "macro_f1": float(f1_score(yi, pred, average="macro"))}
+        Z = np.hstack(oof)
+        self.final_estimator_ = self._meta().fit(Z, yi)
+        if len(splits) >= 2:
+            meta_pred = cross_val_predict(self._meta(), Z, yi, cv=splits)
+            scores["stack"] = {"accuracy": float(accuracy_score(yi, meta_pred)),
+                               "macro_f1": float(f1_score(yi, meta_pred, average="macro"))}
+        self.cv_scores_ = scores
+        self.learners_ = [(name, self._seeded(est, int(seed)).fit(X[:, idx], yi), idx)
+                          for (name, est, idx), seed in zip(specs, seeds, strict=True)]
+        self.learner_names_ = [n for n, _, _ in self.learners_]
+        self.feature_importances_ = self._importances()
+        return self
+
+    def _importances(self) -> np.ndarray:
+        total = np.zeros(self.n_features_in_)
+        n = 0
+        for _, est, idx in self.learners_:
+            try:
+                imp = np.asarray(est.feature_importances_, dtype=np.float64)
+            except AttributeError:
+                continue
+            if imp.sum() > 0:
+                total[idx] += imp / imp.sum()
+                n += 1
+        if n == 0:
+            return np.full(self.n_features_in_, 1.0 / self.n_features_in_)
+        return total / total.sum()
+
+    # -- predict --------------------------------------------------------------------------
+    def _check_X(self, X):
+        check_is_fitted(self, "learners_")
+        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
+                             dtype=np.float64)
+
+    def _base_probas(self, X) -> list[np.ndarray]:
+        n_classes = len(self.classes_)
+        return [self._proba_full(est, X[:, idx], n_classes) for _, est, idx in self.learners_]
+
+    def predict_proba_base(self, X) -> dict[str, np.ndarray]:
+        """Probabilities of every fitted base learner, ``{learner name: (n, C) array}``."""
+        X = self._check_X(X)
+        return dict(zip(self.learner_names_, self._base_probas(X), strict=True))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Stacked class probabilities, columns in ``classes_`` order, rows sum to 1."""
+        X = self._check_X(X)
+        Z = np.hstack(self._base_probas(X))
+        return self._proba_full(self.final_estimator_, Z, len(self.classes_))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # -- explanation ----------------------------------------------------------------------
+    def class_importances(self) -> "pd.DataFrame":  # noqa: F821
+        """Per-class XGBoost gain, ``DataFrame`` (classes x features), each row summing to 1.
+
+        For late fusion the gains of the XGBoost learner of each group are normalised per
+        learner then summed, so each group counts equally.
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "learners_")
+        cols = (list(self.feature_names_in_) if hasattr(self, "feature_names_in_")
+                else [f"x{i}" for i in range(self.n_features_in_)])
+        out = np.zeros((len(self.classes_), self.n_features_in_))
+        found = False
+        for _, est, idx in self.learners_:
+            try:
+                g = est.class_gain_
+            except AttributeError:
+                continue
+            cls_idx = np.asarray(est.classes_, dtype=np.intp)
+            s = g.sum(axis=1, keepdims=True)
+            out[np.ix_(cls_idx, idx)] += np.divide(g, s, out=np.zeros_like(g), where=s > 0)
+            found = True
+        if not found:
+            raise AttributeError("class_importances needs an 'xgb' base learner")
+        s = out.sum(axis=1, keepdims=True)
+        out = np.divide(out, s, out=np.zeros_like(out), where=s > 0)
+        return pd.DataFrame(out, index=[str(c) for c in self.classes_], columns=cols)
+
+    def explain(self, X, y, top: int = 20, n_repeats: int = 5, per_class: bool = True):
+        """Permutation importance of the whole stack on held-out ``(X, y)``.
+
+        Importance of feature ``j`` for score ``s``: :math:`s(X, y) - \\frac{1}{R}\\sum_r
+        s(X^{(j, r)}, y)` where :math:`X^{(j, r)}` has column ``j`` shuffled (repeat ``r``).
+        Scores: macro-F1 (scope ``"all"``) and, with ``per_class``, the F1 of each class
+        (one-vs-rest), computed from the same permuted predictions.
+
+        Returns
+        -------
+        DataFrame with columns ``scope, feature, importance_mean, importance_std``: the ``top``
+        features of each scope, by decreasing mean importance.
+        """
+        import pandas as pd
+        from sklearn.inspection import permutation_importance
+        from sklearn.metrics import f1_score, make_scorer
+
+        check_is_fitted(self, "learners_")
+        cols = list(X.columns) if hasattr(X, "columns") else [
+            f"x{i}" for i in range(self.n_features_in_)]
+        scoring = {"all": "f1_macro"}
+        if per_class:
+            for c in self.classes_:
+                scoring[str(c)] = make_scorer(f1_score, labels=[c], average="macro",
+                                              zero_division=0)
+        res = permutation_importance(self, X, np.asarray(y), scoring=scoring,
+                                     n_repeats=n_repeats, random_state=self.random_state,
+                                     n_jobs=None)
+        rows = []
+        for scope, r in res.items():
+            order = np.argsort(-r.importances_mean, kind="stable")[:top]
+            rows += [(scope, cols[j], float(r.importances_mean[j]),
+                      float(r.importances_std[j])) for j in order]
+        return pd.DataFrame(rows, columns=["scope", "feature", "importance_mean",
+                                           "importance_std"])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags

@@ -1,0 +1,254 @@
+"""Differential counts, atypical-cell probability, evaluation metrics and plots.
+
+Definitions
+-----------
+* probability of an atypical cell (a class that should not be in normal peripheral blood):
+  :math:`p_{atyp}(x) = \\sum_{c \\in A} p(c \\mid x)` over the atypical classes :math:`A`;
+* differential count over the :math:`N` successfully classified cells:
+  :math:`n_c = \\#\\{i : \\hat y_i = c\\}`, :math:`\\%_c = 100\\, n_c / N`;
+* accuracy :math:`\\frac{1}{n}\\sum_i [\\hat y_i = y_i]`; balanced accuracy = mean per-class
+  recall; macro-F1 = unweighted mean over classes of :math:`F1_c = 2 P_c R_c / (P_c + R_c)`;
+  ROC AUC per class: one-vs-rest, the probability of class ``c`` as score.
+
+>>> d = differential_count(["neutrophil", "ig", "neutrophil", None], ["ig", "neutrophil"],
+...                        atypical_classes=["ig"])
+>>> d["counts"], d["percent"]["neutrophil"], d["flagged"], d["n_failed"]
+({'ig': 1, 'neutrophil': 2}, 66.67, ['ig'], 1)
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["atypical_probability", "differential_count", "format_differential",
+           "classification_metrics", "format_metrics", "most_confused",
+           "plot_confusion_matrix", "plot_top_features", "top_features_table"]
+
+
+def atypical_probability(proba: np.ndarray, classes: Sequence[str],
+                         atypical_classes: Sequence[str]) -> np.ndarray:
+    """:math:`p_{atyp} = \\sum_{c \\in A} p_c` per row (0 when no class is atypical)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    idx = [i for i, c in enumerate(classes) if str(c) in set(map(str, atypical_classes))]
+    if not idx:
+        return np.zeros(proba.shape[0])
+    return proba[:, idx].sum(axis=1)
+
+
+def differential_count(predicted: Sequence[str | None], classes: Sequence[str],
+                       atypical_classes: Sequence[str] = (), p_atypical=None) -> dict:
+    """Count and percentage per class over the successfully classified cells.
+
+    Parameters
+    ----------
+    predicted : sequence of str or None
+        Predicted class per image; ``None`` (or ``""``) for an image that failed.
+    classes : sequence of str
+        All classes of the model (classes with no cell get count 0).
+    atypical_classes : sequence of str
+        Classes flagged when present.
+    p_atypical : array, optional
+        Per-image atypical probability (NaN for failures); summarised when given.
+
+    Returns
+    -------
+    dict with ``n_images``, ``n_classified``, ``n_failed``, ``counts``, ``percent`` (rounded
+    to 2 decimals; all 0 when nothing was classified), ``atypical_classes``, ``flagged``
+    (atypical classes with at least one cell), ``n_atypical``, ``percent_atypical``, and when
+    ``p_atypical`` is given ``mean_p_atypical`` and ``n_p_atypical_over_0.5``.
+    """
+    classes = [str(c) for c in classes]
+    atyp = [str(c) for c in atypical_classes]
+    ok = [str(p) for p in predicted if p is not None and p != ""]
+    unknown = sorted(set(ok) - set(classes))
+    if unknown:
+        raise ValueError(f"predicted labels {unknown} are not among the classes {classes}")
+    n = len(ok)
+    counts = {c: int(sum(1 for p in ok if p == c)) for c in classes}
+    percent = {c: (round(100.0 * k / n, 2) if n else 0.0) for c, k in counts.items()}
+    n_atyp = int(sum(counts[c] for c in atyp if c in counts))
+    out = {
+        "n_images": len(predicted),
+        "n_classified": n,
+        "n_failed": len(predicted) - n,
+        "counts": counts,
+        "percent": percent,
+        "atypical_classes": atyp,
+        "flagged": [c for c in atyp if counts.get(c, 0) > 0],
+        "n_atypical": n_atyp,
+        "percent_atypical": round(100.0 * n_atyp / n, 2) if n else 0.0,
+    }
+    if p_atypical is not None:
+        pa = np.asarray(p_atypical, dtype=np.float64)
+        pa = pa[np.isfinite(pa)]
+        out["mean_p_atypical"] = round(float(pa.mean()), 4) if pa.size else None
+        out["n_p_atypical_over_0.5"] = int((pa > 0.5).sum())
+    return out
+
+
+def format_differential(d: dict) -> str:
+    """The differential count as a small text table."""
+    lines = [f"Differential count ({d['n_classified']} cells classified, "
+             f"{d['n_failed']} failed)", f"  {'class':<16}{'count':>7}{'%':>9}"]
+    for c, k in d["counts"].items():
+        flag = "  <- flagged (atypical)" if c in d["flagged"] else ""
+        lines.append(f"  {c:<16}{k:>7}{d['percent'][c]:>9.2f}{flag}")
+    if d["flagged"]:
+        lines.append(f"  FLAG: atypical classes present: {', '.join(d['flagged'])} "
+                     f"({d['n_atypical']} cells, {d['percent_atypical']:.2f}%)")
+    else:
+        lines.append("  no atypical class present")
+    return "\n".join(lines)
+
+
+def most_confused(cm: np.ndarray, labels: Sequence[str], top: int = 5) -> list[dict]:
+    """Off-diagonal confusion-matrix cells by decreasing count (``true``, ``predicted``,
+    ``count``, ``fraction`` = count / support of the true class)."""
+    cm = np.asarray(cm)
+    pairs = []
+    for i in range(cm.shape[0]):
+        support = cm[i].sum()
+        for j in range(cm.shape[1]):
+            if i != j and cm[i, j] > 0:
+                pairs.append({"true": str(labels[i]), "predicted": str(labels[j]),
+                              "count": int(cm[i, j]),
+                              "fraction": round(float(cm[i, j] / support), 4)})
+    pairs.sort(key=lambda r: (-r["count"], r["true"], r["predicted"]))
+    return pairs[:top]
+
+
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
+                           proba: np.ndarray | None = None,
+                           classes: Sequence[str] | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class P/R/F1/support/ROC AUC, confusion.
+
+    ``classes`` are the columns of ``proba``. The label set of the per-class table and the
+    confusion matrix is the union of ``classes``, ``y_true`` and ``y_pred`` (sorted); macro
+    averages follow scikit-learn (labels present in ``y_true`` or ``y_pred``).
+    """
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
+                                 f1_score, precision_recall_fscore_support, roc_auc_score)
+
+    y_true = np.asarray([str(v) for v in y_true], dtype=object)
+    y_pred = np.asarray([str(v) for v in y_pred], dtype=object)
+    classes = [str(c) for c in (classes if classes is not None else [])]
+    labels = sorted(set(classes) | set(y_true) | set(y_pred))
+    out = {"n": int(len(y_true))}
+    if len(y_true) == 0:
+        out.update(accuracy=None, balanced_accuracy=None, macro_f1=None, per_class={},
+                   labels=labels, confusion_matrix=[], most_confused=[])
+        return out
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    per = {}
+    for k, c in enumerate(labels):
+        auc = None
+        if proba is not None and c in classes:
+            pos = y_true == c
+            if 0 < pos.sum() < len(y_true):
+                auc = float(roc_auc_score(pos, np.asarray(proba)[:, classes.index(c)]))
+        per[c] = {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
+                  "support": int(s[k]), "roc_auc": auc}
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    out.update(
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        per_class=per, labels=labels, confusion_matrix=cm.tolist(),
+        most_confused=most_confused(cm, labels))
+    return out
+
+
+def format_metrics(m: dict) -> str:
+    """Metrics as text: overall scores, per-class table, most-confused pairs."""
+    if not m.get("n"):
+        return "no image could be evaluated"
+    lines = [f"accuracy {m['accuracy']:.4f}   balanced accuracy {m['balanced_accuracy']:.4f}   "
+             f"macro-F1 {m['macro_f1']:.4f}   (n={m['n']})",
+             f"  {'class':<16}{'precision':>10}{'recall':>8}{'F1':>8}{'AUC':>8}{'support':>9}"]
+    for c, r in m["per_class"].items():
+        auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
+        lines.append(f"  {c:<16}{r['precision']:>10.4f}{r['recall']:>8.4f}{r['f1']:>8.4f}"
+                     f"{auc:>8}{r['support']:>9}")
+    if m["most_confused"]:
+        lines.append("  most confused (true -> predicted):")
+        for q in m["most_confused"]:
+            lines.append(f"    {q['true']} -> {q['predicted']}: {q['count']} "
+                         f"({100 * q['fraction']:.1f}% of {q['true']})")
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(cm, labels: Sequence[str], path: str | os.PathLike,
+                          title: str = "Confusion matrix") -> None:
+    """Row-normalised confusion matrix as a PNG (cells annotated with counts)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ._utils import atomic_path
+
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def top_features_table(importances, top: int = 10):
+    """Long table ``class, rank, feature, importance`` from a (classes x features) DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for c, row in importances.iterrows():
+        order = np.argsort(-row.to_numpy(), kind="stable")[:top]
+        rows += [(c, r + 1, importances.columns[j], float(row.iloc[j]))
+                 for r, j in enumerate(order)]
+    return pd.DataFrame(rows, columns=["class", "rank", "feature", "importance"])
+
+
+def plot_top_features(table, path: str | os.PathLike,
+                      title: str = "Top features per class (XGBoost gain share)") -> None:
+    """One horizontal bar chart per class from :func:`top_features_table` output, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ._utils import atomic_path
+
+    classes = list(dict.fromkeys(table["class"]))
+    ncol = 2 if len(classes) > 1 else 1
+    nrow = (len(classes) + ncol - 1) // ncol
+    k = int(table.groupby("class").size().max())
+    fig, axes = plt.subplots(nrow, ncol, figsize=(7 * ncol, 0.35 * k * nrow + 1.0 * nrow),
+                             squeeze=False)
+    for ax, c in zip(axes.ravel(), classes, strict=False):
+        t = table[table["class"] == c].sort_values("rank", ascending=False)
+        ax.barh(t["feature"], t["importance"], color="tab:blue")
+        ax.set_title(str(c))
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes.ravel()[len(classes):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,650 @@
+"""The train / predict / evaluate / demo workflow behind the ``morphocell`` sub-commands.
+
+Each ``*_command(args) -> int`` takes the argparse namespace built in :mod:`morphocell.cli`
+and returns an exit code (0 ok, 3 some images failed but the rest was written). The work is
+done by plain functions usable from Python:
+
+* :func:`compute_features` -- hand-crafted features of image files (through the cache);
+* :func:`train_handcrafted` -- features -> :class:`StackedCellClassifier` -> a
+  :class:`~morphocell.model_io.SavedModel` holding
+  ``Pipeline([("features", FeatureExtractor()), ("clf", StackedCellClassifier())])``;
+* :func:`predict_paths` -- class probabilities for image files, failures recorded per image;
+* :func:`evaluate_paths` -- metrics of a model on labelled images.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, MorphocellError
+
+__all__ = ["compute_features", "train_handcrafted", "train_deep", "predict_paths",
+           "evaluate_paths", "predictions_frame", "write_explanation", "train_command",
+           "predict_command", "evaluate_command", "demo_command"]
+
+EXIT_OK, EXIT_PARTIAL = 0, 3
+
+
+def _eprint(*a) -> None:
+    print(*a, file=sys.stderr)
+
+
+def _write_json(obj, path) -> None:
+    from ._utils import atomic_write
+
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2, default=_jsonable)
+        fh.write("\n")
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _write_csv(df, path, **kw) -> None:
+    from ._utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kw)
+
+
+# -- data -------------------------------------------------------------------------------------
+def load_labelled(data: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(paths, labels)`` of a folder of class subfolders or a manifest CSV with labels."""
+    from .io import resolve_inputs
+
+    paths, labels = resolve_inputs([data])
+    if labels is None:
+        raise DataError("no labels: give a folder of class subfolders or a manifest CSV with "
+                        "'path' and 'label' columns", data)
+    missing = [p for p, lab in zip(paths, labels, strict=True) if not lab]
+    if missing:
+        raise DataError(f"{len(missing)} manifest rows have an empty label "
+                        f"(first: {missing[0]})", data)
+    return paths, labels
+
+
+def compute_features(paths: Sequence[str], families=None, method: str = "otsu",
+                     cache_dir: str | os.PathLike | None = None, n_jobs=None, verbose: int = 0):
+    """Hand-crafted features of image files: ``(X DataFrame, statuses, errors, stats)``.
+
+    With ``cache_dir`` the :class:`~morphocell.cache.FeatureCache` there is used (and filled);
+    ``stats`` tells how many rows came from it (``hits``) and how many were ``computed``.
+    """
+    import pandas as pd
+
+    from .features import extractor
+
+    if cache_dir is not None:
+        from .cache import FeatureCache
+
+        cache = FeatureCache(cache_dir, families, method)
+        X, st, er = cache.extract(paths, n_jobs=n_jobs, verbose=verbose)
+        return X, st, er, dict(cache.last_stats)
+    mat, st, er = extractor.extract_batch(list(paths), families, method, n_jobs, verbose)
+    X = pd.DataFrame(mat, columns=extractor.feature_names(families))
+    return X, st, er, {"hits": 0, "computed": len(paths), "uncached": len(paths)}
+
+
+def _data_sha256(paths: Sequence[str], labels: Sequence[str]) -> str:
+    """SHA-256 over the sorted ``(image content hash, label)`` pairs: the same images with the
+    same labels give the same hash whatever their paths or order."""
+    from .cache import image_sha256
+
+    pairs = sorted(f"{image_sha256(p) or 'unreadable:' + p}\t{lab}"
+                   for p, lab in zip(paths, labels, strict=True))
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
+
+
+def _report_failures(paths, statuses, errors, what: str, limit: int = 20) -> int:
+    bad = [(p, s, e) for p, s, e in zip(paths, statuses, errors, strict=True) if s != "ok"]
+    for p, s, e in bad[:limit]:
+        _eprint(f"{what}: skipped {p} ({s}): {e or s}")
+    if len(bad) > limit:
+        _eprint(f"{what}: ... and {len(bad) - limit} more failed images")
+    return len(bad)
+
+
+# -- training ---------------------------------------------------------------------------------
+def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 5,
+                      random_state: int | None = 0, n_jobs=None, families=None,
+                      method: str = "otsu", cache_dir=None, verbose: int = 0,
+                      estimator_params: dict | None = None):
+    """Extract (or fetch) features and fit the stacked classifier on the images that worked.
+
+    Returns
+    -------
+    (SavedModel, info)
+        ``info``: ``statuses``, ``errors``, ``n_failed``, ``feature_stats`` (cache hits),
+        ``seconds_features``, ``seconds_fit``, the training feature table ``X`` and labels
+        ``y`` of the images used.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from .ensembles.stacking import StackedCellClassifier
+    from .features.extractor import DEFAULT_FAMILIES, FeatureExtractor
+    from .model_io import SavedModel, default_atypical_classes
+
+    fams = tuple(families or DEFAULT_FAMILIES)
+    t0 = time.perf_counter()
+    X, st, er, stats = compute_features(paths, fams, method, cache_dir, n_jobs, verbose)
+    t_feat = time.perf_counter() - t0
+    ok = np.array([s == "ok" for s in st], dtype=bool)
+    y = np.asarray(labels, dtype=object)[ok]
+    Xok = X[ok].reset_index(drop=True)
+    _check_trainable(y)
+    clf = StackedCellClassifier(cv=cv, random_state=random_state, n_jobs=n_jobs,
+                                **(estimator_params or {}))
+    t0 = time.perf_counter()
+    clf.fit(Xok, y.astype(str))
+    t_fit = time.perf_counter() - t0
+    pipe = Pipeline([("features", FeatureExtractor(families=fams, method=method).fit()),
+                     ("clf", clf)])
+    classes = [str(c) for c in clf.classes_]
+    meta = {
+        "features": "handcrafted",
+        "families": list(fams),
+        "segmentation": method,
+        "data_sha256": _data_sha256(paths, labels),
+        "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n_images": len(paths),
+        "n_used": int(ok.sum()),
+        "n_failed": int((~ok).sum()),
+        "class_counts": {c: int((y == c).sum()) for c in classes},
+        "cv": cv,
+        "random_state": random_state,
+        "cv_scores": clf.cv_scores_,
+        "versions": _versions(),
+    }
+    model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)
+    info = {"statuses": st, "errors": er, "n_failed": int((~ok).sum()), "feature_stats": stats,
+            "seconds_features": t_feat, "seconds_fit": t_fit, "X": Xok, "y": y}
+    return model, info
+
+
+def _check_trainable(y: np.ndarray) -> None:
+    classes, counts = np.unique(np.asarray(y, dtype=str), return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"need images of at least 2 classes that could be measured, got "
+                        f"{len(classes)} ({', '.join(classes)})")
+    if counts.min() < 2:
+        rare = [c for c, k in zip(classes, counts, strict=True) if k < 2]
+        raise DataError(f"need at least 2 usable images per class for cross-validation; "
+                        f"too few for {rare}")
+
+
+def _versions() -> dict:
+    import platform
+
+    import sklearn
+    import xgboost
+
+    from ._version import __version__
+
+    return {"morphocell": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "xgboost": xgboost.__version__}
+
+
+def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epochs=None,
+               n_jobs=None, cache_dir=None, verbose: int = 0):
+    """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
+
+    Raises
+    ------
+    MorphocellError
+        If the deep extra (TensorFlow/Keras and ``morphocell.deep.fusion.fit_deep_model``) is
+        not available.
+    """
+    from .io import read_image
+    from .model_io import SavedModel, default_atypical_classes
+
+    try:
+        from .deep.fusion import fit_deep_model
+    except ImportError as exc:
+        raise MorphocellError(
+            f"--features {features} needs the deep extra: install it with "
+            f"pip install 'morphocell[deep]' (TensorFlow/Keras) and a morphocell with "
+            f"morphocell.deep.fusion.fit_deep_model ({exc})") from None
+    labels = np.asarray(labels, dtype=object)
+    handcrafted = None
+    if features == "fused":
+        X, st, er, stats = compute_features(paths, None, "otsu", cache_dir, n_jobs, verbose)
+    else:
+        st, er = [], []
+        for p in paths:
+            try:
+                read_image(p)
+                st.append("ok")
+                er.append("")
+            except MorphocellError as exc:
+                st.append("error")
+                er.append(str(exc))
+        stats = {}
+    ok = np.array([s == "ok" for s in st], dtype=bool)
+    ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
+    y = labels[ok].astype(str)
+    _check_trainable(y)
+    if features == "fused":
+        handcrafted = X[ok].reset_index(drop=True)
+    kw = {"epochs": epochs} if epochs is not None else {}
+    est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
+                         random_state=random_state, verbose=verbose, **kw)
+    classes = [str(c) for c in est.classes_]
+    meta = {"features": features, "data_sha256": _data_sha256(paths, list(labels)),
+            "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "n_images": len(paths), "n_used": int(ok.sum()), "n_failed": int((~ok).sum()),
+            "cv": cv, "random_state": random_state, "epochs": epochs,
+            "cv_scores": getattr(est, "cv_scores_", {}), "versions": _versions()}
+    feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
+    model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
+    return model, {"statuses": st, "errors": er, "n_failed": int((~ok).sum()),
+                   "feature_stats": stats}
+
+
+def write_explanation(model, folder: str | os.PathLike, top: int = 15) -> list[Path]:
+    """Top features per class (XGBoost gain share) as CSV + PNG, and the CV scores as JSON."""
+    from .report import plot_top_features, top_features_table
+
+    folder = Path(folder)
+    written = []
+    clf = _final_classifier(model.estimator)
+    _write_json({"cv_scores": model.metadata.get("cv_scores", {}),
+                 "metadata": model.metadata}, folder / "training.json")
+    written.append(folder / "training.json")
+    if clf is not None and hasattr(clf, "class_importances"):
+        try:
+            imp = clf.class_importances()
+        except AttributeError:
+            return written
+        table = top_features_table(imp, top=top)
+        _write_csv(table, folder / "top_features.csv", float_format="%.6g")
+        plot_top_features(table, folder / "top_features.png")
+        written += [folder / "top_features.csv", folder / "top_features.png"]
+    return written
+
+
+def _final_classifier(est):
+    from .ensembles.stacking import StackedCellClassifier
+
+    if isinstance(est, StackedCellClassifier):
+        return est
+    steps = getattr(est, "steps", None)
+    if steps and isinstance(steps[-1][1], StackedCellClassifier):
+        return steps[-1][1]
+    return None
+
+
+def _format_cv(scores: dict) -> str:
+    lines = [f"  {'learner':<22}{'CV accuracy':>12}{'CV macro-F1':>13}"]
+    for name, s in scores.items():
+        lines.append(f"  {name:<22}{s['accuracy']:>12.4f}{s['macro_f1']:>13.4f}")
+    return "\n".join(lines)
+
+
+def _explain_dir(model_path: Path) -> Path:
+    return model_path.with_name(model_path.stem + "_explain")
+
+
+def train_command(args) -> int:
+    """``morphocell train DATA --out MODEL [--features ...] [--cv 5]``."""
+    from .cache import default_cache_dir
+    from .model_io import save_model
+
+    verbose = 0 if args.quiet else 1
+    paths, labels = load_labelled(args.data)
+    out = Path(args.out)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    classes = sorted(set(labels))
+    print(f"training on {len(paths)} images of {len(classes)} classes "
+          f"({args.features} features, {args.cv}-fold CV)")
+    t0 = time.perf_counter()
+    if args.features == "handcrafted":
+        model, info = train_handcrafted(paths, labels, cv=args.cv,
+                                        random_state=args.random_state, n_jobs=args.n_jobs,
+                                        cache_dir=cache_dir, verbose=verbose)
+    else:
+        model, info = train_deep(paths, labels, features=args.features, cv=args.cv,
+                                 random_state=args.random_state, epochs=args.epochs,
+                                 n_jobs=args.n_jobs, cache_dir=cache_dir, verbose=verbose)
+    n_failed = _report_failures(paths, info["statuses"], info["errors"], "train")
+    fs = info.get("feature_stats") or {}
+    if fs:
+        print(f"features: {fs.get('hits', 0)} from cache, {fs.get('computed', 0)} computed "
+              f"({cache_dir})")
+    scores = model.metadata.get("cv_scores") or {}
+    if scores:
+        print("cross-validated scores (out-of-fold):")
+        print(_format_cv(scores))
+    save_model(model, out)
+    written = write_explanation(model, _explain_dir(out))
+    print(f"model written to {out} ({len(model.classes)} classes, "
+          f"{len(paths) - n_failed} images used, {n_failed} failed); "
+          f"atypical classes: {', '.join(model.atypical_classes) or 'none'}")
+    if written:
+        print(f"explanation written to {_explain_dir(out)}")
+    print(f"total time {time.perf_counter() - t0:.1f} s")
+    return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+# -- prediction -------------------------------------------------------------------------------
+def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
+                  cache_dir=None, base_learners: bool = False):
+    """Class probabilities for image files.
+
+    Returns
+    -------
+    dict with ``proba`` ``(n, C)`` (NaN rows for failed images), ``statuses``, ``errors`` and,
+    with ``base_learners`` and a stacked model on hand-crafted features, ``base`` =
+    ``{learner: (n, C) probabilities}``.
+    """
+    from .features.extractor import FeatureExtractor
+    from .io import read_image
+
+    est = model.estimator
+    paths = [os.fspath(p) for p in paths]
+    n, C = len(paths), len(model.classes)
+    proba = np.full((n, C), np.nan)
+    out = {"proba": proba}
+    steps = getattr(est, "steps", None)
+    if steps and isinstance(steps[0][1], FeatureExtractor):
+        fe = steps[0][1]
+        X, st, er, _ = compute_features(paths, fe.families, fe.method, cache_dir, n_jobs,
+                                        verbose)
+        ok = np.array([s == "ok" for s in st], dtype=bool)
+        rest = est[1:]
+        if ok.any():
+            Xok = X[ok].reset_index(drop=True)
+            proba[ok] = rest.predict_proba(Xok)
+            clf = _final_classifier(est)
+            if base_learners and clf is not None and len(steps) == 2:
+                out["base"] = {}
+                for name, p in clf.predict_proba_base(Xok).items():
+                    full = np.full((n, C), np.nan)
+                    full[ok] = p
+                    out["base"][name] = full
+    else:
+        st, er = [], []
+        for p in paths:
+            try:
+                read_image(p)
+                st.append("ok")
+                er.append("")
+            except MorphocellError as exc:
+                st.append("error")
+                er.append(str(exc))
+        ok = np.array([s == "ok" for s in st], dtype=bool)
+        if ok.any():
+            proba[ok] = est.predict_proba([p for p, k in zip(paths, ok, strict=True) if k])
+    out["statuses"], out["errors"] = st, er
+    return out
+
+
+def predictions_frame(paths, proba, statuses, errors, classes, atypical_classes):
+    """The predictions table: path, predicted, p_<class>..., p_atypical, status, error."""
+    import pandas as pd
+
+    from .report import atypical_probability
+
+    classes = [str(c) for c in classes]
+    ok = np.array([s == "ok" for s in statuses], dtype=bool)
+    pred = np.full(len(paths), "", dtype=object)
+    if ok.any():
+        pred[ok] = np.asarray(classes, dtype=object)[np.argmax(proba[ok], axis=1)]
+    df = pd.DataFrame({"path": list(paths), "predicted": pred})
+    for j, c in enumerate(classes):
+        df[f"p_{c}"] = proba[:, j]
+    pa = atypical_probability(np.nan_to_num(proba), classes, atypical_classes)
+    df["p_atypical"] = np.where(ok, pa, np.nan)
+    df["status"] = list(statuses)
+    df["error"] = list(errors)
+    return df
+
+
+def predict_command(args) -> int:
+    """``morphocell predict MODEL INPUT... --out predictions.csv``."""
+    from .io import resolve_inputs
+    from .model_io import load_model
+    from .report import differential_count, format_differential
+
+    model = load_model(args.model)
+    if getattr(args, "atypical", None) is not None:
+        atyp = [c.strip() for c in args.atypical.split(",") if c.strip()]
+        unknown = [c for c in atyp if c not in model.classes]
+        if unknown:
+            raise DataError(f"--atypical names unknown classes {unknown}; model classes: "
+                            f"{model.classes}")
+        model.atypical_classes = atyp
+    paths, _ = resolve_inputs(args.inputs)
+    res = predict_paths(model, paths, n_jobs=args.n_jobs, verbose=0 if args.quiet else 1,
+                        cache_dir=getattr(args, "cache_dir", None))
+    df = predictions_frame(paths, res["proba"], res["statuses"], res["errors"], model.classes,
+                           model.atypical_classes)
+    out = Path(args.out)
+    _write_csv(df, out, float_format="%.6f")
+    count = differential_count([p or None for p in df["predicted"]], model.classes,
+                               model.atypical_classes, df["p_atypical"].to_numpy())
+    count_out = Path(args.count_out) if args.count_out else out.with_name(
+        out.stem + "_differential.json")
+    _write_json(count, count_out)
+    n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
+    print(format_differential(count))
+    print(f"predictions written to {out}; differential count to {count_out}")
+    return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, n_jobs=None,
+                   verbose: int = 0, cache_dir=None):
+    """Metrics of ``model`` on labelled images (failed images are counted, not scored).
+
+    With ``classes_present_only`` the probabilities are restricted to the model classes that
+    occur in ``labels`` and renormalised, :math:`p'_c = p_c / \\sum_{k \\in present} p_k`.
+
+    Returns ``(metrics, predictions DataFrame)``; ``metrics`` holds the fields of
+    :func:`~morphocell.report.classification_metrics` plus ``n_images``, ``n_failed``,
+    ``unknown_labels`` and, for a stacked model, ``base_learners`` (metrics per base learner).
+    """
+    from .report import classification_metrics
+
+    labels = [str(v) for v in labels]
+    res = predict_paths(model, paths, n_jobs=n_jobs, verbose=verbose, cache_dir=cache_dir,
+                        base_learners=True)
+    classes = list(model.classes)
+    proba = res["proba"]
+    keep = list(range(len(classes)))
+    if classes_present_only:
+        present = set(labels)
+        keep = [j for j, c in enumerate(classes) if c in present]
+        if not keep:
+            raise DataError("no class of the model occurs in the data "
+                            f"(model classes: {classes})")
+
+    def restrict(p):
+        q = p[:, keep]
+        s = q.sum(axis=1, keepdims=True)
+        return np.divide(q, s, out=np.full_like(q, np.nan), where=s > 0)
+
+    use_classes = [classes[j] for j in keep]
+    proba_r = restrict(proba)
+    ok = np.array([s == "ok" for s in res["statuses"]], dtype=bool)
+    y_true = [lab for lab, k in zip(labels, ok, strict=True) if k]
+    y_pred = list(np.asarray(use_classes, dtype=object)[np.argmax(proba_r[ok], axis=1)]) \
+        if ok.any() else []
+    m = classification_metrics(y_true, y_pred, proba_r[ok] if ok.any() else None, use_classes)
+    m["n_images"] = len(paths)
+    m["n_failed"] = int((~ok).sum())
+    m["unknown_labels"] = sorted(set(labels) - set(classes))
+    m["classes_present_only"] = bool(classes_present_only)
+    if "base" in res and ok.any():
+        m["base_learners"] = {}
+        for name, p in res["base"].items():
+            pr = restrict(p)[ok]
+            yp = list(np.asarray(use_classes, dtype=object)[np.argmax(pr, axis=1)])
+            bm = classification_metrics(y_true, yp, pr, use_classes)
+            m["base_learners"][name] = {
+                "accuracy": bm["accuracy"], "balanced_accuracy": bm["balanced_accuracy"],
+                "macro_f1": bm["macro_f1"],
+                "per_class_f1": {c: r["f1"] for c, r in bm["per_class"].items()}}
+    full = np.full((len(paths), len(classes)), np.nan)
+    full[:, keep] = proba_r
+    df = predictions_frame(paths, full, res["statuses"], res["errors"], classes,
+                           model.atypical_classes)
+    df.insert(1, "label", labels)
+    return m, df
+
+
+def _format_base(m: dict) -> str:
+    bl = m.get("base_learners")
+    if not bl:
+        return ""
+    labels = [c for c in m["per_class"] if m["per_class"][c]["support"] > 0]
+    head = f"  {'model':<18}{'accuracy':>9}{'macro-F1':>9}" + "".join(
+        f"{c[:9]:>10}" for c in labels)
+    rows = [head]
+    for name, r in list(bl.items()) + [("stack", {
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}})]:
+        rows.append(f"  {name:<18}{r['accuracy']:>9.4f}{r['macro_f1']:>9.4f}" + "".join(
+            f"{r['per_class_f1'].get(c, float('nan')):>10.4f}" for c in labels))
+    return "per-learner F1 (columns: classes):\n" + "\n".join(rows)
+
+
+def evaluate_command(args) -> int:
+    """``morphocell evaluate MODEL DATA [--out DIR] [--json] [--classes-present-only]``."""
+    import pandas as pd
+
+    from .model_io import load_model
+    from .report import format_metrics, plot_confusion_matrix
+
+    model = load_model(args.model)
+    paths, labels = load_labelled(args.data)
+    m, df = evaluate_paths(model, paths, labels, classes_present_only=args.classes_present_only,
+                           n_jobs=args.n_jobs, verbose=0 if args.quiet else 1,
+                           cache_dir=getattr(args, "cache_dir", None))
+    n_failed = _report_failures(paths, df["status"].tolist(), df["error"].tolist(), "evaluate")
+    if m["unknown_labels"]:
+        _eprint(f"evaluate: warning: labels not known to the model (always wrong): "
+                f"{m['unknown_labels']}")
+    if args.out:
+        out = Path(args.out)
+        _write_json(m, out / "metrics.json")
+        per = pd.DataFrame([{"class": c, **r} for c, r in m["per_class"].items()])
+        _write_csv(per, out / "per_class.csv", float_format="%.6f")
+        if m["n"]:
+            cm = pd.DataFrame(m["confusion_matrix"], index=m["labels"], columns=m["labels"])
+            cm.index.name = "true\\predicted"
+            from ._utils import atomic_path
+
+            with atomic_path(out / "confusion_matrix.csv") as tmp:
+                cm.to_csv(tmp)
+            plot_confusion_matrix(m["confusion_matrix"], m["labels"],
+                                  out / "confusion_matrix.png")
+            _write_csv(pd.DataFrame(m["most_confused"],
+                                    columns=["true", "predicted", "count", "fraction"]),
+                       out / "most_confused.csv")
+        _write_csv(df, out / "predictions.csv", float_format="%.6f")
+    if args.json:
+        json.dump(m, sys.stdout, indent=2, default=_jsonable)
+        sys.stdout.write("\n")
+    else:
+        print(format_metrics(m))
+        base = _format_base(m)
+        if base:
+            print(base)
+        print(f"{m['n_images']} images, {m['n_failed']} failed")
+        if args.out:
+            print(f"report written to {args.out}")
+    return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+# -- demo -------------------------------------------------------------------------------------
+def demo_command(args) -> int:
+    """``morphocell demo``: the whole job on the bundled sample (80 images, 8 classes).
+
+    Segments every image (masks and overlays in ``OUT/overlays``), extracts features, trains
+    the stacked classifier with 5-fold CV, saves the model and its explanation, and writes the
+    predictions and differential count of the sample images. Those predictions are in-sample
+    (the model was trained on these very images): the honest scores are the CV ones.
+    """
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from .datasets import sample_folder
+    from .ensembles.stacking import StackedCellClassifier
+    from .features.extractor import DEFAULT_FAMILIES, FeatureExtractor, extract_array
+    from .io import load_folder, read_image
+    from .model_io import SavedModel, default_atypical_classes, save_model
+    from .report import differential_count, format_differential
+    from .segmentation import save_masks, segment
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    paths, labels = load_folder(sample_folder())
+    print(f"demo: {len(paths)} bundled images of {len(set(labels))} classes -> {out}")
+    rows, st, er = [], [], []
+    for p in paths:
+        try:
+            img = read_image(p)
+            masks = segment(img)
+            save_masks(img, masks, out / "overlays", Path(p).stem)
+            vec, _ = extract_array(img, masks)
+            rows.append(vec)
+            st.append("ok" if masks.found else "no_cell")
+            er.append("" if masks.found else "no cell found")
+        except MorphocellError as exc:
+            rows.append(None)
+            st.append("error")
+            er.append(str(exc))
+    from .features.extractor import feature_names
+
+    names = feature_names(DEFAULT_FAMILIES)
+    X = pd.DataFrame([r if r is not None else np.full(len(names), np.nan) for r in rows],
+                     columns=names)
+    t_seg = time.perf_counter() - t0
+    print(f"segmented and measured {len(paths)} images in {t_seg:.1f} s "
+          f"(masks and overlays in {out / 'overlays'})")
+    ok = np.array([s == "ok" for s in st])
+    y = np.asarray(labels, dtype=str)
+    clf = StackedCellClassifier(cv=5, random_state=0).fit(X[ok].reset_index(drop=True), y[ok])
+    print("cross-validated scores (out-of-fold, 5 folds):")
+    print(_format_cv(clf.cv_scores_))
+    pipe = Pipeline([("features", FeatureExtractor().fit()), ("clf", clf)])
+    classes = [str(c) for c in clf.classes_]
+    model = SavedModel(pipe, classes, names, default_atypical_classes(classes),
+                       {"features": "handcrafted", "data": "bundled sample",
+                        "data_sha256": _data_sha256(paths, labels),
+                        "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                            timespec="seconds"),
+                        "n_images": len(paths), "n_used": int(ok.sum()),
+                        "cv": 5, "random_state": 0, "cv_scores": clf.cv_scores_,
+                        "versions": _versions()})
+    save_model(model, out / "model.mcm")
+    write_explanation(model, out / "model_explain")
+    proba = np.full((len(paths), len(classes)), np.nan)
+    proba[ok] = clf.predict_proba(X[ok].reset_index(drop=True))
+    df = predictions_frame(paths, proba, st, er, classes, model.atypical_classes)
+    df.insert(1, "label", labels)
+    _write_csv(df, out / "predictions.csv", float_format="%.6f")
+    count = differential_count([p or None for p in df["predicted"]], classes,
+                               model.atypical_classes, df["p_atypical"].to_numpy())
+    _write_json(count, out / "differential.json")
+    print(format_differential(count))
+    print("(predictions of the training images themselves: in-sample, see the CV scores "
+          "above for an honest estimate)")
+    print(f"model: {out / 'model.mcm'}; explanation: {out / 'model_explain'}; "
+          f"predictions: {out / 'predictions.csv'}")
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    return EXIT_OK if ok.all() else EXIT_PARTIAL
