@@ -8,7 +8,197 @@ from __future__ import annotations
 import numpy as np  # noqa: F401
 
 # ---- shape -------------------------------------------------------------------------------
+# Checks morphocell.features.shape (radii, FeretMin/FeretMax, curvature, LobeCount): slow
+# versions built from scipy / scikit-image / numpy primitives, one obvious step at a time.
+
+
+def shape_border_pixels(mask: np.ndarray) -> np.ndarray:
+    """(n, 2) (row, col) of the pixels of ``mask`` with a 4-neighbour outside it."""
+    import scipy.ndimage as ndi
+
+    cross = ndi.generate_binary_structure(2, 1)
+    eroded = ndi.binary_erosion(mask, cross, border_value=0)
+    return np.argwhere(mask & ~eroded)
+
+
+def shape_radii(mask: np.ndarray) -> list[float]:
+    """RadiusMin/Max/Mean/Std: distances from the centroid to the border-pixel centres."""
+    centroid = np.argwhere(mask).mean(axis=0)
+    d = np.linalg.norm(shape_border_pixels(mask) - centroid, axis=1)
+    return [d.min(), d.max(), d.mean(), d.std()]
+
+
+def shape_feret(mask: np.ndarray) -> tuple[float, float]:
+    """(FeretMax, FeretMin) on the crack points of scikit-image's convex hull image: the
+    midpoints between each convex-image pixel and its 4-neighbours outside it; min width
+    by brute force over every edge of their convex hull and every point."""
+    from scipy.spatial import ConvexHull
+    from skimage.morphology import convex_hull_image
+
+    conv = np.pad(convex_hull_image(mask), 1)
+    pts = []
+    for r, c in np.argwhere(conv):
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            if not conv[r + dr, c + dc]:
+                pts.append((r + dr / 2.0, c + dc / 2.0))
+    pts = np.array(pts)
+    d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+    fmax = float(np.sqrt(d2.max()))
+    hull = pts[ConvexHull(pts).vertices]
+    widths = []
+    for i in range(len(hull)):
+        a, b = hull[i], hull[(i + 1) % len(hull)]
+        e = b - a
+        dist = np.abs(e[0] * (pts[:, 1] - a[1]) - e[1] * (pts[:, 0] - a[0])) / np.hypot(*e)
+        widths.append(dist.max())
+    return fmax, float(min(widths))
+
+
+def shape_contour_curvature(points: np.ndarray, step: float, sigma: float):
+    """Curvature of a closed contour (x, y): resample every ``step`` px of arc length
+    (``M = max(round(L/step), 3)`` points, ``np.interp``), circular Gaussian smoothing
+    (sigma px, truncated at 4 sigma, renormalised), central differences. Sign so that the
+    total turning is positive. Returns ``(kappa, ds, L)``."""
+    p = np.asarray(points, dtype=np.float64)
+    closed = np.vstack([p, p[:1]])
+    seg = np.hypot(*np.diff(closed, axis=0).T)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    L = cum[-1]
+    m = max(int(np.round(L / step)), 3)
+    ds = L / m
+    s = np.arange(m) * ds
+    x = np.interp(s, cum, closed[:, 0])
+    y = np.interp(s, cum, closed[:, 1])
+    sg = sigma / ds
+    half = int(np.ceil(4 * sg))
+    w = np.exp(-0.5 * ((np.arange(2 * half + 1) - half) / sg) ** 2)
+    w /= w.sum()
+    xs = np.array([sum(w[i] * x[(k + i - half) % m] for i in range(len(w))) for k in range(m)])
+    ys = np.array([sum(w[i] * y[(k + i - half) % m] for i in range(len(w))) for k in range(m)])
+    dx = (np.roll(xs, -1) - np.roll(xs, 1)) / (2 * ds)
+    dy = (np.roll(ys, -1) - np.roll(ys, 1)) / (2 * ds)
+    ddx = (np.roll(xs, -1) - 2 * xs + np.roll(xs, 1)) / ds ** 2
+    ddy = (np.roll(ys, -1) - 2 * ys + np.roll(ys, 1)) / ds ** 2
+    kappa = (dx * ddy - dy * ddx) / (dx * dx + dy * dy) ** 1.5
+    if kappa.sum() < 0:
+        kappa = -kappa
+    return kappa, ds, L
+
+
+def shape_curvature_stats(mask: np.ndarray, step: float, sigma: float,
+                          min_length: float) -> list[float]:
+    """CurvatureMean, Std, Min, Max, ConcaveFraction, BendingEnergy over the outer contours
+    (cv2.findContours, RETR_EXTERNAL, CHAIN_APPROX_NONE) at least ``min_length`` long."""
+    import cv2
+
+    cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    ks, dss, be, lens = [], [], [], []
+    for c in cs:
+        p = c[:, 0, :].astype(np.float64)
+        if np.hypot(*np.diff(np.vstack([p, p[:1]]), axis=0).T).sum() < min_length:
+            continue
+        k, ds, L = shape_contour_curvature(p, step, sigma)
+        ks.append(k)
+        dss.append(np.full(k.size, ds))
+        be.append(L * np.sum(k ** 2 * ds) / (4 * np.pi ** 2))
+        lens.append(L)
+    if not ks:
+        return [np.nan] * 6
+    k, ds = np.concatenate(ks), np.concatenate(dss)
+    mean = np.sum(k * ds) / ds.sum()
+    std = np.sqrt(np.sum((k - mean) ** 2 * ds) / ds.sum())
+    return [mean, std, k.min(), k.max(), ds[k < 0].sum() / ds.sum(),
+            np.average(be, weights=lens)]
+
+
+def shape_lobe_count(mask: np.ndarray, rel: float, min_persistence: float) -> int:
+    """LobeCount by brute force: label the superlevel sets ``{edt >= v}`` (8-connectivity)
+    for every distance value ``v`` from the top down; each component is represented by its
+    eldest pixel (largest distance, then first in raster order); when components merge the
+    younger representatives die with persistence ``birth - v``; survivors have persistence
+    = birth. Count persistences ``>= max(min_persistence, rel * max edt)``."""
+    import scipy.ndimage as ndi
+
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))
+    flat = dt.ravel()
+    alive: dict[int, float] = {}  # representative raster index -> birth
+    pers = []
+    for v in np.unique(flat[flat > 0])[::-1]:
+        lab, n = ndi.label(dt >= v, structure=np.ones((3, 3)))
+        labf = lab.ravel()
+        for comp in range(1, n + 1):
+            idx = np.flatnonzero(labf == comp)
+            reps = [i for i in idx if i in alive]
+            if not reps:
+                eldest = idx[np.lexsort((idx, -flat[idx]))[0]]
+                alive[int(eldest)] = flat[eldest]
+                continue
+            reps.sort(key=lambda i: (-flat[i], i))
+            for young in reps[1:]:
+                pers.append(alive.pop(young) - v)
+    pers += list(alive.values())
+    thr = max(min_persistence, rel * dt.max())
+    return int(sum(p >= thr for p in pers))
+
 
 # ---- color -------------------------------------------------------------------------------
+# Checks morphocell.features.color.color_stats / compute: per-pixel values straight from
+# scikit-image, statistics straight from numpy / scipy.stats, hue by scipy.stats.circmean.
+
+
+def color_channels(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every colour channel of an (n, 3) uint8 pixel list, computed by scikit-image."""
+    import skimage.color as skc
+
+    rgb = pixels.astype(np.float64)
+    hsv = skc.rgb2hsv(pixels[None])[0]
+    lab = skc.rgb2lab(pixels[None])[0]
+    hed = skc.rgb2hed(pixels[None])[0]
+    od = -np.log10((rgb + 1.0) / 256.0)
+    return {"R": rgb[:, 0], "G": rgb[:, 1], "B": rgb[:, 2], "V": hsv[:, 2],
+            "OdR": od[:, 0], "OdG": od[:, 1], "OdB": od[:, 2], "H": hsv[:, 0], "S": hsv[:, 1],
+            "LabL": lab[:, 0], "LabA": lab[:, 1], "LabB": lab[:, 2],
+            "Hem": hed[:, 0], "Eos": hed[:, 1], "Res": hed[:, 2]}
+
+
+def color_linear_stats(x: np.ndarray) -> list[float]:
+    """Mean, Std, Median, P10, P90, Skewness, Kurtosis of a real sample (numpy/scipy)."""
+    import scipy.stats as ss
+
+    return [x.mean(), x.std(), np.percentile(x, 50), np.percentile(x, 10), np.percentile(x, 90),
+            ss.skew(x), ss.kurtosis(x)]
+
+
+def color_hue_stats(h: np.ndarray) -> tuple[list[float], float]:
+    """Hue statistics as documented in morphocell.features.color, plus the mean resultant
+    length: unwrap around scipy's circular mean, location statistics mod 1."""
+    import scipy.stats as ss
+
+    mu = ss.circmean(h, high=1.0, low=0.0)
+    d = h - mu
+    u = mu + (d - np.floor(d + 0.5))
+    st = color_linear_stats(u)
+    out = [mu, st[1], st[2] % 1.0, st[3] % 1.0, st[4] % 1.0, st[5], st[6]]
+    resultant = float(np.hypot(np.sin(2 * np.pi * h).sum(), np.cos(2 * np.pi * h).sum())
+                      / h.size)
+    return out, resultant
+
+
+def color_region_stats(image: np.ndarray, mask: np.ndarray, channels) -> tuple[np.ndarray,
+                                                                                 float]:
+    """(len(channels), 7) statistics and hue resultant of the pixels of ``mask``; NaN if empty."""
+    if not mask.any():
+        return np.full((len(channels), 7), np.nan), np.nan
+    ch = color_channels(image[mask])
+    out = np.empty((len(channels), 7))
+    res = np.nan
+    for i, c in enumerate(channels):
+        if c == "H":
+            st, res = color_hue_stats(ch["H"])
+            out[i] = st
+        else:
+            out[i] = color_linear_stats(ch[c])
+    return out, res
+
 
 # ---- texture -----------------------------------------------------------------------------

@@ -38,9 +38,11 @@ a constant to every hue moves the location statistics by that constant (mod 1) a
 others unchanged; no statistic jumps when a hue crosses 0 / 1 (e.g. red-purple cells).
 
 NaN policy: every statistic of an empty region is NaN (e.g. no cytoplasm found), and so is a
-contrast with an empty side. A one-pixel (or constant) region has ``Std`` 0, all percentiles
-equal to its value, and NaN ``Skewness`` / ``Kurtosis`` (scipy's rule: NaN when
-``m2 <= (eps * mean)^2``).
+contrast with an empty side. A one-pixel region has ``Std`` exactly 0, all percentiles
+equal to its value, and NaN ``Skewness`` / ``Kurtosis``; so does any region where a channel
+is constant (min = max), and, as in scipy, NaN shape statistics whenever
+``m2 <= (eps * mean)^2``.
+Grey pixels (R = G = B) have hue 0 and saturation 0, as in scikit-image.
 
 Contrasts: ``NucleusCytoplasmContrast_c = mean_c(nucleus) - mean_c(cytoplasm)`` for c in L*,
 a*, b*, and ``NucleusCytoplasmDeltaE`` = CIE76 ``sqrt(dL^2 + da^2 + db^2)`` between the mean

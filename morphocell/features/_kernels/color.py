@@ -25,7 +25,8 @@ statistics: with ``v = (n - 1) * q`` (``q = p / 100``), ``i = floor(v)``, ``g = 
 Moments are two-pass central moments ``m_k = mean((x - mean)^k)``; ``Std = sqrt(m2)``
 (population), ``Skewness = m3 / m2^1.5``, ``Kurtosis = m4 / m2^2 - 3`` (Fisher); when
 ``m2 <= (eps * mean)^2`` (a constant region, e.g. one pixel) skewness and kurtosis are NaN,
-as in ``scipy.stats.skew/kurtosis``.
+as in ``scipy.stats.skew/kurtosis``, and so are they, with ``Std = 0``, whenever the sample's
+minimum equals its maximum.
 """
 from __future__ import annotations
 
@@ -53,7 +54,10 @@ WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 #: Ruifrok & Johnston haematoxylin / eosin / DAB optical-density vectors (rows), as
 #: ``skimage.color.colorconv.rgb_from_hed``
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
+#: its inverse, digit for digit ``skimage.color.colorconv.hed_from_rgb`` (``scipy.linalg.inv``)
+HED_FROM_RGB = np.array([[1.8779827368521356, -1.0076786862855642, -0.5561158181996246],
+                         [-0.06590806222356334, 1.1347303724996625, -0.13552179862837116],
+                         [-0.6019073634392891, -0.4804141884970579, 1.5735880719641926]])
 
 _EPS = float(np.finfo(np.float64).eps)
 _QS = (0.5, 0.1, 0.9)  # p / 100 for Median, P10, P90 (float64, as numpy computes them)
@@ -167,6 +171,14 @@ def _hist_stats(hist, values, out):
             m3 += hist[i] * d2 * d
             m4 += hist[i] * d2 * d2
     _moments_to_stats(n, mean, m2 / n, m3 / n, m4 / n, out)
+    nonempty = 0
+    for i in range(256):
+        if hist[i] > 0:
+            nonempty += 1
+    if nonempty == 1:  # a constant sample: exact zero spread, no shape
+        out[1] = 0.0
+        out[5] = np.nan
+        out[6] = np.nan
     increasing = values[255] >= values[0]
     for qi in range(3):
         v = (n - 1) * _QS[qi]
@@ -381,13 +393,13 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         for b in range(NBINS):
             histf[2, c, b] = histf[0, c, b] + histf[1, c, b]
     # ---- order statistics: find the bins holding the wanted ranks in one sweep per channel
-    # ranks[t] for t = 2 qi + (0: floor index, 1: next index), qi as in _QS
-    want_bin = np.zeros((3, 8, 6), np.int64)
-    want_rank = np.zeros((3, 8, 6), np.int64)
-    ranks = np.empty(6, np.int64)
-    order = np.array([2, 3, 0, 1, 4, 5])  # ranks ascending: P10, Median, P90
+    # rank slot t: 2 qi + (0: floor index, 1: next index) with qi as in _QS; 6 min, 7 max
+    want_bin = np.zeros((3, 8, 8), np.int64)
+    want_rank = np.zeros((3, 8, 8), np.int64)
+    ranks = np.empty(8, np.int64)
+    order = np.array([6, 2, 3, 0, 1, 4, 5, 7])  # rank slots in ascending rank
     nslot = 0
-    slot_bin_count = np.zeros(3 * 8 * 6, np.int64)
+    slot_bin_count = np.zeros(3 * 8 * 8, np.int64)
     for r in range(3):
         n = cnt[r]
         if n == 0:
@@ -396,12 +408,14 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             v = (n - 1) * _QS[qi]
             ranks[2 * qi] = int(np.floor(v))
             ranks[2 * qi + 1] = min(ranks[2 * qi] + 1, n - 1)
+        ranks[6] = 0
+        ranks[7] = n - 1
         for c in range(8):
             cum = 0
             t = 0
             for b in range(NBINS):
                 hb = histf[r, c, b]
-                while t < 6 and ranks[order[t]] < cum + hb:
+                while t < 8 and ranks[order[t]] < cum + hb:
                     want_bin[r, c, order[t]] = b
                     want_rank[r, c, order[t]] = ranks[order[t]] - cum
                     if slot[r, c, b] < 0:
@@ -409,7 +423,7 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
                         slot_bin_count[nslot] = hb
                         nslot += 1
                     t += 1
-                if t == 6:
+                if t == 8:
                     break
                 cum += hb
     start = np.zeros(nslot + 1, np.int64)
@@ -449,6 +463,12 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
                 b = buf[start[s1] + want_rank[r, c, 2 * qi + 1]]
                 v = (n - 1) * _QS[qi]
                 row[2 + qi] = _lerp(a, b, v - np.floor(v))
+            smin = slot[r, c, want_bin[r, c, 6]]
+            smax = slot[r, c, want_bin[r, c, 7]]
+            if buf[start[smin] + want_rank[r, c, 6]] == buf[start[smax] + want_rank[r, c, 7]]:
+                row[1] = 0.0  # a constant sample: exact zero spread, no shape
+                row[5] = np.nan
+                row[6] = np.nan
         # hue: location statistics back on the circle (turns in [0, 1))
         row = stats[r, N8]
         row[0] = mu[r]
