@@ -1,0 +1,139 @@
+"""FeatureExtractor and extract_batch: the scikit-learn contract, parallel = serial, bad images
+become NaN rows listed in the failures, doctests."""
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from morphocell import FeatureExtractor, read_image
+from morphocell.features import extractor, registry
+from morphocell.features.extractor import (STATUS_ERROR, STATUS_NO_CELL, STATUS_OK,
+                                           extract_batch, extract_features, feature_names)
+from conftest import pbc_subset
+
+
+@pytest.fixture(scope="module")
+def paths(pbc_small):
+    return [p for p, _ in pbc_small]
+
+
+@pytest.fixture(scope="module")
+def table(paths):
+    """Features of the 24 pbc_small images, computed once (serial)."""
+    return FeatureExtractor().fit_transform(paths)
+
+
+def test_columns_are_the_registry_names_in_order(table):
+    fe = FeatureExtractor().fit()
+    names = feature_names()
+    assert list(table.columns) == names == list(fe.get_feature_names_out())
+    assert fe.n_features_out_ == len(names) == len(registry.names(["shape", "color", "texture"]))
+    assert len(set(names)) == len(names)
+    for fam in ("Shape", "Color", "Texture"):
+        assert any(f"_{fam}_" in n for n in names)
+    only = FeatureExtractor(families=("color",)).fit()
+    assert list(only.get_feature_names_out()) == registry.names(["color"])
+
+
+def test_transform_equals_per_image_extract_features(paths, table):
+    assert table.shape == (len(paths), len(feature_names()))
+    assert table.attrs["failures"] == []
+    for i in (0, 7, 23):
+        row = extract_features(read_image(paths[i]))
+        np.testing.assert_array_equal(table.iloc[i].to_numpy(), np.array(list(row.values())))
+    # every real PBC cell is found: the cell-level measurements exist for every image
+    assert table["Cell_Shape_Area"].notna().all()
+    assert table["Cell_Color_Mean_LabL"].between(0, 100).all()
+
+
+def test_n_jobs_2_gives_the_same_values(paths, table):
+    X2 = FeatureExtractor(n_jobs=2).fit_transform(paths)
+    np.testing.assert_array_equal(X2.to_numpy(), table.to_numpy())
+    mat, st, err = extract_batch(paths[:5], n_jobs=2, chunk_size=2)
+    np.testing.assert_array_equal(mat, table.to_numpy()[:5])
+    assert st == [STATUS_OK] * 5 and err == [""] * 5
+
+
+def test_failed_images_are_nan_rows_listed_in_failures(tmp_path, paths, table):
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    missing = tmp_path / "missing.png"
+    blank = np.full((64, 64, 3), 255, np.uint8)  # no cell to find
+    X = FeatureExtractor().fit_transform([paths[0], str(bad), str(missing), blank, paths[1]])
+    assert X.shape[0] == 5
+    assert X.iloc[[1, 2, 3]].isna().all(axis=None)
+    np.testing.assert_array_equal(X.iloc[[0, 4]].to_numpy(), table.iloc[[0, 1]].to_numpy())
+    fails = X.attrs["failures"]
+    assert [f[0] for f in fails] == [str(bad), str(missing), "<array (64, 64, 3)>"]
+    assert [f[1] for f in fails] == [STATUS_ERROR, STATUS_ERROR, STATUS_NO_CELL]
+    assert all(f[2] for f in fails)  # a reason for each
+    # the serial and the parallel batch report the same failures
+    _, st, err = extract_batch([str(bad), paths[0]], n_jobs=2, chunk_size=1)
+    assert st == [STATUS_ERROR, STATUS_OK] and str(bad) in err[0]
+
+
+def test_sklearn_pipeline_fits_and_beats_chance(table, pbc_small):
+    """Images in, classes out: FeatureExtractor -> impute -> scale -> logistic regression.
+    Trained on 3 images per class, tested on 2 other images per class (16 images)."""
+    y = [lab for _, lab in pbc_small]
+    test = pbc_subset(2, offset=3)
+    pipe = make_pipeline(FeatureExtractor(), SimpleImputer(), StandardScaler(),
+                         LogisticRegression(max_iter=2000))
+    pipe.fit([p for p, _ in pbc_small], y)
+    assert list(pipe[:-1].get_feature_names_out()) == feature_names()
+    pred = pipe.predict([p for p, _ in test])
+    acc = np.mean(pred == np.array([lab for _, lab in test]))
+    assert set(pred) <= set(y)
+    assert acc > 2 / 8, acc  # chance is 1/8
+
+
+def test_set_output_pandas_and_default(paths):
+    fe = FeatureExtractor(families=("color",)).set_output(transform="pandas")
+    X = fe.fit_transform(paths[:2])
+    assert isinstance(X, pd.DataFrame)
+    assert list(X.columns) == list(fe.get_feature_names_out())
+    assert "failures" in X.attrs
+    pipe = make_pipeline(FeatureExtractor(families=("color",)), StandardScaler())
+    pipe.set_output(transform="pandas")
+    Z = pipe.fit_transform(paths[:3])
+    assert isinstance(Z, pd.DataFrame) and list(Z.columns) == registry.names(["color"])
+
+
+def test_clone_and_params():
+    fe = FeatureExtractor(families=("shape", "color"), n_jobs=2, verbose=0)
+    c = clone(fe)
+    assert c.get_params() == fe.get_params()
+    assert not hasattr(c, "feature_names_out_")
+    c.set_params(families=("texture",))
+    assert c.fit().get_feature_names_out().tolist() == registry.names(["texture"])
+    with pytest.raises(Exception, match="not fitted|fit"):
+        FeatureExtractor().get_feature_names_out()
+
+
+def test_inputs_arrays_dataframe_series(paths, table):
+    imgs = np.stack([read_image(p) for p in paths[:2]])
+    fe = FeatureExtractor().fit()
+    np.testing.assert_array_equal(fe.transform(imgs).to_numpy(), table.to_numpy()[:2])
+    np.testing.assert_array_equal(fe.transform(pd.DataFrame({"path": paths[:2]})).to_numpy(),
+                                  table.to_numpy()[:2])
+    np.testing.assert_array_equal(fe.transform(pd.Series(paths[:1])).to_numpy(),
+                                  table.to_numpy()[:1])
+    from morphocell import FeatureError
+
+    with pytest.raises(FeatureError, match="path"):
+        fe.transform(pd.DataFrame({"file": paths[:1]}))
+    with pytest.raises(Exception, match="family"):
+        FeatureExtractor(families=("colour",)).fit()
+
+
+def test_doctests():
+    res = doctest.testmod(extractor, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
