@@ -1,0 +1,436 @@
+"""numba kernels of the texture family (GLCM / Haralick, uniform LBP, granularity).
+
+Every kernel is ``@njit(cache=True, nogil=True)`` and only fills arrays that the wrapper in
+:mod:`morphocell.features.texture` allocated. Region labels are passed as one ``uint8`` image
+``lab`` (0 background, 1 nucleus, 2 cytoplasm); the cell is ``lab != 0``. Because nucleus and
+cytoplasm are disjoint, every per-cell quantity is a sum of a nucleus part, a cytoplasm part
+and (for pixel pairs) a mixed nucleus/cytoplasm part, so one pass serves all three regions.
+
+References: ``tests/reference.py`` (slow versions), mahotas ``haralick``, scikit-image
+``graycomatrix`` / ``graycoprops`` / ``local_binary_pattern``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "N_HARALICK", "glcm_counts", "haralick_from_counts", "lbp_uniform_counts",
+    "granularity_sums",
+]
+
+#: number of Haralick features computed by :func:`haralick_from_counts`
+N_HARALICK = 13
+
+
+@njit(cache=True, nogil=True)
+def glcm_counts(q, lab, off_r, off_c, out):
+    """Directed co-occurrence counts of the pixel pairs with both pixels in the cell.
+
+    Parameters
+    ----------
+    q : (h, w) uint8
+        Quantised grey levels ``0 .. L-1``.
+    lab : (h, w) uint8
+        0 background, 1 nucleus, 2 cytoplasm.
+    off_r, off_c : (n_off,) int64
+        Pair offsets ``(dr, dc)``; the pair is ``(x, x + (dr, dc))``.
+    out : (n_off, 2L, 2L) int32, zero on input
+        ``out[o, e(x), e(y)] += 1`` with the pixel code ``e = (lab - 1) L + q``: the block
+        ``[:L, :L]`` holds nucleus/nucleus pairs, ``[L:, L:]`` cytoplasm/cytoplasm pairs and
+        the two off-diagonal blocks the mixed pairs.
+    """
+    h, w = q.shape
+    n_off = off_r.shape[0]
+    n_lev = out.shape[1] // 2
+    pd = 0
+    for o in range(n_off):
+        pd = max(pd, abs(off_r[o]), abs(off_c[o]))
+    ww = w + 2 * pd
+    code = np.full((h + 2 * pd) * ww, 255, np.uint8)
+    for r in range(h):
+        for c in range(w):
+            a = lab[r, c]
+            if a != 0:
+                code[(r + pd) * ww + c + pd] = (a - 1) * n_lev + q[r, c]
+    delta = np.empty(n_off, np.int64)
+    for o in range(n_off):
+        delta[o] = off_r[o] * ww + off_c[o]
+    n2 = 2 * n_lev
+    flat = out.reshape(n_off * n2 * n2)
+    for r in range(h):
+        base = (r + pd) * ww + pd
+        for c in range(w):
+            k = base + c
+            ea = code[k]
+            if ea == 255:
+                continue
+            row = np.int64(ea) * n2
+            for o in range(n_off):
+                eb = code[k + delta[o]]
+                if eb != 255:
+                    flat[o * n2 * n2 + row + eb] += 1
+
+
+@njit(cache=True, nogil=True)
+def _haralick_one(cnt, o, reg, n, nlog, feats, px, ps, pd):
+    """The 13 Haralick features of one symmetric GLCM ``S = C + C.T``.
+
+    ``C`` is read from the directed counts ``cnt[o]`` (see :func:`glcm_counts`): the
+    nucleus block (``reg`` 0), the cytoplasm block (1) or the sum of the 4 blocks (2, cell).
+    Grey levels are ``k = 1 .. n`` (index + 1). ``nlog[v] = v log2 v`` for small ``v``.
+    Returns ``False`` (``feats`` untouched) when ``S`` has no pair.
+    """
+    px[:] = 0
+    ps[:] = 0
+    pd[:] = 0
+    n_tab = nlog.shape[0]
+    t_tot = np.int64(0)
+    s_ij = np.int64(0)
+    asm = np.int64(0)
+    con = np.int64(0)
+    idm = 0.0
+    vlogv = 0.0
+    for i in range(n):
+        for j in range(i, n):
+            if reg == 0:
+                v = np.int64(cnt[o, i, j]) + cnt[o, j, i]
+            elif reg == 1:
+                v = np.int64(cnt[o, n + i, n + j]) + cnt[o, n + j, n + i]
+            else:
+                v = (np.int64(cnt[o, i, j]) + cnt[o, j, i] + cnt[o, n + i, n + j]
+                     + cnt[o, n + j, n + i] + cnt[o, i, n + j] + cnt[o, n + j, i]
+                     + cnt[o, n + i, j] + cnt[o, j, n + i])
+            if v == 0:
+                continue
+            d = j - i
+            wgt = 1 if d == 0 else 2
+            wv = wgt * v
+            t_tot += wv
+            s_ij += wv * (i + 1) * (j + 1)
+            asm += wv * v
+            con += wv * d * d
+            idm += wv / (1.0 + d * d)
+            vlogv += wgt * (nlog[v] if v < n_tab else v * math.log2(v))
+            ps[i + j + 2] += wv
+            pd[d] += wv
+            px[i] += v
+            if d != 0:
+                px[j] += v
+    if t_tot == 0:
+        return False
+    tf = float(t_tot)
+    lt = math.log2(tf)
+    # marginal (px == py for a symmetric matrix)
+    s1 = np.int64(0)
+    s2 = np.int64(0)
+    hx = 0.0
+    for k in range(n):
+        v = px[k]
+        if v > 0:
+            s1 += v * (k + 1)
+            s2 += v * (k + 1) * (k + 1)
+            hx += nlog[v] if v < n_tab else v * math.log2(v)
+    hx = lt - hx / tf
+    var_num = t_tot * s2 - s1 * s1          # T^2 * var(x), exact integer
+    # sum and difference distributions
+    a1 = np.int64(0)
+    a2 = np.int64(0)
+    hs = 0.0
+    for k in range(2 * n + 1):
+        v = ps[k]
+        if v > 0:
+            a1 += v * k
+            a2 += v * k * k
+            hs += nlog[v] if v < n_tab else v * math.log2(v)
+    hs = lt - hs / tf
+    b1 = np.int64(0)
+    b2 = np.int64(0)
+    hd = 0.0
+    for k in range(n):
+        v = pd[k]
+        if v > 0:
+            b1 += v * k
+            b2 += v * k * k
+            hd += nlog[v] if v < n_tab else v * math.log2(v)
+    hd = lt - hd / tf
+    hxy = lt - vlogv / tf
+    t2 = tf * tf
+    feats[0] = asm / t2                                   # angular second moment
+    feats[1] = con / tf                                   # contrast
+    if var_num == 0:
+        feats[2] = 1.0                                    # correlation, constant region
+    else:
+        feats[2] = (t_tot * s_ij - s1 * s1) / var_num     # correlation
+    feats[3] = var_num / t2                               # sum of squares: variance
+    feats[4] = idm / tf                                   # inverse difference moment
+    feats[5] = a1 / tf                                    # sum average
+    feats[6] = (t_tot * a2 - a1 * a1) / t2                # sum variance
+    feats[7] = hs                                         # sum entropy
+    feats[8] = hxy                                        # entropy
+    feats[9] = (t_tot * b2 - b1 * b1) / t2                # difference variance
+    feats[10] = hd                                        # difference entropy
+    # information measures of correlation; HXY1 = HXY2 = HX + HY = 2 HX identically
+    if hx == 0.0:
+        feats[11] = hxy - 2.0 * hx
+    else:
+        feats[11] = (hxy - 2.0 * hx) / hx
+    feats[12] = math.sqrt(max(0.0, 1.0 - math.exp(-2.0 * (2.0 * hx - hxy))))
+    return True
+
+
+@njit(cache=True, nogil=True)
+def haralick_from_counts(counts, n_dist, nlog, out):
+    """Haralick features of nucleus, cytoplasm and cell, averaged over the 4 angles.
+
+    Parameters
+    ----------
+    counts : (4 * n_dist, 2L, 2L) int32
+        From :func:`glcm_counts` with offsets ordered distance-major, angle-minor
+        (0, 45, 90, 135 degrees).
+    n_dist : int
+    nlog : (m,) float64
+        ``nlog[v] = v log2 v`` (``nlog[0] = 0``), a table for small counts.
+    out : (3, n_dist, 13) float64
+        Region order nucleus, cytoplasm, cell. The mean is over the angles whose GLCM has
+        at least one pair, summed as ``(f0 + f90) + (f45 + f135)`` so that it is bitwise
+        invariant to 90-degree rotations and flips; NaN when no angle has a pair.
+    """
+    n = counts.shape[1] // 2
+    px = np.empty(n, np.int64)
+    ps = np.empty(2 * n + 1, np.int64)
+    pd = np.empty(n, np.int64)
+    fa = np.zeros((4, N_HARALICK))
+    ok = np.zeros(4, np.bool_)
+    for reg in range(3):
+        for di in range(n_dist):
+            n_ok = 0
+            for a in range(4):
+                ok[a] = _haralick_one(counts, di * 4 + a, reg, n, nlog, fa[a], px, ps, pd)
+                if ok[a]:
+                    n_ok += 1
+            for f in range(N_HARALICK):
+                if n_ok == 0:
+                    out[reg, di, f] = np.nan
+                    continue
+                x0 = fa[0, f] if ok[0] else 0.0
+                x1 = fa[1, f] if ok[1] else 0.0
+                x2 = fa[2, f] if ok[2] else 0.0
+                x3 = fa[3, f] if ok[3] else 0.0
+                out[reg, di, f] = ((x0 + x2) + (x1 + x3)) / n_ok
+
+
+@njit(cache=True, nogil=True)
+def _lbp_row_first(a0, cen, ones, chg, prev):
+    """Sample 0 (integral offset) of a run of pixels: initialise the pattern counters.
+
+    All arguments are views aligned on the run (index ``k`` = the ``k``-th pixel), so the
+    loops index from 0 and vectorise.
+    """
+    for k in range(cen.shape[0]):
+        s = np.int32(1) if a0[k] - cen[k] >= 0 else np.int32(0)
+        ones[k] = s
+        chg[k] = 0
+        prev[k] = s
+
+
+@njit(cache=True, nogil=True)
+def _lbp_row_integral(a0, cen, ones, chg, prev):
+    """A sample at an integral offset (the pixel value itself, exactly as bilinear gives)."""
+    for k in range(cen.shape[0]):
+        s = np.int32(1) if a0[k] - cen[k] >= 0 else np.int32(0)
+        chg[k] += abs(s - prev[k])
+        ones[k] += s
+        prev[k] = s
+
+
+@njit(cache=True, nogil=True)
+def _lbp_row_interp(a0, a1, b0, b1, cen, dcr, dr, ones, chg, prev):
+    """A bilinear sample (scikit-image's operation order) for a run of pixels."""
+    for k in range(cen.shape[0]):
+        dc = dcr[k]
+        top = (1 - dc) * a0[k] + dc * a1[k]
+        bottom = (1 - dc) * b0[k] + dc * b1[k]
+        val = (1 - dr) * top + dr * bottom
+        s = np.int32(1) if val - cen[k] >= 0 else np.int32(0)
+        chg[k] += abs(s - prev[k])
+        ones[k] += s
+        prev[k] = s
+
+
+@njit(cache=True, nogil=True)
+def lbp_uniform_counts(img, lab, rp, cp, out):
+    """Histogram of rotation-invariant uniform LBP codes over nucleus and cytoplasm pixels.
+
+    The code of pixel ``x = (r, c)`` follows scikit-image
+    ``local_binary_pattern(method='uniform')`` operation by operation, so that ties break
+    identically: sample ``p`` is at ``(r + rp[p], c + cp[p])``, ``dr = (r + rp) -
+    floor(r + rp)`` (same for ``dc``), its value ``(1-dr)((1-dc) A + dc B) +
+    dr((1-dc) C + dc D)`` from the 4 surrounding pixels (0 outside the image);
+    ``s_p = [g_p - g_x >= 0]``; the code is ``sum s_p`` when the pattern has at most 2
+    transitions (counted without wrap-around, as scikit-image; equivalent to the circular
+    count <= 2), else ``P + 1``. Rows are processed over the span of the cell with
+    vectorisable loops (``floor(c + cp) = c + floor(cp)`` exactly since ``cp`` has 5
+    decimals, so only ``dc`` is tabulated per column).
+
+    Parameters
+    ----------
+    img : (h, w) float64
+    lab : (h, w) uint8
+    rp, cp : (P,) float64, the sample offsets as scikit-image rounds them
+    out : (2, P + 2) int64, zero on input; row 0 nucleus, row 1 cytoplasm
+    """
+    h, w = img.shape
+    n_p = rp.shape[0]
+    pad = 0
+    for p in range(n_p):
+        pad = max(pad, int(math.ceil(abs(rp[p]))), int(math.ceil(abs(cp[p]))))
+    img_p = np.zeros((h + 2 * pad, w + 2 * pad))
+    for r in range(h):
+        for c in range(w):
+            img_p[r + pad, c + pad] = img[r, c]
+    dct = np.empty((n_p, w))
+    o0 = np.empty(n_p, np.int64)
+    o1 = np.empty(n_p, np.int64)
+    integral = np.empty(n_p, np.bool_)
+    for p in range(n_p):
+        o0[p] = int(math.floor(cp[p])) + pad
+        o1[p] = int(math.ceil(cp[p])) + pad
+        integral[p] = math.floor(cp[p]) == cp[p] and math.floor(rp[p]) == rp[p]
+        for c in range(w):
+            cc = c + cp[p]
+            dct[p, c] = cc - math.floor(cc)
+    ones = np.zeros(w, np.int32)
+    chg = np.zeros(w, np.int32)
+    prev = np.zeros(w, np.int32)
+    for r in range(h):
+        lo = -1
+        hi = -1
+        for c in range(w):
+            if lab[r, c] != 0:
+                if lo < 0:
+                    lo = c
+                hi = c
+        if lo < 0:
+            continue
+        hi += 1
+        cen = img_p[r + pad, lo + pad:hi + pad]
+        ones_r = ones[lo:hi]
+        chg_r = chg[lo:hi]
+        prev_r = prev[lo:hi]
+        for p in range(n_p):
+            rr = r + rp[p]
+            minr = math.floor(rr)
+            maxr = math.ceil(rr)
+            ra = img_p[int(minr) + pad]
+            a0 = ra[lo + o0[p]:hi + o0[p]]
+            if p == 0:
+                if not integral[0]:
+                    raise ValueError("the first LBP sample must lie on the pixel grid")
+                _lbp_row_first(a0, cen, ones_r, chg_r, prev_r)
+            elif integral[p]:
+                _lbp_row_integral(a0, cen, ones_r, chg_r, prev_r)
+            else:
+                rb = img_p[int(maxr) + pad]
+                _lbp_row_interp(a0, ra[lo + o1[p]:hi + o1[p]], rb[lo + o0[p]:hi + o0[p]],
+                                rb[lo + o1[p]:hi + o1[p]], cen, dct[p, lo:hi], rr - minr,
+                                ones_r, chg_r, prev_r)
+        for c in range(lo, hi):
+            a = lab[r, c]
+            if a != 0:
+                code = ones[c] if chg[c] <= 2 else n_p + 1
+                out[a - 1, code] += 1
+
+
+@njit(cache=True, nogil=True)
+def _erode_cross(src, dst):
+    """``dst = src`` eroded by the 3x3 cross, on the interior of zero-bordered arrays."""
+    h, w = src.shape
+    for r in range(1, h - 1):
+        for c in range(1, w - 1):
+            dst[r, c] = min(min(src[r, c - 1], src[r, c + 1]),
+                            min(min(src[r - 1, c], src[r + 1, c]), src[r, c]))
+
+
+@njit(cache=True, nogil=True)
+def _dilate_cross(src, dst):
+    """``dst = src`` dilated by the 3x3 cross, on the interior of zero-bordered arrays."""
+    h, w = src.shape
+    for r in range(1, h - 1):
+        for c in range(1, w - 1):
+            dst[r, c] = max(max(src[r, c - 1], src[r, c + 1]),
+                            max(max(src[r - 1, c], src[r + 1, c]), src[r, c]))
+
+
+@njit(cache=True, nogil=True)
+def _region_sums(img, lab):
+    """(sum of ``img[1:-1, 1:-1]`` over lab == 1, over lab == 2), branch-free."""
+    h, w = lab.shape
+    s1 = np.int64(0)
+    s2 = np.int64(0)
+    for r in range(h):
+        for c in range(w):
+            v = np.int64(img[r + 1, c + 1])
+            a = lab[r, c]
+            s1 += v * (a == 1)
+            s2 += v * (a == 2)
+    return s1, s2
+
+
+@njit(cache=True, nogil=True)
+def granularity_sums(gray, lab, n_steps, out):
+    """Sums of the grey openings of ``sig`` by diamonds of radius 0 .. n_steps, per region.
+
+    ``gamma_i = delta_i(epsilon_i(sig))`` with the city-block diamond
+    ``D_i = {(y, x): |y| + |x| <= i}`` (``D_i`` = ``i``-fold Minkowski sum of the 3x3 cross,
+    CellProfiler's ``disk(1)``), the image extended by 0 outside (erosion reads 0 there,
+    dilation ignores it). ``epsilon_i = epsilon_1(epsilon_{i-1})`` and ``delta_i`` is ``i``
+    cross dilations (on a rectangle, iterated cross steps equal the diamond since a
+    monotone lattice path joins any two pixels inside their bounding box).
+
+    The signal is ``sig = max(0, b - gray)`` in the cell (lab != 0) and 0 outside, ``b`` the
+    lower median grey level of the non-cell pixels (255 when there are none).
+
+    Parameters
+    ----------
+    gray : (h, w) uint8
+    lab : (h, w) uint8
+    n_steps : int
+    out : (n_steps + 1, 2) int64: ``out[i, a-1] = sum of gamma_i over the pixels with
+        lab == a`` (``gamma_0 = sig``).
+    """
+    h, w = gray.shape
+    hist = np.zeros(256, np.int64)
+    for r in range(h):
+        for c in range(w):
+            if lab[r, c] == 0:
+                hist[gray[r, c]] += 1
+    n_out = hist.sum()
+    b = 255
+    if n_out > 0:
+        half = (n_out + 1) // 2
+        acc = 0
+        for v in range(256):
+            acc += hist[v]
+            if acc >= half:
+                b = v
+                break
+    ero = np.zeros((h + 2, w + 2), np.uint8)
+    tmp = np.zeros((h + 2, w + 2), np.uint8)
+    d1 = np.zeros((h + 2, w + 2), np.uint8)
+    d2 = np.zeros((h + 2, w + 2), np.uint8)
+    for r in range(h):
+        for c in range(w):
+            if lab[r, c] != 0 and gray[r, c] < b:
+                ero[r + 1, c + 1] = b - gray[r, c]
+    out[0, 0], out[0, 1] = _region_sums(ero, lab)
+    for i in range(1, n_steps + 1):
+        _erode_cross(ero, tmp)
+        ero, tmp = tmp, ero
+        _dilate_cross(ero, d1)
+        for _ in range(i - 1):
+            _dilate_cross(d1, d2)
+            d1, d2 = d2, d1
+        out[i, 0], out[i, 1] = _region_sums(d1, lab)
