@@ -202,3 +202,95 @@ def color_region_stats(image: np.ndarray, mask: np.ndarray, channels) -> tuple[n
 
 
 # ---- texture -----------------------------------------------------------------------------
+# Checks morphocell.features.texture (GLCM/Haralick, uniform LBP, granularity).
+
+def texture_haralick_mahotas(q: np.ndarray, mask: np.ndarray, distance: int) -> np.ndarray:
+    """13 Haralick features of the pairs inside ``mask``, mean over the 4 angles, by mahotas.
+
+    ``q`` holds grey levels 0..L-1; levels are shifted to 1..L inside the mask and set to 0
+    outside, and mahotas' ``ignore_zeros=True`` drops every pair touching a 0. Angles with no
+    pair are skipped (mahotas itself raises); NaN when none has a pair.
+    """
+    import mahotas.features.texture as mt
+
+    g = np.where(mask, q.astype(np.int32) + 1, 0)
+    feats = []
+    for direction in range(4):
+        cm = mt.cooccurence(g, direction, symmetric=True, distance=distance)
+        cm[0] = 0
+        cm[:, 0] = 0
+        if cm.sum() == 0:
+            continue
+        feats.append(mt.haralick_features([cm], ignore_zeros=True,
+                                          use_x_minus_y_variance=True)[0])
+    if not feats:
+        return np.full(13, np.nan)
+    return np.mean(feats, axis=0)
+
+
+def texture_glcm_slow(q: np.ndarray, mask: np.ndarray, dr: int, dc: int, levels: int
+                      ) -> np.ndarray:
+    """Symmetric co-occurrence counts of the pairs ``(x, x + (dr, dc))`` inside ``mask``."""
+    h, w = q.shape
+    m = np.zeros((levels, levels), np.int64)
+    for r in range(h):
+        for c in range(w):
+            r2, c2 = r + dr, c + dc
+            if 0 <= r2 < h and 0 <= c2 < w and mask[r, c] and mask[r2, c2]:
+                m[q[r, c], q[r2, c2]] += 1
+                m[q[r2, c2], q[r, c]] += 1
+    return m
+
+
+def texture_lbp_counts(gray: np.ndarray, mask: np.ndarray, p: int, radius: float
+                       ) -> np.ndarray:
+    """Counts of scikit-image's uniform LBP codes (computed on the whole image) over mask."""
+    from skimage.feature import local_binary_pattern
+
+    codes = local_binary_pattern(gray, p, radius, method="uniform").astype(np.int64)
+    return np.bincount(codes[mask], minlength=p + 2)
+
+
+def texture_lbp_tie_pixels(gray: np.ndarray, p: int, radius: float, tol: float = 1e-6
+                           ) -> np.ndarray:
+    """Pixels with an LBP sample within ``tol`` of the centre (where float rounding, and so
+    the image's orientation, can decide the bit). Bilinear samples by plain numpy."""
+    g = np.pad(gray.astype(np.float64), 3)
+    h, w = gray.shape
+    rr, cc = np.mgrid[0:h, 0:w]
+    tie = np.zeros((h, w), bool)
+    ang = 2 * np.pi * np.arange(p) / p
+    for yr, xr in zip(np.round(-radius * np.sin(ang), 5), np.round(radius * np.cos(ang), 5),
+                      strict=True):
+        y, x = rr + yr + 3, cc + xr + 3
+        y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+        fy, fx = y - y0, x - x0
+        v = ((1 - fy) * ((1 - fx) * g[y0, x0] + fx * g[y0, x0 + 1])
+             + fy * ((1 - fx) * g[y0 + 1, x0] + fx * g[y0 + 1, x0 + 1]))
+        tie |= np.abs(v - gray) < tol
+    return tie
+
+
+def texture_granularity_slow(gray: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray,
+                             n_steps: int) -> np.ndarray:
+    """(3 regions, n_steps) granularity spectrum with scipy.ndimage.grey_opening.
+
+    signal s = max(0, b - gray) in the cell, 0 outside, b = the ceil(n/2)-th smallest grey
+    level outside the cell (255 if none); gamma_i = grey_opening(s, diamond of radius i),
+    the image extended by 0; G_i = 100 (mean_R gamma_{i-1} - mean_R gamma_i) / mean_R s.
+    """
+    from scipy import ndimage as ndi
+
+    cell = nucleus | cytoplasm
+    outside = np.sort(gray[~cell].astype(np.int64))
+    b = int(outside[(outside.size + 1) // 2 - 1]) if outside.size else 255
+    s = np.where(cell, np.maximum(b - gray.astype(np.int64), 0), 0).astype(np.float64)
+    cross = ndi.generate_binary_structure(2, 1)
+    opened = [s] + [ndi.grey_opening(s, footprint=ndi.iterate_structure(cross, i),
+                                     mode="constant", cval=0.0)
+                    for i in range(1, n_steps + 1)]
+    out = np.zeros((3, n_steps))
+    for k, m in enumerate((nucleus, cytoplasm, cell)):
+        means = np.array([o[m].mean() for o in opened])
+        out[k] = 0.0 if means[0] == 0 else 100.0 * (means[:-1] - means[1:]) / means[0]
+    return out

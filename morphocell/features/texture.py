@@ -71,7 +71,7 @@ from .registry import REGIONS, FeatureSpec
 __all__ = [
     "specs", "compute", "compute_array", "LEVELS", "DISTANCES", "HARALICK_FEATURES", "LBP_PARAMS",
     "GRANULARITY_STEPS", "quantize", "region_labels", "glcm_offsets", "glcm_counts",
-    "region_glcm", "haralick", "lbp_offsets", "lbp_histograms", "granularity_signal", "granularity",
+    "region_glcm", "haralick", "glcm_features", "lbp_offsets", "lbp_histograms", "granularity_signal", "granularity",
 ]
 
 #: number of grey levels of the GLCM (fixed bins of width 256 / LEVELS)
@@ -220,6 +220,19 @@ def haralick(counts: np.ndarray, n_dist: int) -> np.ndarray:
     out = np.empty((3, n_dist, k.N_HARALICK))
     k.haralick_from_counts(counts, n_dist, _NLOG, out)
     return out
+
+
+def glcm_features(directed: np.ndarray) -> np.ndarray:
+    """The 13 Haralick features (kernel order) of the symmetric GLCM ``C + C.T`` of one
+    ``(L, L)`` matrix of directed pair counts (e.g. scikit-image's ``graycomatrix(...,
+    symmetric=False)[:, :, 0, 0]``); NaN when it is empty."""
+    c = np.asarray(directed)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise FeatureError(f"a GLCM must be a square 2-D array, got shape {c.shape}")
+    n = c.shape[0]
+    counts = np.zeros((4, 2 * n, 2 * n), np.int32)
+    counts[:, :n, :n] = c
+    return haralick(counts, 1)[0, 0]
 
 
 def lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
