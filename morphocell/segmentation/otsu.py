@@ -101,6 +101,9 @@ class OtsuParams:
     open_radius: int = 2
     #: least range of the smoothed stain (sum of three ODs); below: no cell
     min_contrast: float = 0.45
+    #: least share of the above-threshold nucleus-score pixels that lie in components of
+    #: at least ``min_nucleus_fraction`` (noise gives many tiny blobs); below: no cell
+    min_coherence: float = 0.8
     #: least Otsu separability (between-class / total variance) of nscore; below: no cell
     min_separability: float = 0.5
 
@@ -439,8 +442,10 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     min_size = max(4, int(p.min_nucleus_fraction * h * w))
     big = area >= min_size
     big[0] = False
-    if not big.any():
-        return CellMasks.empty((H, W), reason="no nucleus-like object", separability=sep)
+    coherent = float(area[1:][area[1:] >= max(16, min_size)].sum()) / max(1.0, float(area[1:].sum()))
+    if not big.any() or coherent < p.min_coherence:
+        return CellMasks.empty((H, W), reason="no nucleus-like object", separability=sep,
+                               coherence=coherent)
 
     # 3. foreground (needed to keep the lobes of the same cell)
     f1, _ = multi_otsu3(s8)
@@ -505,5 +510,5 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     return CellMasks(nb, cb & ~nb, found=True,
                      info={"background": [float(v) for v in bg], "separability": sep,
                            "nucleus_threshold": float(t_n), "stain_threshold": float(f1),
-                           "n_lobes": int(keep.sum()), "n_rbc_markers": n_rbc,
+                           "n_lobes": int(keep.sum()), "coherence": coherent, "n_rbc_markers": n_rbc,
                            "scale": scale})
