@@ -1,0 +1,514 @@
+"""Leakage-free use of CNN embeddings: cross-fitted networks, a classifier on embeddings of
+images the network never saw, and late fusion with the hand-crafted features.
+
+Why
+---
+A network is overconfident on the images it was trained on: their embeddings sit far from the
+class boundaries and its softmax is near 1. A classifier (or a stacking meta-learner) fitted on
+those embeddings learns to trust the deep features more than they deserve on new images. So
+every deep feature that a downstream learner is *fitted* on must come from a network that did
+not see that image.
+
+Why not "out-of-fold embeddings + one final network"
+----------------------------------------------------
+scikit-learn's stacking recipe (fit the meta-learner on out-of-fold *probabilities*, then use
+base models refitted on all data) works because a class probability means the same thing
+whichever model produced it. An embedding does not: two networks trained from different
+initialisations / data produce unrelated coordinate systems (any permutation or rotation of
+the penultimate units is an equally good solution). A classifier fitted on out-of-fold
+embeddings that come from K different networks, then applied to a (K+1)-th network's
+embeddings, sees inputs in a coordinate system it was never trained on. We therefore never
+mix embedding spaces.
+
+The scheme (K = ``cv`` folds, ``StratifiedKFold(shuffle=True, random_state)``)
+----------------------------------------------------------------------------------
+1. **Cross-fitted networks.** For fold ``k``, network ``f_k`` (a :class:`CNNEmbedder`) is
+   trained on the other ``K - 1`` folds, and embeds the held-out fold: ``E_k = f_k(X_k)``.
+   Every training image gets exactly one out-of-fold embedding, from the one network that
+   did not see it.
+2. **``features="deep"``** (:class:`DeepModel`): classifier ``g_k`` (calibrated RBF SVC,
+   ``BaseLearner("svc")`` of the stacking module: standardise, SVC, Platt scaling) is fitted on
+   ``(E_k, y_k)``: network ``f_k``'s embeddings of images ``f_k`` never saw. For a new image
+   ``x``: ``p(x) = (1 / K) * sum_k g_k(f_k(x))`` -- each ``g_k`` is applied to the very
+   embedding space it was fitted in, to images its network did not see, exactly as in
+   training. No extra all-data network is needed; prediction embeds each image K times (the
+   K networks are also a bagged ensemble). Training costs ``K * (K-1)/K = K - 1`` full-data
+   network trainings (4 for K = 5), one fewer than "K folds + a final network".
+3. **``features="fused"``** (:class:`FusedModel`): the deep path enters the stack as its
+   out-of-fold class probabilities, columns ``Cell_Embedding_CnnProba_00 ...`` (one per class,
+   in ``classes_`` order). For a training image in fold ``k``, its value is
+   ``cross_val_predict(g, E_k, y_k)`` (an inner ``inner_cv``-fold CV of the SVC inside fold
+   ``k``): neither the network nor the SVC that produced it saw the image. Probabilities,
+   unlike embeddings, are comparable across networks, so one table over all ``n`` images
+   is valid. :class:`~morphocell.ensembles.stacking.StackedCellClassifier` is then fitted on
+   ``[hand-crafted columns | deep probability columns]`` with late fusion
+   (``feature_groups={"handcrafted": ..., "deep": ...}``): RF/SVC/XGBoost per group, cross-fitted
+   again inside the stack, and a meta-learner on their out-of-fold probabilities. For a new
+   image the deep columns are :meth:`DeepModel.predict_proba` (the average over the K pairs,
+   each ``g_k`` refitted on all of fold k) -- the usual stacking approximation (a model
+   fitted on slightly more data at prediction time than in cross-fitting), with no leakage.
+
+Hand-crafted features of new images are computed with
+:func:`morphocell.features.extractor.extract_batch` (or passed in, e.g. from a cache).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ..errors import DataError, MorphocellError
+
+__all__ = ["CrossFit", "crossfit_embeddings", "DeepModel", "FusedModel", "fit_deep_model",
+           "proba_names", "DEFAULT_EMBEDDER", "TRUSTED_TYPES"]
+
+#: :class:`CNNEmbedder` parameters used by :func:`fit_deep_model` unless overridden: sized for
+#: a CPU (64 px input; about 350 training images/s for the default small-resnet on 2 cores).
+DEFAULT_EMBEDDER = {"architecture": "small-resnet", "input_size": 64, "embedding_dim": 256,
+                    "epochs": 20, "batch_size": 32, "augment": True}
+#: Types a saved deep/fused model holds beyond the stacking ones (for ``model_io``).
+TRUSTED_TYPES = ["morphocell.deep.fusion.DeepModel", "morphocell.deep.fusion.FusedModel",
+                 "morphocell.deep.embedder.CNNEmbedder"]
+
+
+def proba_names(n_classes: int) -> list[str]:
+    """Column names of the deep path's out-of-fold probabilities in the fused table."""
+    return [f"Cell_Embedding_CnnProba_{j:02d}" for j in range(int(n_classes))]
+
+
+def _log(verbose, msg):
+    if verbose:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _seeds(random_state, n: int) -> list[int | None]:
+    if random_state is None:
+        return [None] * n
+    rng = np.random.RandomState(int(random_state))
+    return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n)]
+
+
+@dataclass
+class CrossFit:
+    """Result of :func:`crossfit_embeddings`.
+
+    Attributes
+    ----------
+    embedders : list of fitted CNNEmbedder, one per fold; ``embedders[k].train_index_`` are
+        the positions (into the decoded training set) it was trained on.
+    fold : int array (n,)
+        Fold of each image: ``embedders[fold[i]]`` did not see image ``i``.
+    embeddings : float32 array (n, embedding_dim)
+        Out-of-fold embedding of every image (row ``i`` from ``embedders[fold[i]]``).
+    proba : float32 array (n, n_classes)
+        Out-of-fold softmax of the CNN (same networks).
+    images : uint8 array (n, S, S, 3)
+        The decoded images (shared by all folds).
+    y : array (n,) of labels
+    failures : list of (source, reason) of unreadable inputs (dropped)
+    """
+
+    embedders: list
+    fold: np.ndarray
+    embeddings: np.ndarray
+    proba: np.ndarray
+    images: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray
+    failures: list = field(default_factory=list)
+    train_time_s: float = 0.0
+
+
+def crossfit_embeddings(X, y, *, cv: int = 5, random_state=None, verbose: int = 1,
+                        **embedder_params) -> CrossFit:
+    """Train ``cv`` networks on ``cv - 1`` folds each; embed every image with the network that
+    did not see it (step 1 of the module docstring).
+
+    Parameters
+    ----------
+    X : image paths / arrays (anything :class:`CNNEmbedder` accepts)
+    y : labels
+    cv : int >= 2
+    random_state : int, optional
+        Seeds the folds and each network (network ``k`` gets its own derived seed).
+    **embedder_params : passed to :class:`CNNEmbedder` (``random_state`` excluded).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from .embedder import CNNEmbedder, decode_images
+
+    params = {**DEFAULT_EMBEDDER, **embedder_params}
+    params["verbose"] = verbose
+    y = np.asarray(y)
+    if not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise MorphocellError(f"cv must be an integer >= 2 for cross-fitting (got {cv!r})")
+    images, ok, failures = decode_images(X, int(params["input_size"]), verbose=verbose)
+    if len(ok) + len(failures) != len(y):
+        raise DataError(f"got {len(ok) + len(failures)} images but {len(y)} labels")
+    for src, reason in failures:
+        _log(verbose, f"warning: skipped unreadable training image {src}: {reason}")
+    y = y[ok]
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"need at least 2 classes (got {list(classes)})")
+    if counts.min() < cv:
+        raise DataError(f"cross-fitting with cv={cv} needs at least {cv} images per class; "
+                        f"{classes[np.argmin(counts)]!r} has {counts.min()}")
+    seeds = _seeds(random_state, cv + 1)
+    skf = StratifiedKFold(int(cv), shuffle=True, random_state=seeds[0])
+    fold = np.full(len(y), -1, np.int64)
+    emb = proba = None
+    embedders = []
+    t0 = time.perf_counter()
+    for k, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
+        _log(verbose, f"cross-fitting network {k + 1}/{cv}: training on {len(tr)} images, "
+                      f"embedding {len(te)} held-out images")
+        net = CNNEmbedder(**params, random_state=seeds[k + 1])._fit_decoded(images[tr], y[tr])
+        net.train_index_ = tr
+        if not np.array_equal(net.classes_, classes):  # guaranteed by stratification
+            raise DataError(f"fold {k} misses classes")  # pragma: no cover
+        e, p, _ = net._infer(images[te])
+        if emb is None:
+            emb = np.empty((len(y), e.shape[1]), np.float32)
+            proba = np.empty((len(y), p.shape[1]), np.float32)
+        emb[te], proba[te], fold[te] = e, p, k
+        embedders.append(net)
+    return CrossFit(embedders, fold, emb, proba, images, y, classes, failures,
+                    time.perf_counter() - t0)
+
+
+def _svc(random_state):
+    from ..ensembles.stacking import BaseLearner
+
+    return BaseLearner("svc", class_weight="balanced", random_state=random_state)
+
+
+class DeepModel(ClassifierMixin, BaseEstimator):
+    """CNN embeddings + calibrated SVC, cross-fitted (``features="deep"``).
+
+    Built by :func:`fit_deep_model`; see the module docstring, step 2:
+    ``p(x) = mean_k g_k(f_k(x))``.
+
+    Attributes
+    ----------
+    embedders_ : list of CNNEmbedder (``f_k``)
+    classifiers_ : list of BaseLearner("svc") (``g_k``, fitted on ``f_k``'s held-out fold)
+    classes_ : ndarray
+    fold_ : int array, the fold of each training image
+    oof_proba_ : (n, C) out-of-fold SVC probabilities of the training images (inner CV)
+    cv_scores_ : dict of out-of-fold accuracy / macro-F1 ("cnn_softmax", "cnn_svc")
+    """
+
+    def __init__(self, cv=5, inner_cv=5, random_state=None, verbose=0):
+        self.cv = cv
+        self.inner_cv = inner_cv
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _fit_crossfit(self, cf: CrossFit):
+        from sklearn.metrics import accuracy_score, f1_score
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        self.classes_ = cf.classes
+        self.embedders_ = cf.embedders
+        self.fold_ = cf.fold
+        seeds = _seeds(self.random_state, 2 * len(cf.embedders))
+        n, c = len(cf.y), len(cf.classes)
+        oof = np.zeros((n, c))
+        self.classifiers_ = []
+        for k in range(len(cf.embedders)):
+            idx = np.flatnonzero(cf.fold == k)
+            E, yk = cf.embeddings[idx], cf.y[idx]
+            g = _svc(seeds[2 * k]).fit(E, yk)
+            self.classifiers_.append(g)
+            n_inner = int(min(self.inner_cv, np.unique(yk, return_counts=True)[1].min()))
+            if n_inner >= 2:
+                inner = StratifiedKFold(n_inner, shuffle=True, random_state=seeds[2 * k + 1])
+                p = cross_val_predict(_svc(seeds[2 * k]), E, yk, cv=inner,
+                                      method="predict_proba")
+            else:  # a class with a single image in this fold: no inner CV possible
+                p = np.full((len(idx), c), 1.0 / c)
+            oof[idx] = p
+        self.oof_proba_ = oof
+        pred_svc = cf.classes[np.argmax(oof, 1)]
+        pred_cnn = cf.classes[np.argmax(cf.proba, 1)]
+        self.cv_scores_ = {
+            "cnn_softmax": {"accuracy": float(accuracy_score(cf.y, pred_cnn)),
+                            "macro_f1": float(f1_score(cf.y, pred_cnn, average="macro"))},
+            "cnn_svc": {"accuracy": float(accuracy_score(cf.y, pred_svc)),
+                        "macro_f1": float(f1_score(cf.y, pred_svc, average="macro"))},
+        }
+        return self
+
+    def fit(self, X, y, **embedder_params):
+        """Cross-fit networks and classifiers on images ``X`` with labels ``y``."""
+        cf = crossfit_embeddings(X, y, cv=self.cv, random_state=self.random_state,
+                                 verbose=self.verbose, **embedder_params)
+        return self._fit_crossfit(cf)
+
+    @property
+    def input_size_(self) -> int:
+        return int(self.embedders_[0].input_size)
+
+    def _proba_decoded(self, images: np.ndarray) -> np.ndarray:
+        p = np.zeros((len(images), len(self.classes_)))
+        for f, g in zip(self.embedders_, self.classifiers_, strict=True):
+            e, _, _ = f._infer(images)
+            p += _spread(g, g.predict_proba(e), self.classes_)
+        return p / len(self.embedders_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``mean_k g_k(f_k(x))``; columns in ``classes_`` order; NaN rows for unreadable
+        images (listed in ``self.last_failures_``)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        from .embedder import decode_images
+
+        check_is_fitted(self, "classifiers_")
+        images, ok, failures = decode_images(X, self.input_size_)
+        n = len(ok) + len(failures)
+        out = np.full((n, len(self.classes_)), np.nan)
+        if len(ok):
+            out[ok] = self._proba_decoded(images)
+        self.last_failures_ = failures
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class (``None`` for unreadable images)."""
+        p = self.predict_proba(X)
+        bad = np.isnan(p).any(axis=1)
+        out = self.classes_[np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)].astype(object)
+        out[bad] = None
+        return out
+
+
+def _spread(est, p, classes) -> np.ndarray:
+    """Probabilities of ``est`` laid onto all ``classes`` (a fold may miss none by design,
+    but be safe)."""
+    if list(est.classes_) == list(classes):
+        return np.asarray(p, np.float64)
+    out = np.zeros((len(p), len(classes)))
+    pos = {c: i for i, c in enumerate(classes)}
+    for j, c in enumerate(est.classes_):
+        out[:, pos[c]] = p[:, j]
+    return out
+
+
+class FusedModel(ClassifierMixin, BaseEstimator):
+    """Stacked ensemble over hand-crafted features + the deep path's out-of-fold
+    probabilities (``features="fused"``); see the module docstring, step 3.
+
+    Attributes
+    ----------
+    deep_ : DeepModel
+    stack_ : StackedCellClassifier (late fusion, groups "handcrafted" and "deep")
+    handcrafted_columns_ : list of str
+    feature_names_in_ : ndarray, all stack columns (hand-crafted then deep probabilities)
+    families_, method_ : how the hand-crafted features are computed for new images
+    cv_scores_ : dict, the deep path's and the stack's out-of-fold scores
+    """
+
+    def __init__(self, cv=5, inner_cv=5, stack_params=None, random_state=None, n_jobs=None,
+                 verbose=0):
+        self.cv = cv
+        self.inner_cv = inner_cv
+        self.stack_params = stack_params
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def fit(self, X, y, handcrafted=None, **embedder_params):
+        """Cross-fit the deep path, then fit the late-fusion stack.
+
+        Parameters
+        ----------
+        X : image paths (or arrays)
+        y : labels
+        handcrafted : DataFrame, optional
+            Hand-crafted features of ``X`` (same row order); computed with
+            :func:`~morphocell.features.extractor.extract_batch` when omitted.
+        **embedder_params : :class:`CNNEmbedder` parameters.
+        """
+        import pandas as pd
+
+        t0 = time.perf_counter()
+        X = list(X) if not isinstance(X, np.ndarray) else X
+        cf = crossfit_embeddings(X, y, cv=self.cv, random_state=self.random_state,
+                                 verbose=self.verbose, **embedder_params)
+        deep = DeepModel(cv=self.cv, inner_cv=self.inner_cv, random_state=self.random_state,
+                         verbose=self.verbose)._fit_crossfit(cf)
+        deep.train_time_s_ = time.perf_counter() - t0
+        _log(self.verbose, _deep_summary(deep))
+        keep = np.ones(len(X), bool)
+        if cf.failures:
+            bad = {s for s, _ in cf.failures}
+            keep = np.array([not (isinstance(p, (str, os.PathLike)) and os.fspath(p) in bad)
+                             for p in X])
+        if handcrafted is None:
+            from ..features.extractor import DEFAULT_FAMILIES, extract_batch, feature_names
+
+            _log(self.verbose, f"hand-crafted features of {int(keep.sum())} images")
+            kept = [p for p, k in zip(X, keep, strict=True) if k]
+            mat, _, _ = extract_batch(kept, None, "otsu", n_jobs=self.n_jobs,
+                                      verbose=self.verbose)
+            handcrafted = pd.DataFrame(mat, columns=feature_names(None))
+            self.families_ = DEFAULT_FAMILIES
+        else:
+            handcrafted = pd.DataFrame(handcrafted).reset_index(drop=True)
+            if len(handcrafted) != len(X):
+                raise DataError(f"handcrafted has {len(handcrafted)} rows for {len(X)} images")
+            handcrafted = handcrafted[keep].reset_index(drop=True)
+            self.families_ = None
+        self.method_ = "otsu"
+        self._fit_tables(deep, handcrafted, cf.y)
+        self.train_time_s_ = time.perf_counter() - t0
+        return self
+
+    def _fit_tables(self, deep: DeepModel, handcrafted, y):
+        import pandas as pd
+
+        from ..ensembles.fusion import HANDCRAFTED
+        from ..ensembles.stacking import StackedCellClassifier
+
+        self.deep_ = deep
+        self.classes_ = deep.classes_
+        hc = pd.DataFrame(handcrafted).reset_index(drop=True)
+        self.handcrafted_columns_ = [str(c) for c in hc.columns]
+        table = pd.concat([hc, pd.DataFrame(deep.oof_proba_, columns=proba_names(
+            len(deep.classes_)))], axis=1)
+        self.stack_ = StackedCellClassifier(
+            cv=self.cv, feature_groups={"handcrafted": HANDCRAFTED,
+                                        "deep": r"^Cell_Embedding_CnnProba_"},
+            random_state=self.random_state, n_jobs=self.n_jobs,
+            **(self.stack_params or {})).fit(table, np.asarray(y))
+        self.feature_names_in_ = np.asarray(table.columns, dtype=object)
+        self.cv_scores_ = {**deep.cv_scores_, **getattr(self.stack_, "cv_scores_", {})}
+        return self
+
+    def _handcrafted(self, X, handcrafted=None):
+        import pandas as pd
+
+        if handcrafted is not None:
+            hc = pd.DataFrame(handcrafted).reset_index(drop=True)
+            missing = [c for c in self.handcrafted_columns_ if c not in hc.columns]
+            if missing:
+                raise DataError(f"hand-crafted table lacks {len(missing)} columns of the model, "
+                                f"e.g. {missing[:3]}")
+            return hc[self.handcrafted_columns_]
+        from ..features.extractor import _as_sources, extract_batch
+
+        mat, _, _ = extract_batch(_as_sources(X), getattr(self, "families_", None),
+                                  getattr(self, "method_", "otsu"), n_jobs=self.n_jobs,
+                                  verbose=self.verbose)
+        from ..features.extractor import feature_names
+
+        names = feature_names(getattr(self, "families_", None))
+        hc = pd.DataFrame(mat, columns=names)
+        missing = [c for c in self.handcrafted_columns_ if c not in hc.columns]
+        if missing:
+            raise DataError(f"the feature extractor no longer produces {len(missing)} columns "
+                            f"the model was trained on, e.g. {missing[:3]}; retrain the model")
+        return hc[self.handcrafted_columns_]
+
+    def predict_proba(self, X, handcrafted=None) -> np.ndarray:
+        """Class probabilities for images ``X``.
+
+        Parameters
+        ----------
+        X : image paths / arrays
+        handcrafted : DataFrame, optional
+            Pre-computed hand-crafted features of ``X`` (same row order); computed with
+            :func:`~morphocell.features.extractor.extract_batch` when omitted.
+
+        Unreadable images give NaN rows (listed in ``self.last_failures_``).
+        """
+        import pandas as pd
+
+        from sklearn.utils.validation import check_is_fitted
+
+        from .embedder import decode_images
+
+        check_is_fitted(self, "stack_")
+        images, ok, failures = decode_images(X, self.deep_.input_size_)
+        n = len(ok) + len(failures)
+        out = np.full((n, len(self.classes_)), np.nan)
+        self.last_failures_ = failures
+        if not len(ok):
+            return out
+        hc = self._handcrafted(X, handcrafted).iloc[ok].reset_index(drop=True)
+        deep = pd.DataFrame(self.deep_._proba_decoded(images),
+                            columns=proba_names(len(self.classes_)))
+        table = pd.concat([hc, deep], axis=1)
+        out[ok] = self.stack_.predict_proba(table)
+        return out
+
+    def predict(self, X, handcrafted=None) -> np.ndarray:
+        """Most probable class (``None`` for unreadable images)."""
+        p = self.predict_proba(X, handcrafted)
+        bad = np.isnan(p).any(axis=1)
+        out = self.classes_[np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)].astype(object)
+        out[bad] = None
+        return out
+
+
+def _deep_summary(deep) -> str:
+    return (f"deep path: out-of-fold accuracy CNN softmax "
+            f"{deep.cv_scores_['cnn_softmax']['accuracy']:.4f}, embeddings+SVC "
+            f"{deep.cv_scores_['cnn_svc']['accuracy']:.4f} ({deep.train_time_s_:.0f} s)")
+
+
+def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: int = 5,
+                   random_state=0, epochs: int | None = None, verbose: int = 1,
+                   n_jobs=None, inner_cv: int = 5, stack_params=None, **embedder_params):
+    """Train the deep (``"deep"``) or fused (``"fused"``) classifier without leakage.
+
+    Parameters
+    ----------
+    paths : sequence of image paths (or arrays)
+    labels : sequence of class labels
+    features : {"deep", "fused"}
+    handcrafted : DataFrame, optional
+        ``"fused"`` only: hand-crafted features of ``paths`` (same order, e.g. from the
+        feature cache); computed with ``extract_batch`` when omitted.
+    cv : int, default 5
+        Folds of the network cross-fitting (and of the stack).
+    random_state : int or None
+    epochs : int, optional
+        Maximum CNN epochs (default ``DEFAULT_EMBEDDER["epochs"]``).
+    n_jobs : int, optional
+        Hand-crafted feature extraction and stack workers.
+    inner_cv : int
+        Folds of the SVC cross-validation inside each network's held-out fold.
+    stack_params : dict, optional
+        ``"fused"`` only: extra :class:`StackedCellClassifier` parameters (e.g. ``estimators``).
+    **embedder_params
+        Other :class:`CNNEmbedder` parameters (``architecture``, ``input_size``, ...).
+
+    Returns
+    -------
+    DeepModel or FusedModel
+        Fitted, with ``predict_proba(paths)``, ``predict(paths)``, ``classes_`` and
+        ``cv_scores_`` (out-of-fold scores of the CNN softmax, the SVC on embeddings and, for
+        ``"fused"``, the stack).
+    """
+    if features not in ("deep", "fused"):
+        raise MorphocellError(f"features must be 'deep' or 'fused' (got {features!r})")
+    if epochs is not None:
+        embedder_params["epochs"] = int(epochs)
+    paths = list(paths)
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} images but {len(labels)} labels")
+    if features == "deep":
+        t0 = time.perf_counter()
+        deep = DeepModel(cv=cv, inner_cv=inner_cv, random_state=random_state,
+                         verbose=verbose).fit(paths, labels, **embedder_params)
+        deep.train_time_s_ = time.perf_counter() - t0
+        _log(verbose, _deep_summary(deep))
+        return deep
+    return FusedModel(cv=cv, inner_cv=inner_cv, stack_params=stack_params,
+                      random_state=random_state, n_jobs=n_jobs, verbose=verbose
+                      ).fit(paths, labels, handcrafted=handcrafted, **embedder_params)

@@ -1,0 +1,232 @@
+"""morphocell.deep: CNN embedder, persistence, determinism, leakage-free cross-fitting.
+
+Tiny configurations (a few real PBC images, 32 px, small networks, a few epochs) so the
+whole file runs in about a minute on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, pbc_subset
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CLASSES = ("lymphocyte", "neutrophil", "platelet")
+
+
+def _subset(n, split="train", classes=CLASSES, offset=0):
+    rows = [(p, lab) for p, lab in pbc_subset(n, split, offset) if lab in classes]
+    return [p for p, _ in rows], np.array([lab for _, lab in rows])
+
+
+def test_import_morphocell_does_not_import_tensorflow():
+    code = ("import sys, morphocell, morphocell.deep, morphocell.deep.embedder, "
+            "morphocell.deep.fusion, morphocell.deep.models, morphocell.deep.augment\n"
+            "from morphocell.deep import CNNEmbedder, fit_deep_model\n"
+            "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+tf = pytest.importorskip("tensorflow")
+from morphocell.deep import CNNEmbedder, crossfit_embeddings, decode_images  # noqa: E402
+from morphocell.errors import ModelFileError, MorphocellError  # noqa: E402
+
+SMALL = dict(architecture="small-cnn", input_size=32, embedding_dim=24, batch_size=8,
+             augment=False, validation_fraction=0.0, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def train_set(data_dir):
+    return _subset(8)  # 24 real images, 3 classes
+
+
+@pytest.fixture(scope="module")
+def fitted(train_set):
+    paths, y = train_set
+    return CNNEmbedder(**SMALL, epochs=12, random_state=0).fit(paths, y)
+
+
+def test_transform_shape_names_and_proba(fitted, train_set):
+    paths, y = train_set
+    df = fitted.transform(paths)
+    names = [f"Cell_Embedding_Cnn_{i:04d}" for i in range(24)]
+    assert df.shape == (len(paths), 24)
+    assert list(df.columns) == names == list(fitted.get_feature_names_out())
+    assert np.isfinite(df.to_numpy()).all() and df.attrs["failures"] == []
+    assert list(fitted.classes_) == sorted(CLASSES)
+    p = fitted.predict_proba(paths)
+    assert p.shape == (len(paths), 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert set(fitted.predict(paths)) <= set(CLASSES)
+    assert fitted.n_epochs_ == 12 and len(fitted.history_["loss"]) == 12
+    assert fitted.device_ in ("CPU", "GPU")
+
+
+def test_inference_mode_gives_the_accuracy_the_training_curve_claims(fitted, train_set):
+    """No train-mode batch norm at inference: predictions in inference mode, one image at a
+    time or in a batch, reach the accuracy the last training epoch reported."""
+    paths, y = train_set
+    claimed = fitted.history_["accuracy"][-1]
+    assert claimed >= 0.8, fitted.history_["accuracy"]  # the curve claims something
+    acc = np.mean(fitted.predict(paths) == y)
+    assert acc >= claimed - 0.1
+    assert fitted.precise_bn_batches_ >= 1
+    # batch-size independence: inference mode uses moving statistics, not batch statistics
+    one = np.vstack([fitted.predict_proba([p]) for p in paths[:4]])
+    np.testing.assert_allclose(one, fitted.predict_proba(paths[:4]), atol=1e-5)
+
+
+def test_seeded_fits_are_identical_and_seeds_matter(fitted, train_set):
+    paths, y = train_set
+    again = CNNEmbedder(**SMALL, epochs=12, random_state=0).fit(paths, y)
+    e1, e2 = fitted.transform(paths).to_numpy(), again.transform(paths).to_numpy()
+    np.testing.assert_array_equal(e1, e2)
+    assert again.history_["loss"] == fitted.history_["loss"]
+    other = CNNEmbedder(**SMALL, epochs=12, random_state=1).fit(paths, y)
+    assert not np.array_equal(other.transform(paths).to_numpy(), e1)
+
+
+def test_augmented_stream_is_deterministic_and_valid(data_dir):
+    from morphocell.deep.augment import augment_image
+
+    img, _, _ = decode_images(_subset(1)[0][:1], 48)
+    a = augment_image(tf.constant(img[0]), tf.constant([3, 7])).numpy()
+    b = augment_image(tf.constant(img[0]), tf.constant([3, 7])).numpy()
+    c = augment_image(tf.constant(img[0]), tf.constant([3, 8])).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (48, 48, 3) and a.min() >= 0 and a.max() <= 255
+    # colour jitter is small: the mean colour stays close to the original's
+    assert np.abs(a.mean((0, 1)) - img[0].mean((0, 1))).max() < 40
+
+
+def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
+    paths, _ = train_set
+    ref = fitted.transform(paths).to_numpy()
+    back = CNNEmbedder.from_bytes(fitted.to_bytes())
+    np.testing.assert_array_equal(back.transform(paths).to_numpy(), ref)
+    np.testing.assert_array_equal(back.predict_proba(paths), fitted.predict_proba(paths))
+    assert list(back.classes_) == list(fitted.classes_)
+    assert back.get_params() == fitted.get_params()
+    f = tmp_path / "emb.mcnn"
+    fitted.save(f)
+    np.testing.assert_array_equal(CNNEmbedder.load(f).transform(paths).to_numpy(), ref)
+    # pickling goes through the .keras bytes too (no Keras object is pickled)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).transform(paths)
+                                  .to_numpy(), ref)
+    with pytest.raises(ModelFileError, match="not a saved CNNEmbedder"):
+        CNNEmbedder.from_bytes(b"not a zip", "x.bin")
+    with pytest.raises(ModelFileError, match="model file not found"):
+        CNNEmbedder.load(tmp_path / "missing.mcnn")
+
+
+def test_weights_file_errors_and_warm_start(fitted, tmp_path, train_set):
+    from morphocell.deep.embedder import _load_weights_into
+    from morphocell.deep.models import build_model
+
+    paths, y = train_set
+    with pytest.raises(ModelFileError, match="weights file not found") as ei:
+        CNNEmbedder(**SMALL, weights=tmp_path / "nope.weights.h5").fit(paths, y)
+    assert "nope.weights.h5" in str(ei.value)
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"this is not HDF5")
+    with pytest.raises(ModelFileError, match="incompatible weights file") as ei:
+        CNNEmbedder(**SMALL, weights=junk, epochs=1).fit(paths, y)
+    assert "junk.weights.h5" in str(ei.value)
+    saved = tmp_path / "small_cnn.mcnn"
+    fitted.save(saved)
+    other = build_model("small-resnet", 32, 3, 24).get_layer("backbone")
+    with pytest.raises(ModelFileError, match="incompatible weights"):
+        _load_weights_into(other, saved, "small-resnet")
+    # same architecture: the backbone starts from exactly the saved weights
+    same = build_model("small-cnn", 32, 5, 16).get_layer("backbone")
+    _load_weights_into(same, saved, "small-cnn")
+    for a, b in zip(same.get_weights(), fitted.model_.get_layer("backbone").get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(MorphocellError, match="unknown architecture"):
+        CNNEmbedder(architecture="vgg99").fit(paths, y)
+
+
+def test_unreadable_image_gives_nan_row(fitted, train_set, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    paths, _ = train_set
+    df = fitted.transform([paths[0], bad, paths[1]])
+    assert np.isnan(df.iloc[1]).all() and np.isfinite(df.iloc[[0, 2]].to_numpy()).all()
+    assert df.attrs["failures"][0][0] == str(bad)
+
+
+@pytest.fixture(scope="module")
+def crossfit(train_set):
+    paths, y = train_set
+    params = {k: v for k, v in SMALL.items() if k != "verbose"}
+    return crossfit_embeddings(paths, y, cv=2, random_state=0, verbose=0, epochs=3, **params)
+
+
+def test_crossfit_gives_every_image_an_embedding_from_a_network_that_did_not_see_it(
+        crossfit, train_set):
+    paths, y = train_set
+    cf = crossfit
+    n = len(paths)
+    assert cf.embeddings.shape == (n, 24) and np.isfinite(cf.embeddings).all()
+    assert set(np.unique(cf.fold)) == {0, 1}
+    for k, net in enumerate(cf.embedders):
+        held = np.flatnonzero(cf.fold == k)
+        assert len(np.intersect1d(net.train_index_, held)) == 0  # never saw its fold
+        assert len(net.train_index_) + len(held) == n  # ... and saw everything else
+        assert net.n_train_images_ == len(net.train_index_)
+        # the stored out-of-fold rows are exactly this network's embeddings of those images
+        np.testing.assert_array_equal(net.transform(cf.images[held]).to_numpy(),
+                                      cf.embeddings[held])
+        # ... and not the other network's (different, unaligned embedding space)
+        other = cf.embedders[1 - k]
+        assert not np.allclose(other.transform(cf.images[held]).to_numpy(), cf.embeddings[held])
+
+
+def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
+    import pandas as pd
+
+    from morphocell import model_io
+    from morphocell.deep.fusion import TRUSTED_TYPES, DeepModel, FusedModel, proba_names
+    from morphocell.features.extractor import extract_batch, feature_names
+
+    cf = crossfit
+    deep = DeepModel(cv=2, inner_cv=2, random_state=0)._fit_crossfit(cf)
+    assert deep.oof_proba_.shape == (len(cf.y), 3)
+    for k, g in enumerate(deep.classifiers_):  # g_k fitted on f_k's held-out fold only
+        assert g.n_features_in_ == 24
+    test_paths, test_y = _subset(2, "test")
+    p = deep.predict_proba(test_paths)
+    assert p.shape == (len(test_paths), 3)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    # p(x) is the mean over the K (network, classifier) pairs
+    imgs, _, _ = decode_images(test_paths, 32)
+    manual = np.mean([g.predict_proba(f.transform(imgs).to_numpy())
+                      for f, g in zip(deep.embedders_, deep.classifiers_, strict=True)], axis=0)
+    np.testing.assert_allclose(p, manual, atol=1e-10)
+
+    fams = ("shape",)
+    hc = pd.DataFrame(extract_batch(_subset(8)[0], fams)[0], columns=feature_names(fams))
+    fused = FusedModel(cv=2, stack_params={"estimators": ("svc",)}, random_state=0)
+    fused._fit_tables(deep, hc, cf.y)
+    assert list(fused.feature_names_in_[-3:]) == proba_names(3)
+    hct = pd.DataFrame(extract_batch(test_paths, fams)[0], columns=feature_names(fams))
+    pf = fused.predict_proba(test_paths, handcrafted=hct)
+    assert pf.shape == (len(test_paths), 3) and np.isfinite(pf).all()
+
+    model_io.register_trusted_types(TRUSTED_TYPES)
+    f = tmp_path / "fused.mcm"
+    model_io.save_model(fused, f)
+    back = model_io.load_model(f).estimator
+    np.testing.assert_allclose(back.predict_proba(test_paths, handcrafted=hct), pf, atol=1e-12)
