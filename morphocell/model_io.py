@@ -59,6 +59,10 @@ TRUSTED_TYPES: set[str] = {
     "morphocell.ensembles.stacking.StackedCellClassifier",
     "morphocell.ensembles.stacking.BaseLearner",
     "morphocell.features.extractor.FeatureExtractor",
+    # morphocell.deep: the network is rebuilt from its .keras bytes with Keras safe_mode=True
+    "morphocell.deep.fusion.DeepModel",
+    "morphocell.deep.fusion.FusedModel",
+    "morphocell.deep.embedder.CNNEmbedder",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
