@@ -6,9 +6,11 @@ tuned on the even-numbered images of both segwbc datasets only.
 
 Method
 ------
-0. **Working scale.** The image is resized (area interpolation) so that its shorter side is
-   at most ``work_side`` pixels; every step below runs there and the two masks are resized
-   back (linear interpolation of the 0/255 mask, threshold at 128).
+0. **Working scale.** The image is shrunk by the integer factor
+   ``f = max(1, min(H, W) // work_side)`` (exact f x f block averages, so a shift by a
+   multiple of ``f`` pixels shifts the result exactly); every step below runs there and
+   the two masks are enlarged back (linear interpolation of the 0/255 mask, threshold at
+   128). A 256 x 256 image is processed at 128 x 128.
 1. **Optical density relative to the background** (Beer-Lambert). The background colour
    ``b`` is the per-channel median of the brightest ``bg_quantile`` share of pixels; every
    channel is mapped through ``OD_c = log((b_c + 1) / (I_c + 1))`` (clipped to
@@ -64,10 +66,10 @@ __all__ = ["OtsuParams", "segment_otsu", "flood", "multi_otsu3", "otsu_threshold
 class OtsuParams:
     """Parameters of :func:`segment_otsu` (defaults tuned on even segwbc ids only).
 
-    Lengths are in pixels of the working image (shorter side ``work_side``).
+    Lengths are in pixels of the working image (see ``work_side``).
     """
 
-    #: shorter side of the working image (larger images are downsampled)
+    #: images are shrunk by the integer factor min(H, W) // work_side (when >= 2)
     work_side: int = 128
     #: share of brightest pixels whose median colour is the background colour
     bg_quantile: float = 0.10
@@ -93,6 +95,9 @@ class OtsuParams:
     rbc_min_area: float = 0.1
     #: neighbourhood radius of the distance-transform peaks (red-cell centres); 0: no test
     peak_radius: int = 2
+    #: red-cell-coloured components reaching farther than this many nucleus radii from
+    #: the nucleus are red-cell markers even without a distance peak
+    far_factor: float = 2.0
     #: least distance-transform value of a red-cell centre
     min_rbc_radius: float = 3.0
     #: erosion radius of the red-cell markers
@@ -381,10 +386,15 @@ def _label_min(lab: np.ndarray, val: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _upscale(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _upscale(mask: np.ndarray, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 0/1 mask to ``size`` (w, h) by linear interpolation of 0/255, threshold at
+    128, then extend to ``shape`` (H, W) by repeating the last row/column."""
     import cv2
 
-    return cv2.resize(mask * np.uint8(255), size, interpolation=cv2.INTER_LINEAR) > 127
+    up = cv2.resize(mask * np.uint8(255), size, interpolation=cv2.INTER_LINEAR) > 127
+    if up.shape != tuple(shape):
+        up = np.pad(up, ((0, shape[0] - up.shape[0]), (0, shape[1] - up.shape[1])), mode="edge")
+    return up
 
 
 # ------------------------------------------------------------------------------ method
@@ -408,10 +418,10 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
 
     p = params or OtsuParams()
     H, W = image.shape[:2]
-    scale = min(1.0, p.work_side / min(H, W))
-    if scale < 1.0:
-        size = (max(1, round(W * scale)), max(1, round(H * scale)))
-        img = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    f = max(1, min(H, W) // p.work_side)           # integer factor: exact block averages
+    Hc, Wc = H - H % f, W - W % f
+    if f > 1:
+        img = cv2.resize(image[:Hc, :Wc], (Wc // f, Hc // f), interpolation=cv2.INTER_AREA)
     else:
         img = np.ascontiguousarray(image)
     h, w = img.shape[:2]
@@ -488,7 +498,9 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         ok[0] = False
         if p.peak_radius > 0 and ok.any():
             peaks = (dist >= cv2.dilate(dist, _disc(p.peak_radius))) & (dist >= p.min_rbc_radius)
-            ok &= np.bincount(lab_o[peaks], minlength=n_o) > 0
+            far = dnuc > p.far_factor * r_n
+            ok &= (np.bincount(lab_o[peaks], minlength=n_o) > 0) | (
+                np.bincount(lab_o[far], minlength=n_o) > 0)
         if ok.any():
             n_rbc = int(ok.sum())
             markers[ok[lab_o]] = 2
@@ -501,9 +513,9 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         cell = cv2.morphologyEx(cell, cv2.MORPH_OPEN, _disc(p.open_radius))
     cell = _fill_holes(_component_with(cell | nucleus, nucleus))
 
-    if scale < 1.0:
-        nb = _upscale(nucleus, (W, H))
-        cb = _upscale(cell, (W, H)) | nb
+    if f > 1:
+        nb = _upscale(nucleus, (Wc, Hc), (H, W))
+        cb = _upscale(cell, (Wc, Hc), (H, W)) | nb
     else:
         nb = nucleus.astype(bool)
         cb = cell.astype(bool)
@@ -511,4 +523,4 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
                      info={"background": [float(v) for v in bg], "separability": sep,
                            "nucleus_threshold": float(t_n), "stain_threshold": float(f1),
                            "n_lobes": int(keep.sum()), "coherence": coherent, "n_rbc_markers": n_rbc,
-                           "scale": scale})
+                           "factor": f})
