@@ -430,16 +430,16 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     # 1. optical density relative to the background
     bg = _background(img, p.bg_quantile)
     od8 = cv2.GaussianBlur(cv2.LUT(img, _lut(bg, p.od_max)), (ksize, ksize), p.sigma)
-    odf = od8.astype(np.float32) * np.float32(p.od_max / 255.0)
-    stain = odf[..., 0] + odf[..., 1] + odf[..., 2]
-    lo, hi = float(stain.min()), float(stain.max())
+    k = np.float32(p.od_max / 255.0)
+    stain = cv2.transform(od8.astype(np.float32), np.array([[k, k, k]], np.float32))  # sum OD
+    lo, hi, _, _ = cv2.minMaxLoc(stain)
     if hi - lo < p.min_contrast:
         return CellMasks.empty((H, W), reason="no contrast", stain_range=hi - lo)
     s8 = _norm8(stain)
 
     # 2. nucleus
-    imf = cv2.GaussianBlur(img, (ksize, ksize), p.sigma)
-    bmg = imf[..., 2].astype(np.float32) - imf[..., 1].astype(np.float32)
+    bmg = cv2.GaussianBlur(cv2.subtract(cv2.extractChannel(img, 2), cv2.extractChannel(img, 1),
+                                        dtype=cv2.CV_16S), (ksize, ksize), p.sigma)  # B - G
     n8 = _norm8(s8.astype(np.float32) + _norm8(bmg).astype(np.float32))
     _, sep, _ = otsu_threshold(n8)
     if sep < p.min_separability:
@@ -489,8 +489,10 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     n_rbc = 0
     markers = cand0.astype(np.int32) - 1          # 0 inside the candidate, -1 outside
     if int(ring.sum()) >= 8:
-        chroma = odf[..., 2] / (stain + np.float32(1e-3))
-        cyt_ref = float(np.quantile(chroma[ring], p.cyt_quantile))
+        chroma = od8[..., 2].astype(np.float32) * k / (stain + np.float32(1e-3))
+        ring_c = chroma[ring]
+        q = int(p.cyt_quantile * (ring_c.size - 1))
+        cyt_ref = float(np.partition(ring_c, q)[q])
         rbc_like = rest & (chroma > cyt_ref + p.rbc_chroma_gap) & (dnuc > ring_w)
         other = cv2.erode(rbc_like.astype(np.uint8), _disc(p.marker_erode))
         n_o, lab_o, st_o, _ = cv2.connectedComponentsWithStats(other, connectivity=8)
