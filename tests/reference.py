@@ -230,15 +230,18 @@ def texture_haralick_mahotas(q: np.ndarray, mask: np.ndarray, distance: int) -> 
 
 def texture_glcm_slow(q: np.ndarray, mask: np.ndarray, dr: int, dc: int, levels: int
                       ) -> np.ndarray:
-    """Symmetric co-occurrence counts of the pairs ``(x, x + (dr, dc))`` inside ``mask``."""
+    """Symmetric co-occurrence counts of the pairs ``(x, x + (dr, dc))`` inside ``mask``
+    (``dr >= 0``), by explicit pair lists and ``np.add.at``."""
     h, w = q.shape
+    rows, cols = np.nonzero(mask)
+    r2, c2 = rows + dr, cols + dc
+    ok = (r2 < h) & (c2 >= 0) & (c2 < w)
+    rows, cols, r2, c2 = rows[ok], cols[ok], r2[ok], c2[ok]
+    both = mask[r2, c2]
+    a, b = q[rows[both], cols[both]], q[r2[both], c2[both]]
     m = np.zeros((levels, levels), np.int64)
-    for r in range(h):
-        for c in range(w):
-            r2, c2 = r + dr, c + dc
-            if 0 <= r2 < h and 0 <= c2 < w and mask[r, c] and mask[r2, c2]:
-                m[q[r, c], q[r2, c2]] += 1
-                m[q[r2, c2], q[r, c]] += 1
+    np.add.at(m, (a, b), 1)
+    np.add.at(m, (b, a), 1)
     return m
 
 
@@ -253,8 +256,9 @@ def texture_lbp_counts(gray: np.ndarray, mask: np.ndarray, p: int, radius: float
 
 def texture_lbp_tie_pixels(gray: np.ndarray, p: int, radius: float, tol: float = 1e-6
                            ) -> np.ndarray:
-    """Pixels with an LBP sample within ``tol`` of the centre (where float rounding, and so
-    the image's orientation, can decide the bit). Bilinear samples by plain numpy."""
+    """Pixels with an interpolated LBP sample within ``tol`` of the centre (where float
+    rounding, and so the image's orientation, can decide the bit); samples on the pixel grid
+    are exact and never ambiguous. Bilinear samples by plain numpy."""
     g = np.pad(gray.astype(np.float64), 3)
     h, w = gray.shape
     rr, cc = np.mgrid[0:h, 0:w]
@@ -262,6 +266,8 @@ def texture_lbp_tie_pixels(gray: np.ndarray, p: int, radius: float, tol: float =
     ang = 2 * np.pi * np.arange(p) / p
     for yr, xr in zip(np.round(-radius * np.sin(ang), 5), np.round(radius * np.cos(ang), 5),
                       strict=True):
+        if yr == np.round(yr) and xr == np.round(xr):
+            continue
         y, x = rr + yr + 3, cc + xr + 3
         y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
         fy, fx = y - y0, x - x0

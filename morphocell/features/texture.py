@@ -35,16 +35,23 @@ Imc2                        ``sqrt(1 - exp(-2 (HXY2 - HXY)))``
 with ``HXY1 = -sum p(i,j) log2(p_x(i) p_y(j))`` and ``HXY2 = -sum p_x(i) p_y(j)
 log2(p_x(i) p_y(j))``, both identically equal to ``HX + HY = 2 HX`` (used as such). Each
 feature is computed per angle and averaged over the angles that have at least one pair
-(mahotas ``haralick(return_mean=True)``); NaN when no angle has one. This equals mahotas
-``haralick(g, ignore_zeros=True, distance=d, return_mean=True,
-use_x_minus_y_variance=True)`` on ``g = k`` inside the region and 0 outside.
+(mahotas ``haralick(return_mean=True)``), summed as ``(f0 + f90) + (f45 + f135)`` so the mean
+is bit-identical under 90-degree rotations and flips (they permute the angles); NaN when no
+angle has a pair. This equals mahotas ``haralick(g, ignore_zeros=True, distance=d,
+return_mean=True, use_x_minus_y_variance=True)`` on ``g = k`` inside the region and 0
+outside (tests: worst relative difference ~1e-12). Sums such as ``sum p^2``, the variance
+and correlation numerators are exact 64-bit integer sums of counts.
 
 **Uniform LBP** (``{Region}_Texture_Lbp_Gray_{P}_{R}_Bin{b}``, (P, R) in (8, 1), (16, 2)).
 scikit-image ``local_binary_pattern(gray, P, R, method='uniform')`` codes (rotation-invariant
 uniform patterns: the number of neighbours ``>=`` the centre when the circular pattern has
 at most 2 transitions, else ``P + 1``; bilinear samples, 0 outside the crop) computed on the
 whole crop, histogrammed over the region's pixels and divided by the region's pixel count:
-bins ``0 .. P + 1`` sum to 1.
+bins ``0 .. P + 1`` sum to 1. The codes equal scikit-image's bit for bit (same floating-point
+operations). The sample circle is symmetric under 90-degree rotations and flips, so the
+histogram is invariant except at pixels where an interpolated sample ties the centre (e.g.
+a flat 2x2 patch): there scikit-image's rounding, hence the bit, depends on orientation
+(measured: 14 pixel codes of 325,000 change under a 90-degree rotation).
 
 **Granularity** (``{Region}_Texture_Granularity_Gray_{i}``, i = 1 .. ``GRANULARITY_STEPS``),
 after CellProfiler's MeasureGranularity (a granulometry): the signal is the
@@ -57,8 +64,14 @@ the percentage of the region's signal removed at step i (0 when the region has n
 Differences from CellProfiler, on purpose: no subsampling (granules are 2-8 px here), the
 background is the glass level instead of a tophat by a large disk, and a plain opening
 instead of opening-by-reconstruction (``gamma_i <= rec_i``), which keeps it at ~0.2 ms.
+12 steps: on PBC the cell spectra of the 8 classes differ at radii 1-10 (Kruskal-Wallis) and
+not beyond. Sums of the uint8 openings are exact integers (bit-identical under 90-degree
+rotations and flips, the diamond being symmetric).
 
-The NaN policy: every feature of an empty region is NaN.
+NaN policy: every feature of an empty region is NaN; GLCM features are also NaN at a
+distance where the region has no pixel pair (e.g. a one-pixel nucleus). Otherwise nothing
+is NaN or infinite: a one-level region has correlation 1, ``Imc1 = 0`` and a region without
+dark signal has granularity 0.
 """
 from __future__ import annotations
 
@@ -69,9 +82,10 @@ from .base import Crop
 from .registry import REGIONS, FeatureSpec
 
 __all__ = [
-    "specs", "compute", "compute_array", "LEVELS", "DISTANCES", "HARALICK_FEATURES", "LBP_PARAMS",
-    "GRANULARITY_STEPS", "quantize", "region_labels", "glcm_offsets", "glcm_counts",
-    "region_glcm", "haralick", "glcm_features", "lbp_offsets", "lbp_histograms", "granularity_signal", "granularity",
+    "specs", "compute", "compute_array", "LEVELS", "DISTANCES", "HARALICK_FEATURES",
+    "LBP_PARAMS", "GRANULARITY_STEPS", "quantize", "region_labels", "glcm_offsets",
+    "glcm_counts", "region_glcm", "haralick", "glcm_features", "lbp_offsets",
+    "lbp_histograms", "granularity_signal", "granularity",
 ]
 
 #: number of grey levels of the GLCM (fixed bins of width 256 / LEVELS)

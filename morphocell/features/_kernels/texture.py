@@ -41,68 +41,83 @@ def glcm_counts(q, lab, off_r, off_c, out):
         ``out[o, e(x), e(y)] += 1`` with the pixel code ``e = (lab - 1) L + q``: the block
         ``[:L, :L]`` holds nucleus/nucleus pairs, ``[L:, L:]`` cytoplasm/cytoplasm pairs and
         the two off-diagonal blocks the mixed pairs.
+
+    Per offset and row, the pair codes ``e(x) (2L+1) + e(y)`` of the row's cell span are formed
+    in a vectorised loop (background has code 2L, a discarded bin), then histogrammed.
     """
     h, w = q.shape
     n_off = off_r.shape[0]
-    n_lev = out.shape[1] // 2
+    n2 = out.shape[1]
+    n_lev = n2 // 2
     pd = 0
     for o in range(n_off):
         pd = max(pd, abs(off_r[o]), abs(off_c[o]))
     ww = w + 2 * pd
-    code = np.full((h + 2 * pd) * ww, 255, np.uint8)
+    nb = n2 + 1
+    code = np.full((h + 2 * pd, ww), n2, np.uint16)
+    lo = np.full(h, w, np.int64)
+    hi = np.full(h, -1, np.int64)
     for r in range(h):
         for c in range(w):
             a = lab[r, c]
             if a != 0:
-                code[(r + pd) * ww + c + pd] = (a - 1) * n_lev + q[r, c]
-    delta = np.empty(n_off, np.int64)
+                code[r + pd, c + pd] = (a - 1) * n_lev + q[r, c]
+                lo[r] = min(lo[r], c)
+                hi[r] = c
+    hist = np.zeros(nb * nb, np.int32)
+    buf = np.empty(ww, np.uint16)
     for o in range(n_off):
-        delta[o] = off_r[o] * ww + off_c[o]
-    n2 = 2 * n_lev
-    flat = out.reshape(n_off * n2 * n2)
-    for r in range(h):
-        base = (r + pd) * ww + pd
-        for c in range(w):
-            k = base + c
-            ea = code[k]
-            if ea == 255:
+        hist[:] = 0
+        dr = off_r[o]
+        dc = off_c[o]
+        for r in range(h):
+            if hi[r] < 0:
                 continue
-            row = np.int64(ea) * n2
-            for o in range(n_off):
-                eb = code[k + delta[o]]
-                if eb != 255:
-                    flat[o * n2 * n2 + row + eb] += 1
+            a_row = code[r + pd, pd + lo[r]:pd + hi[r] + 1]
+            b_row = code[r + pd + dr, pd + lo[r] + dc:pd + hi[r] + 1 + dc]
+            m = a_row.shape[0]
+            for k in range(m):
+                buf[k] = a_row[k] * nb + b_row[k]
+            for k in range(m):
+                hist[buf[k]] += 1
+        for i in range(n2):
+            for j in range(n2):
+                out[o, i, j] = hist[i * nb + j]
 
 
 @njit(cache=True, nogil=True)
-def _haralick_one(cnt, o, reg, n, nlog, feats, px, ps, pd):
-    """The 13 Haralick features of one symmetric GLCM ``S = C + C.T``.
+def _haralick_one(sm, nlog, feats, px, ps, pd):
+    """The 13 Haralick features of one symmetric GLCM ``sm`` (L, L) of pair counts.
 
-    ``C`` is read from the directed counts ``cnt[o]`` (see :func:`glcm_counts`): the
-    nucleus block (``reg`` 0), the cytoplasm block (1) or the sum of the 4 blocks (2, cell).
-    Grey levels are ``k = 1 .. n`` (index + 1). ``nlog[v] = v log2 v`` for small ``v``.
-    Returns ``False`` (``feats`` untouched) when ``S`` has no pair.
+    Grey levels are ``k = 1 .. L`` (index + 1); ``nlog[v] = v log2 v`` for small ``v``;
+    ``px`` (L), ``ps`` (2L+1), ``pd`` (L) are int64 scratch arrays. Only the range of levels
+    present is visited. Returns ``False`` (``feats`` untouched) when ``sm`` has no pair.
     """
-    px[:] = 0
+    n = sm.shape[0]
+    n_tab = nlog.shape[0]
+    lo = n
+    hi = -1
+    for i in range(n):
+        t = np.int64(0)
+        for j in range(n):
+            t += sm[i, j]
+        px[i] = t
+        if t > 0:
+            lo = min(lo, i)
+            hi = i
+    if hi < 0:
+        return False
     ps[:] = 0
     pd[:] = 0
-    n_tab = nlog.shape[0]
     t_tot = np.int64(0)
     s_ij = np.int64(0)
     asm = np.int64(0)
     con = np.int64(0)
     idm = 0.0
     vlogv = 0.0
-    for i in range(n):
-        for j in range(i, n):
-            if reg == 0:
-                v = np.int64(cnt[o, i, j]) + cnt[o, j, i]
-            elif reg == 1:
-                v = np.int64(cnt[o, n + i, n + j]) + cnt[o, n + j, n + i]
-            else:
-                v = (np.int64(cnt[o, i, j]) + cnt[o, j, i] + cnt[o, n + i, n + j]
-                     + cnt[o, n + j, n + i] + cnt[o, i, n + j] + cnt[o, n + j, i]
-                     + cnt[o, n + i, j] + cnt[o, j, n + i])
+    for i in range(lo, hi + 1):
+        for j in range(i, hi + 1):
+            v = sm[i, j]
             if v == 0:
                 continue
             d = j - i
@@ -116,18 +131,13 @@ def _haralick_one(cnt, o, reg, n, nlog, feats, px, ps, pd):
             vlogv += wgt * (nlog[v] if v < n_tab else v * math.log2(v))
             ps[i + j + 2] += wv
             pd[d] += wv
-            px[i] += v
-            if d != 0:
-                px[j] += v
-    if t_tot == 0:
-        return False
     tf = float(t_tot)
     lt = math.log2(tf)
     # marginal (px == py for a symmetric matrix)
     s1 = np.int64(0)
     s2 = np.int64(0)
     hx = 0.0
-    for k in range(n):
+    for k in range(lo, hi + 1):
         v = px[k]
         if v > 0:
             s1 += v * (k + 1)
@@ -139,7 +149,7 @@ def _haralick_one(cnt, o, reg, n, nlog, feats, px, ps, pd):
     a1 = np.int64(0)
     a2 = np.int64(0)
     hs = 0.0
-    for k in range(2 * n + 1):
+    for k in range(2 * lo + 2, 2 * hi + 3):
         v = ps[k]
         if v > 0:
             a1 += v * k
@@ -149,7 +159,7 @@ def _haralick_one(cnt, o, reg, n, nlog, feats, px, ps, pd):
     b1 = np.int64(0)
     b2 = np.int64(0)
     hd = 0.0
-    for k in range(n):
+    for k in range(hi - lo + 1):
         v = pd[k]
         if v > 0:
             b1 += v * k
@@ -189,7 +199,8 @@ def haralick_from_counts(counts, n_dist, nlog, out):
     ----------
     counts : (4 * n_dist, 2L, 2L) int32
         From :func:`glcm_counts` with offsets ordered distance-major, angle-minor
-        (0, 45, 90, 135 degrees).
+        (0, 45, 90, 135 degrees). Symmetric GLCMs: nucleus ``B00 + B00.T``, cytoplasm
+        ``B11 + B11.T``, cell ``(B00 + B01 + B10 + B11) + (...).T``.
     n_dist : int
     nlog : (m,) float64
         ``nlog[v] = v log2 v`` (``nlog[0] = 0``), a table for small counts.
@@ -200,64 +211,71 @@ def haralick_from_counts(counts, n_dist, nlog, out):
     """
     n = counts.shape[1] // 2
     px = np.empty(n, np.int64)
-    ps = np.empty(2 * n + 1, np.int64)
+    ps = np.empty(2 * n + 3, np.int64)
     pd = np.empty(n, np.int64)
-    fa = np.zeros((4, N_HARALICK))
-    ok = np.zeros(4, np.bool_)
-    for reg in range(3):
-        for di in range(n_dist):
+    sm = np.empty((3, n, n), np.int64)
+    fa = np.zeros((3, 4, N_HARALICK))
+    ok = np.zeros((3, 4), np.bool_)
+    for di in range(n_dist):
+        for a in range(4):
+            o = di * 4 + a
+            for i in range(n):
+                for j in range(n):
+                    nn = np.int64(counts[o, i, j]) + counts[o, j, i]
+                    cc = np.int64(counts[o, n + i, n + j]) + counts[o, n + j, n + i]
+                    mx = (np.int64(counts[o, i, n + j]) + counts[o, n + j, i]
+                          + counts[o, n + i, j] + counts[o, j, n + i])
+                    sm[0, i, j] = nn
+                    sm[1, i, j] = cc
+                    sm[2, i, j] = nn + cc + mx
+            for reg in range(3):
+                ok[reg, a] = _haralick_one(sm[reg], nlog, fa[reg, a], px, ps, pd)
+        for reg in range(3):
             n_ok = 0
             for a in range(4):
-                ok[a] = _haralick_one(counts, di * 4 + a, reg, n, nlog, fa[a], px, ps, pd)
-                if ok[a]:
+                if ok[reg, a]:
                     n_ok += 1
             for f in range(N_HARALICK):
                 if n_ok == 0:
                     out[reg, di, f] = np.nan
                     continue
-                x0 = fa[0, f] if ok[0] else 0.0
-                x1 = fa[1, f] if ok[1] else 0.0
-                x2 = fa[2, f] if ok[2] else 0.0
-                x3 = fa[3, f] if ok[3] else 0.0
+                x0 = fa[reg, 0, f] if ok[reg, 0] else 0.0
+                x1 = fa[reg, 1, f] if ok[reg, 1] else 0.0
+                x2 = fa[reg, 2, f] if ok[reg, 2] else 0.0
+                x3 = fa[reg, 3, f] if ok[reg, 3] else 0.0
                 out[reg, di, f] = ((x0 + x2) + (x1 + x3)) / n_ok
 
 
 @njit(cache=True, nogil=True)
-def _lbp_row_first(a0, cen, ones, chg, prev):
-    """Sample 0 (integral offset) of a run of pixels: initialise the pattern counters.
+def _lbp_row_integral(a0, cen, bit, bits):
+    """A sample on the pixel grid (its value is the pixel itself, exactly as skimage's
+    bilinear formula gives) for a run of pixels: ``bits |= bit`` where ``a0 >= cen``.
 
-    All arguments are views aligned on the run (index ``k`` = the ``k``-th pixel), so the
-    loops index from 0 and vectorise.
+    All arrays are views aligned on the run, so the loop indexes from 0 and vectorises.
     """
     for k in range(cen.shape[0]):
-        s = np.int32(1) if a0[k] - cen[k] >= 0 else np.int32(0)
-        ones[k] = s
-        chg[k] = 0
-        prev[k] = s
+        bits[k] |= bit if a0[k] - cen[k] >= 0 else np.uint32(0)
 
 
 @njit(cache=True, nogil=True)
-def _lbp_row_integral(a0, cen, ones, chg, prev):
-    """A sample at an integral offset (the pixel value itself, exactly as bilinear gives)."""
-    for k in range(cen.shape[0]):
-        s = np.int32(1) if a0[k] - cen[k] >= 0 else np.int32(0)
-        chg[k] += abs(s - prev[k])
-        ones[k] += s
-        prev[k] = s
-
-
-@njit(cache=True, nogil=True)
-def _lbp_row_interp(a0, a1, b0, b1, cen, dcr, dr, ones, chg, prev):
+def _lbp_row_interp(a0, a1, b0, b1, cen, dcr, dr, bit, bits):
     """A bilinear sample (scikit-image's operation order) for a run of pixels."""
     for k in range(cen.shape[0]):
         dc = dcr[k]
         top = (1 - dc) * a0[k] + dc * a1[k]
         bottom = (1 - dc) * b0[k] + dc * b1[k]
         val = (1 - dr) * top + dr * bottom
-        s = np.int32(1) if val - cen[k] >= 0 else np.int32(0)
-        chg[k] += abs(s - prev[k])
-        ones[k] += s
-        prev[k] = s
+        bits[k] |= bit if val - cen[k] >= 0 else np.uint32(0)
+
+
+@njit(cache=True, nogil=True)
+def _popcount32(x):
+    """Number of set bits of a 32-bit pattern (SWAR; int64 arithmetic, masked)."""
+    v = np.int64(x)
+    v = v - ((v >> 1) & 0x55555555)
+    v = (v & 0x33333333) + ((v >> 2) & 0x33333333)
+    v = (v + (v >> 4)) & 0x0F0F0F0F
+    return ((v * 0x01010101) >> 24) & 0xFF
 
 
 @njit(cache=True, nogil=True)
@@ -269,17 +287,18 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
     identically: sample ``p`` is at ``(r + rp[p], c + cp[p])``, ``dr = (r + rp) -
     floor(r + rp)`` (same for ``dc``), its value ``(1-dr)((1-dc) A + dc B) +
     dr((1-dc) C + dc D)`` from the 4 surrounding pixels (0 outside the image);
-    ``s_p = [g_p - g_x >= 0]``; the code is ``sum s_p`` when the pattern has at most 2
-    transitions (counted without wrap-around, as scikit-image; equivalent to the circular
-    count <= 2), else ``P + 1``. Rows are processed over the span of the cell with
-    vectorisable loops (``floor(c + cp) = c + floor(cp)`` exactly since ``cp`` has 5
-    decimals, so only ``dc`` is tabulated per column).
+    ``s_p = [g_p - g_x >= 0]``. With the bit pattern ``b = sum s_p 2^p``, the number of
+    transitions ``popcount((b ^ (b >> 1)) & (2^(P-1) - 1))`` is counted without wrap-around
+    as scikit-image does (equivalent to the circular count <= 2); the code is
+    ``popcount(b)`` when it is <= 2, else ``P + 1``. Rows are processed over the span of the
+    cell with vectorisable loops (``floor(c + cp) = c + floor(cp)`` exactly since ``cp``
+    has 5 decimals, so only ``dc`` is tabulated per column).
 
     Parameters
     ----------
     img : (h, w) float64
     lab : (h, w) uint8
-    rp, cp : (P,) float64, the sample offsets as scikit-image rounds them
+    rp, cp : (P,) float64, the sample offsets as scikit-image rounds them (P <= 31)
     out : (2, P + 2) int64, zero on input; row 0 nucleus, row 1 cytoplasm
     """
     h, w = img.shape
@@ -302,9 +321,8 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
         for c in range(w):
             cc = c + cp[p]
             dct[p, c] = cc - math.floor(cc)
-    ones = np.zeros(w, np.int32)
-    chg = np.zeros(w, np.int32)
-    prev = np.zeros(w, np.int32)
+    chg_mask = np.uint32((1 << (n_p - 1)) - 1)
+    bits = np.zeros(w, np.uint32)
     for r in range(h):
         lo = -1
         hi = -1
@@ -317,30 +335,30 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
             continue
         hi += 1
         cen = img_p[r + pad, lo + pad:hi + pad]
-        ones_r = ones[lo:hi]
-        chg_r = chg[lo:hi]
-        prev_r = prev[lo:hi]
+        bits_r = bits[lo:hi]
+        bits_r[:] = 0
         for p in range(n_p):
             rr = r + rp[p]
             minr = math.floor(rr)
             maxr = math.ceil(rr)
             ra = img_p[int(minr) + pad]
             a0 = ra[lo + o0[p]:hi + o0[p]]
-            if p == 0:
-                if not integral[0]:
-                    raise ValueError("the first LBP sample must lie on the pixel grid")
-                _lbp_row_first(a0, cen, ones_r, chg_r, prev_r)
-            elif integral[p]:
-                _lbp_row_integral(a0, cen, ones_r, chg_r, prev_r)
+            bit = np.uint32(1) << np.uint32(p)
+            if integral[p]:
+                _lbp_row_integral(a0, cen, bit, bits_r)
             else:
                 rb = img_p[int(maxr) + pad]
                 _lbp_row_interp(a0, ra[lo + o1[p]:hi + o1[p]], rb[lo + o0[p]:hi + o0[p]],
                                 rb[lo + o1[p]:hi + o1[p]], cen, dct[p, lo:hi], rr - minr,
-                                ones_r, chg_r, prev_r)
+                                bit, bits_r)
         for c in range(lo, hi):
             a = lab[r, c]
             if a != 0:
-                code = ones[c] if chg[c] <= 2 else n_p + 1
+                b = bits[c]
+                if _popcount32((b ^ (b >> np.uint32(1))) & chg_mask) <= 2:
+                    code = np.int64(_popcount32(b))
+                else:
+                    code = n_p + 1
                 out[a - 1, code] += 1
 
 
