@@ -65,7 +65,7 @@ TRUSTED_TYPES: set[str] = {
     "morphocell.deep.embedder.CNNEmbedder",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.calibration._TemperatureScaling",
     "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.model_selection._split.KFold",
     "sklearn.tree._tree.Tree",

@@ -241,7 +241,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
         handcrafted = X[ok].reset_index(drop=True)
     kw = {"epochs": epochs} if epochs is not None else {}
     est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
-                         random_state=random_state, verbose=verbose, **kw)
+                         random_state=random_state, verbose=verbose, n_jobs=n_jobs, **kw)
     classes = [str(c) for c in est.classes_]
     meta = {"features": features, "data_sha256": _data_sha256(paths, list(labels)),
             "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

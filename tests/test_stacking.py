@@ -1,0 +1,156 @@
+"""StackedCellClassifier: the scikit-learn contract, fusion, determinism, explanations."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_classification
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from morphocell import FeatureError, StackedCellClassifier
+from morphocell.ensembles import DEEP, HANDCRAFTED, BaseLearner, select_columns
+
+
+def small_learners():
+    """The three kinds with few trees: the same code paths as the defaults, fast enough to
+    run the ~50 scikit-learn estimator checks (each fits the stack several times)."""
+    return [("rf", BaseLearner("rf", params={"n_estimators": 8})),
+            ("svc", BaseLearner("svc")),
+            ("xgb", BaseLearner("xgb", params={"n_estimators": 8, "max_depth": 3}))]
+
+
+# scikit-learn's own checks. No check is expected to fail (expected_failed_checks is empty).
+# BaseLearner is checked for its XGBoost kind (custom label encoding, sample weights and
+# JSON-booster pickling); its RF and SVC kinds are exercised through the stack's checks.
+@parametrize_with_checks([StackedCellClassifier(estimators=small_learners(), cv=2,
+                                                random_state=0),
+                          BaseLearner("xgb", params={"n_estimators": 5}, random_state=0)],
+                         expected_failed_checks=lambda est: {})
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _data(n=240, n_features=12, n_informative=4, classes=("basophil", "ig", "neutrophil"),
+          seed=0):
+    X, y = make_classification(n, n_features, n_informative=n_informative, n_redundant=0,
+                               n_repeated=0, n_classes=len(classes), n_clusters_per_class=1,
+                               shuffle=False, class_sep=1.5, random_state=seed)
+    return X, np.asarray(classes, dtype=object)[y]
+
+
+def test_string_labels_nan_and_probabilities():
+    X, y = _data()
+    X = X.copy()
+    X[::5, 0] = np.nan        # features of an empty region are NaN by design
+    X[:, 7] = np.nan          # a column that is always NaN
+    clf = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=0).fit(X, y)
+    assert list(clf.classes_) == ["basophil", "ig", "neutrophil"]
+    p = clf.predict_proba(X)
+    assert p.shape == (len(y), 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+    assert set(clf.predict(X)) <= set(clf.classes_)
+    assert (clf.predict(X) == y).mean() > 0.9
+    assert set(clf.cv_scores_) == {"rf", "svc", "xgb", "stack"}
+    assert all(0.5 < s["accuracy"] <= 1 for s in clf.cv_scores_.values())
+
+
+def test_out_of_fold_meta_features_are_honest():
+    """The meta-learner is fitted on out-of-fold probabilities: on pure noise labels the
+    out-of-fold accuracy of every learner stays near chance although in-sample RF is ~100%."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    y = rng.choice(["a", "b", "c"], size=300)
+    clf = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=0).fit(X, y)
+    for name, s in clf.cv_scores_.items():
+        assert s["accuracy"] < 0.5, name
+    # ... whereas the refitted random forest memorises the noise in-sample
+    rf = clf.learners_[0][1]
+    assert (clf.classes_[rf.predict(X)] == y).mean() > 0.9
+
+
+def test_deterministic_with_random_state():
+    X, y = _data()
+    a = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=7).fit(X, y)
+    b = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=7).fit(X, y)
+    c = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=8).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.cv_scores_ == b.cv_scores_
+    assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+def test_feature_importances_find_informative_columns():
+    # shuffle=False: the first 4 columns are the informative ones, the rest pure noise
+    X, y = _data(n_features=12, n_informative=4)
+    clf = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=0).fit(X, y)
+    imp = clf.feature_importances_
+    assert imp.shape == (12,) and np.isclose(imp.sum(), 1.0) and (imp >= 0).all()
+    assert set(np.argsort(-imp)[:4]) == {0, 1, 2, 3}
+    gain = clf.class_importances()
+    assert list(gain.index) == list(clf.classes_)
+    np.testing.assert_allclose(gain.sum(axis=1), 1.0)
+
+
+def test_explain_permutation_importance():
+    X, y = _data(n_features=8, n_informative=3)
+    cols = [f"Cell_Shape_F{i}" for i in range(8)]
+    Xdf = pd.DataFrame(X, columns=cols)
+    clf = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=0)
+    clf.fit(Xdf.iloc[::2], y[::2])
+    ex = clf.explain(Xdf.iloc[1::2], y[1::2], top=3, n_repeats=3)
+    assert set(ex["scope"]) == {"all", "basophil", "ig", "neutrophil"}
+    top_all = ex[ex["scope"] == "all"]
+    assert len(top_all) == 3
+    assert top_all["importance_mean"].is_monotonic_decreasing
+    # the most important feature overall is an informative one (columns 0..2)
+    assert top_all["feature"].iloc[0] in cols[:3]
+    # a pure-noise column has (near) zero importance
+    noise = clf.explain(Xdf.iloc[1::2], y[1::2], top=8, n_repeats=3, per_class=False)
+    assert noise.set_index("feature").loc["Cell_Shape_F7", "importance_mean"] < 0.05
+
+
+def test_late_fusion_groups_by_regex_and_prefix():
+    X, y = _data(n_features=10, n_informative=4)
+    cols = ([f"Nucleus_Shape_F{i}" for i in range(5)]
+            + [f"Cell_Embedding_Cnn_{i:04d}" for i in range(5)])
+    Xdf = pd.DataFrame(X, columns=cols)
+    groups = {"handcrafted": HANDCRAFTED, "deep": "Cell_Embedding_"}
+    clf = StackedCellClassifier(estimators=small_learners()[:2], cv=3, feature_groups=groups,
+                                random_state=0).fit(Xdf, y)
+    names = [n for n, _, _ in clf.learners_]
+    assert names == ["rf_handcrafted", "svc_handcrafted", "rf_deep", "svc_deep"]
+    assert [list(idx) for _, _, idx in clf.learners_] == [[0, 1, 2, 3, 4]] * 2 + [
+        [5, 6, 7, 8, 9]] * 2
+    # each learner saw only its group's columns
+    assert all(est.n_features_in_ == 5 for _, est, _ in clf.learners_)
+    assert clf.feature_importances_.shape == (10,)
+    assert list(select_columns(cols, DEEP)) == [5, 6, 7, 8, 9]
+    with pytest.raises(FeatureError, match="selects no column"):
+        StackedCellClassifier(feature_groups={"x": "Nope_"}).fit(Xdf, y)
+
+
+def test_pipeline_gridsearch_cross_val_clone(pbc_small):
+    """Image paths -> FeatureExtractor -> StackedCellClassifier, tuned with GridSearchCV."""
+    from morphocell import FeatureExtractor
+
+    paths = [p for p, _ in pbc_small]
+    y = np.array([lab for _, lab in pbc_small], dtype=object)
+    pipe = Pipeline([("features", FeatureExtractor(families=("shape", "color"))),
+                     ("clf", StackedCellClassifier(estimators=small_learners()[::2], cv=2,
+                                                   random_state=0))])
+    grid = GridSearchCV(pipe, {"clf__class_weight": ["balanced", None]},
+                        cv=StratifiedKFold(3), error_score="raise")
+    grid.fit(paths, y)
+    assert grid.best_params_["clf__class_weight"] in ("balanced", None)
+    pred = grid.predict(paths[:5])
+    assert pred.shape == (5,) and set(pred) <= set(y)
+    scores = cross_val_score(clone(pipe), paths, y, cv=StratifiedKFold(3))
+    assert scores.shape == (3,)
+    # chance is 1/8: shape + colour of real cells carry signal even with 2 training images
+    # per class per fold
+    assert scores.mean() > 0.25
+    fitted = clone(pipe).fit(paths, y)
+    np.testing.assert_array_equal(fitted.predict_proba(paths),
+                                  clone(pipe).fit(paths, y).predict_proba(paths))
