@@ -261,7 +261,7 @@ def lbp_histograms(gray: np.ndarray, lab: np.ndarray, p: int, radius: float) -> 
 
     rp, cp = lbp_offsets(p, radius)
     out = np.zeros((2, p + 2), np.int64)
-    k.lbp_uniform_counts(np.ascontiguousarray(gray, np.float64),
+    k.lbp_uniform_counts(np.ascontiguousarray(gray, np.uint8),
                          np.ascontiguousarray(lab, np.uint8), rp, cp, out)
     return out
 

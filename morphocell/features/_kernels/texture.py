@@ -254,7 +254,7 @@ def _lbp_row_integral(a0, cen, bit, bits):
     All arrays are views aligned on the run, so the loop indexes from 0 and vectorises.
     """
     for k in range(cen.shape[0]):
-        bits[k] |= bit if a0[k] - cen[k] >= 0 else np.uint32(0)
+        bits[k] |= bit if a0[k] >= cen[k] else np.uint32(0)
 
 
 @njit(cache=True, nogil=True)
@@ -262,10 +262,10 @@ def _lbp_row_interp(a0, a1, b0, b1, cen, dcr, dr, bit, bits):
     """A bilinear sample (scikit-image's operation order) for a run of pixels."""
     for k in range(cen.shape[0]):
         dc = dcr[k]
-        top = (1 - dc) * a0[k] + dc * a1[k]
-        bottom = (1 - dc) * b0[k] + dc * b1[k]
+        top = (1 - dc) * np.float64(a0[k]) + dc * np.float64(a1[k])
+        bottom = (1 - dc) * np.float64(b0[k]) + dc * np.float64(b1[k])
         val = (1 - dr) * top + dr * bottom
-        bits[k] |= bit if val - cen[k] >= 0 else np.uint32(0)
+        bits[k] |= bit if val - np.float64(cen[k]) >= 0 else np.uint32(0)
 
 
 @njit(cache=True, nogil=True)
@@ -296,7 +296,8 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
 
     Parameters
     ----------
-    img : (h, w) float64
+    img : (h, w) uint8 (or float64; pixel values are converted to float64 exactly, as
+        scikit-image does, before the same operations)
     lab : (h, w) uint8
     rp, cp : (P,) float64, the sample offsets as scikit-image rounds them (P <= 31)
     out : (2, P + 2) int64, zero on input; row 0 nucleus, row 1 cytoplasm
@@ -306,7 +307,7 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
     pad = 0
     for p in range(n_p):
         pad = max(pad, int(math.ceil(abs(rp[p]))), int(math.ceil(abs(cp[p]))))
-    img_p = np.zeros((h + 2 * pad, w + 2 * pad))
+    img_p = np.zeros((h + 2 * pad, w + 2 * pad), img.dtype)
     for r in range(h):
         for c in range(w):
             img_p[r + pad, c + pad] = img[r, c]
