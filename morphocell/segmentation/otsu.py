@@ -98,6 +98,11 @@ class OtsuParams:
     #: red-cell-coloured components reaching farther than this many nucleus radii from
     #: the nucleus are red-cell markers even without a distance peak
     far_factor: float = 2.0
+    #: red-cell colour from free red cells: candidate pixels whose OD_B / stain is within
+    #: this of theirs are red-cell markers (None: off)
+    free_rbc_delta: float | None = 0.035
+    #: least area of the free red cells, as a share of the nucleus area
+    free_rbc_min_area: float = 0.5
     #: least distance-transform value of a red-cell centre
     min_rbc_radius: float = 3.0
     #: erosion radius of the red-cell markers
@@ -506,6 +511,21 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         if ok.any():
             n_rbc = int(ok.sum())
             markers[ok[lab_o]] = 2
+        if p.free_rbc_delta is not None:
+            # red cells lying free in the field give the red-cell colour of this image
+            free = cv2.erode(((fg > 0) & (cand0 == 0) & (s8 > f1)).astype(np.uint8), _disc(1)) > 0
+            if int(free.sum()) >= p.free_rbc_min_area * n_area:
+                rbc_ref = float(np.median(chroma[free]))
+                nuc_ref = float(np.median(chroma[nucleus > 0]))
+                if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
+                    like2 = rest & (dnuc > ring_w) & (chroma > rbc_ref - p.free_rbc_delta)
+                    o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
+                    n2, lab2, st2, _ = cv2.connectedComponentsWithStats(o2, connectivity=8)
+                    ok2 = st2[:, cv2.CC_STAT_AREA] >= p.rbc_min_area * n_area
+                    ok2[0] = False
+                    if ok2.any():
+                        n_rbc += int(ok2.sum())
+                        markers[ok2[lab2]] = 2
 
     # 5. watershed of the inverted distance transform from nucleus + red-cell markers
     markers[nucleus > 0] = 1
