@@ -249,28 +249,18 @@ def curvature_features(mask: np.ndarray) -> np.ndarray:
 
     u8 = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
     contours, _ = cv2.findContours(u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    acc = np.zeros(8)
-    acc[3] = np.inf
-    acc[4] = -np.inf
-    buf = None
-    for c in contours:
-        n = c.shape[0]
-        if n < MIN_CONTOUR_LENGTH / np.sqrt(2.0):  # L <= sqrt(2) n: cannot be long enough
-            continue
-        pts = c.reshape(n, 2).astype(np.float64)
-        d = np.diff(pts, axis=0, append=pts[:1])
-        if np.sqrt((d * d).sum(axis=1)).sum() < MIN_CONTOUR_LENGTH:
-            continue
-        m = int(1.5 * n / CURVATURE_STEP) + 8
-        if buf is None or buf.shape[1] < m:
-            buf = np.empty((3, m))
-        K.curvature_accumulate(pts, n, CURVATURE_STEP, CURVATURE_SIGMA, buf[0], buf[1],
-                               buf[2], acc)
-    if acc[0] == 0:
-        return np.full(6, np.nan)
-    mean = acc[1] / acc[0]
-    var = max(acc[2] / acc[0] - mean * mean, 0.0)
-    return np.array([mean, np.sqrt(var), acc[3], acc[4], acc[5] / acc[0], acc[6] / acc[7]])
+    out = np.empty(len(_CURV))
+    if not contours:
+        out[:] = np.nan
+        return out
+    lens = [c.shape[0] for c in contours]
+    pts = (contours[0] if len(contours) == 1 else np.concatenate(contours)).reshape(-1, 2)
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    buf = np.empty((3, int(1.5 * max(lens) / CURVATURE_STEP) + 8))
+    K.curvature_contours(pts, offsets, CURVATURE_STEP, CURVATURE_SIGMA, MIN_CONTOUR_LENGTH,
+                         buf[0], buf[1], buf[2], out)
+    return out
 
 
 def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,

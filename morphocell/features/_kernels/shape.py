@@ -25,8 +25,8 @@ from numba import njit
 __all__ = [
     "CORE_NAMES", "ZERNIKE_NM", "ZERNIKE_DEGREE", "N_CORE", "alloc_workspace", "zernike_table",
     "alloc_lobe_workspace", "edt_sq",
-    "lobe_persistence", "scan_region", "central_moments", "hu_from_central", "convex_hull_levels", "chords",
-    "convex_and_feret", "boundary_radii", "region_shape", "contour_curvature",
+    "lobe_persistence", "curvature_contours", "curvature_accumulate", "scan_region", "central_moments", "hu_from_central", "convex_hull_levels", "chords",
+    "convex_and_feret", "caliper_diameters", "boundary_radii", "region_shape", "contour_curvature",
 ]
 
 #: maximum Zernike degree (as mahotas' default ``degree=8``)
@@ -117,7 +117,7 @@ def alloc_lobe_workspace(h: int, w: int) -> tuple[np.ndarray, ...]:
     """Buffers for :func:`edt_sq` + :func:`lobe_persistence` on masks up to ``(h, w)``:
     ``(g, dt2, sbuf, tbuf, order, parent, pers)``."""
     hh, ww = h + 2, w + 2
-    return (np.empty((hh, ww), np.int32), np.empty((hh, ww), np.int32),
+    return (np.empty(hh * ww, np.int32), np.empty(hh * ww, np.int32),
             np.empty(ww + 2, np.int64), np.empty(ww + 2, np.int64),
             np.empty(hh * ww, np.int32), np.empty(hh * ww, np.int32), np.empty(hh * ww))
 
@@ -348,14 +348,13 @@ def chords(hull, nh, axis, k0, k1, out_lo, out_hi):
         den = qy - py
         ya = min(py, qy)
         yb = max(py, qy)
+        d2 = 2.0 * den
         for k in range(-((-ya) // 2), yb // 2 + 1):
-            num = px * den + (qx - px) * (2 * k - py)
-            d2 = 2 * den
-            if d2 < 0:
-                d2 = -d2
-                num = -num
-            a = -((-num) // d2)
-            b = num // d2
+            # x / 2 = num / d2 exactly; float floor/ceil are exact here (|num| < 2^53 and a
+            # non-integer quotient is >= 1/|d2| away from an integer)
+            xq = (px * den + (qx - px) * (2 * k - py)) / d2
+            a = int(np.ceil(xq))
+            b = int(np.floor(xq))
             i = k - k0
             if a < out_lo[i]:
                 out_lo[i] = a
@@ -388,12 +387,19 @@ def convex_and_feret(runs, n_runs, rmin, rmax, cmin, cmax, lev_lo, lev_hi, pts, 
         r = runs[k, 0]
         a = 2 * runs[k, 1]
         b = 2 * runs[k, 2]
-        for dy, xa, xb in ((-1, a, b), (0, a - 1, b + 1), (1, a, b)):
-            i = 2 * r + dy - y0
-            if xa < lev_lo[i]:
-                lev_lo[i] = xa
-            if xb > lev_hi[i]:
-                lev_hi[i] = xb
+        i = 2 * r - y0  # levels 2r-1 (top edges), 2r (side edges), 2r+1 (bottom edges)
+        if a < lev_lo[i - 1]:
+            lev_lo[i - 1] = a
+        if b > lev_hi[i - 1]:
+            lev_hi[i - 1] = b
+        if a - 1 < lev_lo[i]:
+            lev_lo[i] = a - 1
+        if b + 1 > lev_hi[i]:
+            lev_hi[i] = b + 1
+        if a < lev_lo[i + 1]:
+            lev_lo[i + 1] = a
+        if b > lev_hi[i + 1]:
+            lev_hi[i + 1] = b
     nh = convex_hull_levels(y0, lev_lo, lev_hi, nlev, pts, hull)
     # rows and columns of the convex image
     chords(hull, nh, 0, rmin, rmax, ch_lo, ch_hi)
@@ -415,35 +421,69 @@ def convex_and_feret(runs, n_runs, rmin, rmax, cmin, cmax, lev_lo, lev_hi, pts, 
     for k in range(cmax - cmin + 1):
         if cl_hi[k] >= cl_lo[k]:
             x = 2 * (cmin + k)
-            for i in (2 * cl_lo[k] - 1 - y0, 2 * cl_hi[k] + 1 - y0):
-                if x < lev_lo[i]:
-                    lev_lo[i] = x
-                if x > lev_hi[i]:
-                    lev_hi[i] = x
+            i = 2 * cl_lo[k] - 1 - y0
+            if x < lev_lo[i]:
+                lev_lo[i] = x
+            if x > lev_hi[i]:
+                lev_hi[i] = x
+            i = 2 * cl_hi[k] + 1 - y0
+            if x < lev_lo[i]:
+                lev_lo[i] = x
+            if x > lev_hi[i]:
+                lev_hi[i] = x
     nh = convex_hull_levels(y0, lev_lo, lev_hi, nlev, pts, hull)
+    fm = np.empty(2)
+    caliper_diameters(hull, nh, fm)
+    out[1] = fm[0] / 2.0
+    out[2] = fm[1] / 2.0
+
+
+@njit(cache=True, nogil=True)
+def caliper_diameters(hull, nh, out):
+    """Rotating calipers on a convex polygon (``hull[:nh]``, counter-clockwise, no three
+    collinear vertices, integer coordinates): ``out = (largest vertex-to-vertex distance,
+    smallest width)``. For each edge ``(i, i+1)`` the antipodal vertex ``j`` (farthest from
+    the edge's line; it only moves forward) gives the width candidate
+    ``cross(e, h_j - h_i) / |e|``; the diameter is attained at an antipodal pair, so the
+    pairs ``(i, j), (i+1, j), (i, j+1), (i+1, j+1)`` visited cover it. O(nh)."""
+    if nh == 1:
+        out[0] = 0.0
+        out[1] = 0.0
+        return
+    if nh == 2:
+        d0 = hull[1, 0] - hull[0, 0]
+        d1 = hull[1, 1] - hull[0, 1]
+        out[0] = np.sqrt(float(d0 * d0 + d1 * d1))
+        out[1] = 0.0
+        return
+    j = 1
     dmax = 0
+    wmin = np.inf
     for i in range(nh):
-        for j in range(i + 1, nh):
-            d0 = hull[i, 0] - hull[j, 0]
-            d1 = hull[i, 1] - hull[j, 1]
+        i1 = i + 1 if i + 1 < nh else 0
+        e0 = hull[i1, 0] - hull[i, 0]
+        e1 = hull[i1, 1] - hull[i, 1]
+        while True:
+            j1 = j + 1 if j + 1 < nh else 0
+            cj = e0 * (hull[j, 1] - hull[i, 1]) - e1 * (hull[j, 0] - hull[i, 0])
+            cj1 = e0 * (hull[j1, 1] - hull[i, 1]) - e1 * (hull[j1, 0] - hull[i, 0])
+            if cj1 > cj:
+                j = j1
+            else:
+                break
+        wd = cj / np.sqrt(float(e0 * e0 + e1 * e1))
+        if wd < wmin:
+            wmin = wd
+        for t in range(4):
+            a = i if t < 2 else i1
+            b = j if t % 2 == 0 else j1
+            d0 = hull[a, 0] - hull[b, 0]
+            d1 = hull[a, 1] - hull[b, 1]
             d = d0 * d0 + d1 * d1
             if d > dmax:
                 dmax = d
-    out[1] = np.sqrt(dmax) / 2.0
-    wmin = np.inf
-    for e in range(nh):
-        f = e + 1 if e + 1 < nh else 0
-        e0 = hull[f, 0] - hull[e, 0]
-        e1 = hull[f, 1] - hull[e, 1]
-        far = 0
-        for j in range(nh):
-            cr = abs(e0 * (hull[j, 1] - hull[e, 1]) - e1 * (hull[j, 0] - hull[e, 0]))
-            if cr > far:
-                far = cr
-        wd = far / np.sqrt(e0 * e0 + e1 * e1)
-        if wd < wmin:
-            wmin = wd
-    out[2] = wmin / 2.0 if nh >= 3 else 0.0
+    out[0] = np.sqrt(float(dmax))
+    out[1] = wmin
 
 
 # ---- radii ----------------------------------------------------------------------------
@@ -619,15 +659,19 @@ def contour_curvature(pts, n, step, sigma, xs, ys, kappa):
         u = (i - half) / sg
         wts[i] = np.exp(-0.5 * u * u)
         tot += wts[i]
+    ext = np.empty((2, m + 2 * half))  # circular padding instead of a modulo per tap
+    for k in range(m + 2 * half):
+        idx = (k - half) % m
+        ext[0, k] = xs[idx]
+        ext[1, k] = ys[idx]
     sx = np.empty(m)
     sy = np.empty(m)
     for k in range(m):
         ax = 0.0
         ay = 0.0
         for i in range(2 * half + 1):
-            idx = (k + i - half) % m
-            ax += wts[i] * xs[idx]
-            ay += wts[i] * ys[idx]
+            ax += wts[i] * ext[0, k + i]
+            ay += wts[i] * ext[1, k + i]
         sx[k] = ax / tot
         sy[k] = ay / tot
     turn = 0.0
@@ -677,44 +721,105 @@ def curvature_accumulate(pts, n, step, sigma, xs, ys, kappa, acc):
 
 
 @njit(cache=True, nogil=True)
+def curvature_contours(pts, offsets, step, sigma, min_length, xs, ys, kappa, out):
+    """Curvature statistics over the contours ``pts[offsets[i]:offsets[i+1]]`` whose closed
+    arc length is at least ``min_length`` (:func:`curvature_accumulate` on each).
+
+    ``out`` (6) receives ``(mean, std, min, max, concave fraction, bending energy)``:
+    ``mean = sum kappa ds / sum ds``, ``std = sqrt(sum kappa^2 ds / sum ds - mean^2)``,
+    ``concave fraction = sum_{kappa<0} ds / sum ds``, bending energy = length-weighted mean
+    of the contours' ``L * sum kappa^2 ds / (4 pi^2)``; all NaN when no contour is long
+    enough. Returns the number of contours used.
+    """
+    acc = np.zeros(8)
+    acc[3] = np.inf
+    acc[4] = -np.inf
+    used = 0
+    for i in range(offsets.shape[0] - 1):
+        a = offsets[i]
+        b = offsets[i + 1]
+        n = b - a
+        L = 0.0
+        for k in range(a, b):
+            j = k + 1 if k + 1 < b else a
+            L += np.sqrt(float((pts[j, 0] - pts[k, 0]) ** 2 + (pts[j, 1] - pts[k, 1]) ** 2))
+        if L < min_length:
+            continue
+        curvature_accumulate(pts[a:b], n, step, sigma, xs, ys, kappa, acc)
+        used += 1
+    if used == 0:
+        for i in range(6):
+            out[i] = np.nan
+        return 0
+    mean = acc[1] / acc[0]
+    out[0] = mean
+    out[1] = np.sqrt(max(acc[2] / acc[0] - mean * mean, 0.0))
+    out[2] = acc[3]
+    out[3] = acc[4]
+    out[4] = acc[5] / acc[0]
+    out[5] = acc[6] / acc[7]
+    return used
+
+
+@njit(cache=True, nogil=True)
 def edt_sq(mask, r0, r1, c0, c1, g, dt2, sbuf, tbuf):
     """Exact squared Euclidean distance transform of ``mask[r0:r1+1, c0:c1+1]``.
 
-    ``dt2`` (int32, at least ``(r1-r0+3, c1-c0+3)``) receives, with a one-pixel frame of
-    zeros, the squared distance from each mask pixel centre to the nearest pixel centre
-    outside the mask (outside the box counts as outside) -- the same values as
+    ``dt2`` (flat int32, size >= ``hh * ww`` with ``hh = r1-r0+3``, ``ww = c1-c0+3``)
+    receives, row-major with stride ``ww`` and a one-pixel frame of zeros, the squared
+    distance from each mask pixel centre to the nearest pixel centre outside the mask
+    (outside the box counts as outside) -- the values of
     ``scipy.ndimage.distance_transform_edt(padded mask) ** 2``. Meijster, Roerdink &
     Hesselink (2000): a column pass (vertical distances ``g``), then a row pass over the
-    lower envelope of the parabolas ``(x - u)^2 + g(u)^2``, in integer arithmetic.
-    ``g`` is an int32 buffer like ``dt2``; ``sbuf``, ``tbuf`` int64 of length >= width + 2.
+    lower envelope of the parabolas ``(x - u)^2 + g(u)^2`` (integer arithmetic; the
+    separator ``floor(num / den)`` is taken in float64, exact since ``|num| < 2^53`` and a
+    non-integer quotient is at least ``1/den`` away from an integer).
+    ``g``: flat int32 buffer like ``dt2``; ``sbuf``, ``tbuf``: int64, length >= ww.
     """
     hh = r1 - r0 + 3
     ww = c1 - c0 + 3
-    big = hh + ww
     for x in range(ww):
-        g[0, x] = 0
-        g[hh - 1, x] = 0
-    for y in range(1, hh - 1):
-        g[y, 0] = 0
-        g[y, ww - 1] = 0
-    for x in range(1, ww - 1):
-        for y in range(1, hh - 1):
-            g[y, x] = g[y - 1, x] + 1 if mask[r0 + y - 1, c0 + x - 1] else 0
-        for y in range(hh - 2, 0, -1):
-            if g[y + 1, x] + 1 < g[y, x]:
-                g[y, x] = g[y + 1, x] + 1
+        g[x] = 0
+        g[(hh - 1) * ww + x] = 0
+    for y in range(1, hh - 1):  # vertical distances, row-major sweeps down then up
+        mrow = mask[r0 + y - 1]
+        o = y * ww
+        g[o] = 0
+        g[o + ww - 1] = 0
+        for x in range(1, ww - 1):
+            g[o + x] = g[o - ww + x] + 1 if mrow[c0 + x - 1] else 0
+    for y in range(hh - 2, 0, -1):
+        o = y * ww
+        for x in range(1, ww - 1):
+            if g[o + ww + x] + 1 < g[o + x]:
+                g[o + x] = g[o + ww + x] + 1
     for x in range(ww):
-        dt2[0, x] = 0
-        dt2[hh - 1, x] = 0
+        dt2[x] = 0
+        dt2[(hh - 1) * ww + x] = 0
     for y in range(1, hh - 1):
+        o = y * ww
+        # Only columns lo-1..hi+1 (lo, hi: first/last mask pixel of the row) matter: every
+        # other column of the row is background (g = 0) and farther than lo-1 or hi+1.
+        lo = 1
+        while lo < ww - 1 and g[o + lo] == 0:
+            lo += 1
+        for u in range(ww):
+            dt2[o + u] = 0
+        if lo == ww - 1:
+            continue
+        hi = ww - 2
+        while g[o + hi] == 0:
+            hi -= 1
+        u0 = lo - 1
+        u1 = hi + 1
         q = 0
-        sbuf[0] = 0
-        tbuf[0] = 0
-        for u in range(1, ww):
-            gu = g[y, u] if g[y, u] < big else big
+        sbuf[0] = u0
+        tbuf[0] = u0
+        for u in range(u0 + 1, u1 + 1):
+            gu = g[o + u]
             while q >= 0:
                 sq = sbuf[q]
-                gs = g[y, sq]
+                gs = g[o + sq]
                 a = tbuf[q] - sq
                 b = tbuf[q] - u
                 if a * a + gs * gs > b * b + gu * gu:
@@ -724,18 +829,20 @@ def edt_sq(mask, r0, r1, c0, c1, g, dt2, sbuf, tbuf):
             if q < 0:
                 q = 0
                 sbuf[0] = u
+                tbuf[0] = u0
             else:
                 sq = sbuf[q]
-                gs = g[y, sq]
-                wsep = 1 + (u * u - sq * sq + gu * gu - gs * gs) // (2 * (u - sq))
-                if wsep < ww:
+                gs = g[o + sq]
+                num = u * u - sq * sq + gu * gu - gs * gs
+                wsep = 1 + int(np.floor(num / (2.0 * (u - sq))))
+                if wsep <= u1:
                     q += 1
                     sbuf[q] = u
                     tbuf[q] = wsep
-        for u in range(ww - 1, -1, -1):
+        for u in range(u1, u0 - 1, -1):
             sq = sbuf[q]
-            gs = g[y, sq]
-            dt2[y, u] = (u - sq) * (u - sq) + gs * gs
+            gs = g[o + sq]
+            dt2[o + u] = (u - sq) * (u - sq) + gs * gs
             if u == tbuf[q]:
                 q -= 1
 
@@ -745,77 +852,74 @@ def lobe_persistence(dt2, hh, ww, order, parent, pers):
     """Persistence of the maxima of a distance map (0-dimensional persistent homology of
     its superlevel sets, 8-connectivity).
 
-    ``dt2[:hh, :ww]`` (int32) holds exact squared distances with a frame of zeros (as
-    :func:`edt_sq` writes). Pixels with ``dt2 > 0`` are added in decreasing distance
-    (ties: raster order; counting sort); a pixel with no earlier neighbour starts a
-    component born at its distance ``sqrt(dt2)``; when a pixel joins components the older
-    one (added first, hence with the higher or equal birth) survives and each younger one
-    dies with persistence ``birth - distance(pixel)``. Components alive at the end get
-    persistence = their birth. Fills ``pers`` (one entry per maximum) and returns their
-    number. Buffers: ``order`` and ``parent`` int32 of size ``>= hh * ww``.
+    ``dt2`` (flat int32, row-major ``hh x ww``) holds exact squared distances with a frame
+    of zeros (as :func:`edt_sq` writes). Pixels with ``dt2 > 0`` are added in decreasing
+    distance (ties: raster order; counting sort); a pixel with no earlier neighbour starts
+    a component born at its distance ``sqrt(dt2)``; when a pixel joins components the older
+    one (added first: larger ``dt2``, then earlier in raster order) survives and each
+    younger one dies with persistence ``birth - distance(pixel)``. Components alive at the
+    end get persistence = their birth. Fills ``pers`` (one entry per maximum) and returns
+    their number. Buffers: ``order`` and ``parent`` int32 of size ``>= hh * ww``.
     """
+    n = hh * ww
     maxv = 0
-    for y in range(hh):
-        for x in range(ww):
-            if dt2[y, x] > maxv:
-                maxv = dt2[y, x]
+    for i in range(n):
+        if dt2[i] > maxv:
+            maxv = dt2[i]
     cnt = np.zeros(maxv + 2, np.int64)
-    for y in range(hh):
-        for x in range(ww):
-            cnt[dt2[y, x]] += 1
+    for i in range(n):
+        cnt[dt2[i]] += 1
     s = 0
     for v in range(maxv, 0, -1):  # start offsets, descending values
         c = cnt[v]
         cnt[v] = s
         s += c
-    for y in range(hh):
-        for x in range(ww):
-            v = dt2[y, x]
-            parent[y * ww + x] = -1
-            if v > 0:
-                order[cnt[v]] = y * ww + x
-                cnt[v] += 1
+    for i in range(n):
+        v = dt2[i]
+        parent[i] = -1
+        if v > 0:
+            order[cnt[v]] = i
+            cnt[v] += 1
     npk = 0
+    nb = np.empty(8, np.int64)  # 8-neighbour offsets (an array loop is much faster than a
+    nb[0] = -ww - 1             # loop over a tuple in numba)
+    nb[1] = -ww
+    nb[2] = -ww + 1
+    nb[3] = -1
+    nb[4] = 1
+    nb[5] = ww - 1
+    nb[6] = ww
+    nb[7] = ww + 1
     for k in range(s):
         p = order[k]
-        y = p // ww
-        x = p - y * ww
-        v = np.sqrt(float(dt2[y, x]))
         parent[p] = p
         a = p  # current root of p's component
-        for q in (p - ww - 1, p - ww, p - ww + 1, p - 1, p + 1, p + ww - 1, p + ww, p + ww + 1):
-            if parent[q] < 0:
+        for j in range(8):
+            q = p + nb[j]
+            b = parent[q]
+            if b < 0:
                 continue
-            b = q
             while parent[b] != b:
                 parent[b] = parent[parent[b]]
                 b = parent[b]
             if a == b:
                 continue
-            # roots are birth pixels; the elder was added first (smaller index in order)
             if a == p:  # p joins an existing component: p is no maximum
                 parent[p] = b
                 a = b
                 continue
-            qa = order_pos(dt2, a, ww)
-            qb = order_pos(dt2, b, ww)
-            if qa > qb or (qa == qb and a > b):
+            # roots are birth pixels; the elder was added first
+            da = dt2[a]
+            db = dt2[b]
+            if da < db or (da == db and a > b):
                 a, b = b, a
-            yb = b // ww
-            pers[npk] = np.sqrt(float(dt2[yb, b - yb * ww])) - v
+                db = da
+            pers[npk] = np.sqrt(float(db)) - np.sqrt(float(dt2[p]))
             npk += 1
             parent[b] = a
     for k in range(s):
         p = order[k]
         if parent[p] == p:
-            y = p // ww
-            pers[npk] = np.sqrt(float(dt2[y, p - y * ww]))
+            pers[npk] = np.sqrt(float(dt2[p]))
             npk += 1
     return npk
-
-
-@njit(cache=True, nogil=True, inline="always")
-def order_pos(dt2, p, ww):
-    """Sort key of pixel ``p`` in :func:`lobe_persistence` (smaller = added earlier)."""
-    y = p // ww
-    return -dt2[y, p - y * ww]
