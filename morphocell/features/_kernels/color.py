@@ -22,7 +22,8 @@ Percentiles follow ``numpy.percentile(method="linear")`` bit for bit given the s
 statistics: with ``v = (n - 1) * q`` (``q = p / 100``), ``i = floor(v)``, ``g = v - i``,
 ``a = x[i]``, ``b = x[min(i + 1, n - 1)]``: ``a + (b - a) * g`` when ``g < 0.5`` else
 ``b - (b - a) * (1 - g)``.
-Moments are two-pass central moments ``m_k = mean((x - mean)^k)``; ``Std = sqrt(m2)``
+Moments are central moments ``m_k = mean((x - mean)^k)`` (from power sums around the
+cell's mean, exact up to rounding); ``Std = sqrt(m2)``
 (population), ``Skewness = m3 / m2^1.5``, ``Kurtosis = m4 / m2^2 - 3`` (Fisher); when
 ``m2 <= (eps * mean)^2`` (a constant region, e.g. one pixel) skewness and kurtosis are NaN,
 as in ``scipy.stats.skew/kurtosis``, and so are they, with ``Std = 0``, whenever the sample's
@@ -206,51 +207,23 @@ def _hist_stats(hist, values, out):
 
 
 @njit(cache=True, nogil=True)
-def _pixel_values(r8, g8, b8, f, lin, logn, xyz, white, hed, vals, k):
-    """Real-valued channels of one pixel into ``vals[k, :8]``: H (raw, turns), S, L, a, b,
-    and the three stain densities (scikit-image formulas, see module doc)."""
-    r = f[r8]
-    g = f[g8]
-    b = f[b8]
-    v = max(r, max(g, b))
-    delta = v - min(r, min(g, b))
-    if delta == 0.0:
-        h = 0.0
-        s = 0.0
-    else:
-        s = delta / v
-        if b == v:
-            h = 4.0 + (r - g) / delta
-        elif g == v:
-            h = 2.0 + (b - r) / delta
-        else:
-            h = (g - b) / delta
-        h = (h / 6.0) % 1.0
-    vals[k, 0] = h
-    vals[k, 1] = s
-    lr = lin[r8]
-    lg = lin[g8]
-    lb = lin[b8]
-    fx = (lr * xyz[0, 0] + lg * xyz[0, 1] + lb * xyz[0, 2]) / white[0]
-    fy = (lr * xyz[1, 0] + lg * xyz[1, 1] + lb * xyz[1, 2]) / white[1]
-    fz = (lr * xyz[2, 0] + lg * xyz[2, 1] + lb * xyz[2, 2]) / white[2]
-    fx = _lab_f(fx)
-    fy = _lab_f(fy)
-    fz = _lab_f(fz)
-    vals[k, 2] = 116.0 * fy - 16.0
-    vals[k, 3] = 500.0 * (fx - fy)
-    vals[k, 4] = 200.0 * (fy - fz)
-    lr = logn[r8]
-    lg = logn[g8]
-    lb = logn[b8]
-    for j in range(3):
-        x = lr * hed[0, j] + lg * hed[1, j] + lb * hed[2, j]
-        vals[k, 5 + j] = x if x > 0.0 else 0.0
+def _shifted_to_central(n, s1, s2, s3, s4):
+    """Central moments ``m2, m3, m4`` and ``delta = mean - v0`` from the power sums
+    ``s_j = sum (x - v0)^j`` of ``n`` values around a shift ``v0``."""
+    d = s1 / n
+    a2 = s2 / n
+    a3 = s3 / n
+    a4 = s4 / n
+    d2 = d * d
+    m2 = a2 - d2
+    m3 = a3 - 3.0 * d * a2 + 2.0 * d2 * d
+    m4 = a4 - 4.0 * d * a3 + 6.0 * d2 * a2 - 3.0 * d2 * d2
+    return d, max(m2, 0.0), m3, m4
 
 
 @njit(cache=True, nogil=True)
 def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white, hed,
-                vals, reg, bins, hist8, histf, slot, stats, resultant):
+                px, reg, cols, bins, hist8, histf, slot, stats, resultant):
     """Fill ``stats`` (3, 15, 7) and ``resultant`` (3,) for one crop.
 
     Parameters
@@ -259,7 +232,8 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     levels, f, lin, od, logn : float64 (256,) lookup tables of :func:`luts`
     xyz, white, hed : float64 colour matrices (:data:`XYZ_FROM_RGB`, :data:`WHITE_D65`,
         :data:`HED_FROM_RGB`)
-    vals : float64 (h*w, 9) work space; reg : int8 (h*w,); bins : int32 (h*w, 9);
+    px : uint8 (3, h*w), reg : uint8 (h*w,), cols : float64 (9, h*w), bins : int16 (9, h*w)
+        work space (pixel list, region 0/1, channel values, bin indices);
     hist8 : int64 (2, 4, 256) zeros; histf : int64 (3, 8, NBINS) zeros;
     slot : int32 (3, 8, NBINS) filled with -1
     stats : float64 (3, 15, 7) NaN-filled (rows of empty regions stay NaN)
@@ -269,12 +243,14 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     around the region's circular mean ``mu = atan2(sum sin 2piH, sum cos 2piH) / 2pi``:
     ``d = wrap(H - mu)`` in ``[-1/2, 1/2)``. ``Mean = mu mod 1``; Median, P10, P90 are
     ``(mu + quantile(d)) mod 1``; Std, Skewness, Kurtosis are those of ``d``.
+
+    Moments come from power sums around the cell's mean ``v0`` (one pass; the nucleus part
+    is summed apart and the cytoplasm's is the total minus it), turned into central moments
+    of each region by the binomial shift formula (``_shifted_to_central``).
     """
     h, w = nucleus.shape
+    # ---- pass 0: the pixel list of the cell and the 8-bit histograms
     npx = 0
-    # ---- pass 1: per-pixel values, 8-bit histograms, hue sin/cos sums
-    sin_s = np.zeros(3)
-    cos_s = np.zeros(3)
     for i in range(h):
         for j in range(w):
             if nucleus[i, j]:
@@ -290,25 +266,18 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             hist8[r, 1, g8] += 1
             hist8[r, 2, b8] += 1
             hist8[r, 3, max(r8, max(g8, b8))] += 1
-            _pixel_values(r8, g8, b8, f, lin, logn, xyz, white, hed, vals, npx)
-            sn, cs = _sincos_turns(vals[npx, 0])
-            sin_s[r] += sn
-            cos_s[r] += cs
+            px[0, npx] = r8
+            px[1, npx] = g8
+            px[2, npx] = b8
             reg[npx] = r
             npx += 1
     if npx == 0:
         return
     cnt = np.zeros(3, np.int64)
     for k in range(npx):
-        cnt[reg[k]] += 1
-    cnt[2] = cnt[0] + cnt[1]
-    sin_s[2] = sin_s[0] + sin_s[1]
-    cos_s[2] = cos_s[0] + cos_s[1]
-    mu = np.empty(3)
-    for r in range(3):
-        if cnt[r] > 0:
-            mu[r] = (np.arctan2(sin_s[r], cos_s[r]) / (2.0 * np.pi)) % 1.0
-            resultant[r] = np.sqrt(sin_s[r] ** 2 + cos_s[r] ** 2) / cnt[r]
+        cnt[1] += reg[k]
+    cnt[0] = npx - cnt[1]
+    cnt[2] = npx
 
     # ---- 8-bit channels from histograms
     hist_c = np.empty(256, np.int64)
@@ -316,90 +285,186 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         if cnt[r] == 0:
             continue
         for c in range(4):
-            if r < 2:
-                hist_c[:] = hist8[r, c]
-            else:
-                for lev in range(256):
-                    hist_c[lev] = hist8[0, c, lev] + hist8[1, c, lev]
+            for lev in range(256):
+                hist_c[lev] = hist8[r, c, lev] if r < 2 else hist8[0, c, lev] + hist8[1, c, lev]
             if c < 3:
                 _hist_stats(hist_c, levels, stats[r, c])
                 _hist_stats(hist_c, od, stats[r, 4 + c])
             else:
                 _hist_stats(hist_c, f, stats[r, 3])
-    # ---- real-valued channels: column 8 holds hue unwrapped around the cell's mean
-    sums = np.zeros((3, 9))
+
+    # ---- pass 1: real-valued channels (branch-free per pixel), hue sin/cos sums
+    wx = white[0]
+    wz = white[2]
+    sn_t = 0.0
+    cs_t = 0.0
+    sn_n = 0.0
+    cs_n = 0.0
+    sum1 = 0.0
+    sum2 = 0.0
+    sum3 = 0.0
+    sum4 = 0.0
+    sum5 = 0.0
+    sum6 = 0.0
+    sum7 = 0.0
     for k in range(npx):
-        r = reg[k]
-        hraw = vals[k, 0]
-        d = hraw - mu[r]
-        vals[k, 0] = d - np.floor(d + 0.5)
-        d = hraw - mu[2]
-        vals[k, 8] = d - np.floor(d + 0.5)
-        for c in range(8):
-            sums[r, c] += vals[k, c]
-        sums[2, 8] += vals[k, 8]
-    # means[r, c]: region r, column c; the cell's hue is column 8 (and mirrored in column 0)
-    means = np.zeros((3, 9))
-    for c in range(1, 8):
-        sums[2, c] = sums[0, c] + sums[1, c]
-    sums[2, 0] = sums[2, 8]
+        r8 = px[0, k]
+        g8 = px[1, k]
+        b8 = px[2, k]
+        r = f[r8]
+        g = f[g8]
+        b = f[b8]
+        v = max(r, max(g, b))
+        delta = v - min(r, min(g, b))
+        dd = delta if delta > 0.0 else 1.0
+        if b == v:
+            hh = 4.0 + (r - g) / dd
+        elif g == v:
+            hh = 2.0 + (b - r) / dd
+        else:
+            hh = (g - b) / dd
+        hh = (hh / 6.0) % 1.0
+        hh = hh if delta > 0.0 else 0.0
+        cols[0, k] = hh
+        cols[1, k] = delta / v if delta > 0.0 else 0.0
+        lr = lin[r8]
+        lg = lin[g8]
+        lb = lin[b8]
+        fx = _lab_f((lr * xyz[0, 0] + lg * xyz[0, 1] + lb * xyz[0, 2]) / wx)
+        fy = _lab_f(lr * xyz[1, 0] + lg * xyz[1, 1] + lb * xyz[1, 2])  # white Y = 1
+        fz = _lab_f((lr * xyz[2, 0] + lg * xyz[2, 1] + lb * xyz[2, 2]) / wz)
+        cols[2, k] = 116.0 * fy - 16.0
+        cols[3, k] = 500.0 * (fx - fy)
+        cols[4, k] = 200.0 * (fy - fz)
+        lr = logn[r8]
+        lg = logn[g8]
+        lb = logn[b8]
+        x0 = lr * hed[0, 0] + lg * hed[1, 0] + lb * hed[2, 0]
+        x1 = lr * hed[0, 1] + lg * hed[1, 1] + lb * hed[2, 1]
+        x2 = lr * hed[0, 2] + lg * hed[1, 2] + lb * hed[2, 2]
+        cols[5, k] = x0 if x0 > 0.0 else 0.0
+        cols[6, k] = x1 if x1 > 0.0 else 0.0
+        cols[7, k] = x2 if x2 > 0.0 else 0.0
+        sum1 += cols[1, k]
+        sum2 += cols[2, k]
+        sum3 += cols[3, k]
+        sum4 += cols[4, k]
+        sum5 += cols[5, k]
+        sum6 += cols[6, k]
+        sum7 += cols[7, k]
+        sn, cs = _sincos_turns(hh)
+        wn = 1.0 - reg[k]
+        sn_t += sn
+        cs_t += cs
+        sn_n += wn * sn
+        cs_n += wn * cs
+    # shifts for the power sums: the cell's mean (hue deviations are centred already)
+    shift = np.array([0.0, sum1, sum2, sum3, sum4, sum5, sum6, sum7, 0.0]) / npx
+    sin_s = np.array([sn_n, sn_t - sn_n, sn_t])
+    cos_s = np.array([cs_n, cs_t - cs_n, cs_t])
+    mu = np.zeros(3)
     for r in range(3):
         if cnt[r] > 0:
-            for c in range(9):
-                means[r, c] = sums[r, c] / cnt[r]
-    # bin ranges: hue in [-1/2, 1/2), other channels over the cell's [min, max]
+            mu[r] = (np.arctan2(sin_s[r], cos_s[r]) / (2.0 * np.pi)) % 1.0
+            resultant[r] = np.sqrt(sin_s[r] ** 2 + cos_s[r] ** 2) / cnt[r]
+    # hue unwrapped: column 0 around the pixel's own region mean, column 8 around the cell's
+    mu0 = mu[0]
+    mu1 = mu[1]
+    mu2 = mu[2]
+    for k in range(npx):
+        hraw = cols[0, k]
+        d = hraw - (mu1 if reg[k] else mu0)
+        cols[0, k] = d - np.floor(d + 0.5)
+        d = hraw - mu2
+        cols[8, k] = d - np.floor(d + 0.5)
+
+    # ---- pass 2: per column, power sums around v0 = the cell's mean (nucleus part and
+    # total; the cytoplasm's is their difference), min / max
+    # mom[r, c] = (mean, m2, m3, m4, min, max) for r in N, C, Cell; column 8 -> cell hue
+    mom = np.zeros((3, 9, 6))
     lo = np.empty(9)
     scale = np.empty(9)
-    for c in range(1, 8):
-        mn = vals[0, c]
-        mx = vals[0, c]
-        for k in range(1, npx):
-            x = vals[k, c]
-            if x < mn:
-                mn = x
-            elif x > mx:
-                mx = x
-        lo[c] = mn
-        scale[c] = (NBINS - 1) / (mx - mn) if mx > mn else 0.0
-    lo[0] = -0.5
-    lo[8] = -0.5
-    scale[0] = float(NBINS)
-    scale[8] = scale[0]
-    # ---- pass 2: central moments and bin counts
-    mom = np.zeros((3, 8, 3))
-    for k in range(npx):
-        r = reg[k]
-        for c in range(9):
-            b = int((vals[k, c] - lo[c]) * scale[c])
-            if b >= NBINS:
-                b = NBINS - 1
-            bins[k, c] = b
-        for c in range(8):
-            d = vals[k, c] - means[r, c]
+    for c in range(9):
+        v0 = shift[c]
+        t1 = 0.0
+        t2 = 0.0
+        t3 = 0.0
+        t4 = 0.0
+        n1 = 0.0
+        n2 = 0.0
+        n3 = 0.0
+        n4 = 0.0
+        mn_n = np.inf
+        mx_n = -np.inf
+        mn_c = np.inf
+        mx_c = -np.inf
+        for k in range(npx):
+            x = cols[c, k]
+            d = x - v0
             d2 = d * d
-            mom[r, c, 0] += d2
-            mom[r, c, 1] += d2 * d
-            mom[r, c, 2] += d2 * d2
-            histf[r, c, bins[k, c]] += 1
-            cc = 8 if c == 0 else c
-            d = vals[k, cc] - means[2, cc]
-            d2 = d * d
-            mom[2, c, 0] += d2
-            mom[2, c, 1] += d2 * d
-            mom[2, c, 2] += d2 * d2
-            if c == 0:
-                histf[2, 0, bins[k, 8]] += 1
+            d3 = d2 * d
+            d4 = d2 * d2
+            t1 += d
+            t2 += d2
+            t3 += d3
+            t4 += d4
+            if reg[k] == 0:
+                n1 += d
+                n2 += d2
+                n3 += d3
+                n4 += d4
+                mn_n = min(mn_n, x)
+                mx_n = max(mx_n, x)
+            else:
+                mn_c = min(mn_c, x)
+                mx_c = max(mx_c, x)
+        part = ((n1, n2, n3, n4), (t1 - n1, t2 - n2, t3 - n3, t4 - n4), (t1, t2, t3, t4))
+        ext = ((mn_n, mx_n), (mn_c, mx_c), (min(mn_n, mn_c), max(mx_n, mx_c)))
+        for r in range(3):
+            if cnt[r] == 0:
+                continue
+            dl, m2, m3, m4 = _shifted_to_central(cnt[r], part[r][0], part[r][1], part[r][2],
+                                                 part[r][3])
+            mom[r, c, 0] = v0 + dl
+            mom[r, c, 1] = m2
+            mom[r, c, 2] = m3
+            mom[r, c, 3] = m4
+            mom[r, c, 4] = ext[r][0]
+            mom[r, c, 5] = ext[r][1]
+        if c == 0 or c == 8:  # hue deviations: fixed range [-1/2, 1/2)
+            lo[c] = -0.5
+            scale[c] = float(NBINS)
+        else:
+            mn = min(mn_n, mn_c)
+            mx = max(mx_n, mx_c)
+            lo[c] = mn
+            scale[c] = (NBINS - 1) / (mx - mn) if mx > mn else 0.0
+    # ---- bin indices and histograms (the cell's hue has its own column 8)
+    for c in range(9):
+        l0 = lo[c]
+        sc = scale[c]
+        for k in range(npx):
+            b = int((cols[c, k] - l0) * sc)
+            b = b if b < NBINS else NBINS - 1
+            bins[c, k] = b
+        if c < 8:
+            for k in range(npx):
+                histf[reg[k], c, bins[c, k]] += 1
+        else:
+            for k in range(npx):
+                histf[2, 0, bins[8, k]] += 1
     for c in range(1, 8):
         for b in range(NBINS):
             histf[2, c, b] = histf[0, c, b] + histf[1, c, b]
+
     # ---- order statistics: find the bins holding the wanted ranks in one sweep per channel
-    # rank slot t: 2 qi + (0: floor index, 1: next index) with qi as in _QS; 6 min, 7 max
-    want_bin = np.zeros((3, 8, 8), np.int64)
-    want_rank = np.zeros((3, 8, 8), np.int64)
-    ranks = np.empty(8, np.int64)
-    order = np.array([6, 2, 3, 0, 1, 4, 5, 7])  # rank slots in ascending rank
+    # rank slot t = 2 qi + (0: floor index, 1: next index), qi as in _QS
+    want_bin = np.zeros((3, 8, 6), np.int64)
+    want_rank = np.zeros((3, 8, 6), np.int64)
+    ranks = np.empty(6, np.int64)
+    order = np.array([2, 3, 0, 1, 4, 5])  # rank slots in ascending rank
     nslot = 0
-    slot_bin_count = np.zeros(3 * 8 * 8, np.int64)
+    slot_bin_count = np.zeros(3 * 8 * 6, np.int64)
     for r in range(3):
         n = cnt[r]
         if n == 0:
@@ -408,14 +473,12 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             v = (n - 1) * _QS[qi]
             ranks[2 * qi] = int(np.floor(v))
             ranks[2 * qi + 1] = min(ranks[2 * qi] + 1, n - 1)
-        ranks[6] = 0
-        ranks[7] = n - 1
         for c in range(8):
             cum = 0
             t = 0
             for b in range(NBINS):
                 hb = histf[r, c, b]
-                while t < 8 and ranks[order[t]] < cum + hb:
+                while t < 6 and ranks[order[t]] < cum + hb:
                     want_bin[r, c, order[t]] = b
                     want_rank[r, c, order[t]] = ranks[order[t]] - cum
                     if slot[r, c, b] < 0:
@@ -423,7 +486,7 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
                         slot_bin_count[nslot] = hb
                         nslot += 1
                     t += 1
-                if t == 8:
+                if t == 6:
                     break
                 cum += hb
     start = np.zeros(nslot + 1, np.int64)
@@ -431,17 +494,16 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         start[s + 1] = start[s] + slot_bin_count[s]
     buf = np.empty(start[nslot])
     fill = start[:nslot].copy()
-    for k in range(npx):
-        r = reg[k]
-        for c in range(8):
-            s = slot[r, c, bins[k, c]]
+    for c in range(8):
+        cc = 8 if c == 0 else c
+        for k in range(npx):
+            s = slot[reg[k], c, bins[c, k]]
             if s >= 0:
-                buf[fill[s]] = vals[k, c]
+                buf[fill[s]] = cols[c, k]
                 fill[s] += 1
-            cc = 8 if c == 0 else c
-            s = slot[2, c, bins[k, cc]]
+            s = slot[2, c, bins[cc, k]]
             if s >= 0:
-                buf[fill[s]] = vals[k, cc]
+                buf[fill[s]] = cols[cc, k]
                 fill[s] += 1
     for s in range(nslot):
         buf[start[s]:start[s + 1]].sort()
@@ -452,10 +514,16 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             continue
         for c in range(8):
             row = stats[r, N8 + c]
-            # hue: moments of d, but the NaN rule of scipy uses the unwrapped mean mu + mean(d)
-            mean = means[r, c] + (mu[r] if c == 0 else 0.0)
-            _moments_to_stats(n, mean, mom[r, c, 0] / n, mom[r, c, 1] / n, mom[r, c, 2] / n,
-                              row)
+            cc = 8 if (c == 0 and r == 2) else c
+            mean = mom[r, cc, 0]
+            # hue: moments of d; scipy's NaN rule uses the unwrapped mean mu + mean(d)
+            _moments_to_stats(n, mean + (mu[r] if c == 0 else 0.0), mom[r, cc, 1],
+                              mom[r, cc, 2], mom[r, cc, 3], row)
+            row[0] = mean
+            if mom[r, cc, 4] == mom[r, cc, 5]:  # a constant sample: no spread, no shape
+                row[1] = 0.0
+                row[5] = np.nan
+                row[6] = np.nan
             for qi in range(3):
                 s0 = slot[r, c, want_bin[r, c, 2 * qi]]
                 s1 = slot[r, c, want_bin[r, c, 2 * qi + 1]]
@@ -463,12 +531,6 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
                 b = buf[start[s1] + want_rank[r, c, 2 * qi + 1]]
                 v = (n - 1) * _QS[qi]
                 row[2 + qi] = _lerp(a, b, v - np.floor(v))
-            smin = slot[r, c, want_bin[r, c, 6]]
-            smax = slot[r, c, want_bin[r, c, 7]]
-            if buf[start[smin] + want_rank[r, c, 6]] == buf[start[smax] + want_rank[r, c, 7]]:
-                row[1] = 0.0  # a constant sample: exact zero spread, no shape
-                row[5] = np.nan
-                row[6] = np.nan
         # hue: location statistics back on the circle (turns in [0, 1))
         row = stats[r, N8]
         row[0] = mu[r]
