@@ -31,14 +31,20 @@ Method
    threshold ``f1`` (background vs. everything stained) times ``fg_level`` gives the
    foreground; the candidate cell is the foreground region connected to the nucleus.
 4. **Red cells glued to the white cell.** Eosin-stained red cells absorb relatively more
-   blue than the cytoplasm does: their chromaticity ``OD_B / stain`` is higher. The
-   cytoplasm reference is the ``cyt_quantile`` quantile of that chromaticity in a ring of
-   ``ring_factor`` nucleus radii just outside the nucleus; pixels of the candidate (away
-   from that ring) above reference + ``rbc_chroma_gap`` are red-cell-like. Their
-   components (eroded by ``marker_erode``) become red-cell markers when they are at least
-   ``rbc_min_area`` of the nucleus area *and* contain a peak of the candidate's distance
-   transform (a local maximum within ``peak_radius``, at least ``min_rbc_radius`` deep):
-   a red cell is a round body of its own, cytoplasm is not.
+   blue than the cytoplasm does: their chromaticity ``OD_B / stain`` is higher. Two
+   sources of red-cell markers, both restricted to candidate pixels beyond a ring of
+   ``ring_factor`` nucleus radii (at least 3 px) around the nucleus:
+
+   a. the cytoplasm reference is the ``cyt_quantile`` quantile of the chromaticity in
+      that ring; pixels above reference + ``rbc_chroma_gap`` are red-cell-like; their
+      components (eroded by ``marker_erode``) of at least ``rbc_min_area`` of the nucleus
+      area become markers when they contain a peak of the candidate's distance transform
+      (a local maximum within ``peak_radius``, at least ``min_rbc_radius`` deep: a red cell
+      is a round body of its own) or reach farther than ``far_factor`` nucleus radii;
+   b. red cells lying free in the field (foreground not connected to the cell, at least
+      ``free_rbc_min_area`` of the nucleus area) give this image's red-cell chromaticity
+      (median); when it exceeds the nucleus' by ``rbc_chroma_gap``, candidate pixels
+      within ``free_rbc_delta`` of it form markers (same erosion and area rule).
 5. **Watershed.** Marker-controlled watershed (priority flooding, :func:`flood`) of the
    inverted distance transform of the candidate, from the nucleus (white cell) and the
    red-cell markers: the cut between the white cell and a glued red cell falls on the
@@ -46,8 +52,10 @@ Method
    its component holding the nucleus kept, holes filled.
 6. **No cell.** ``found=False`` with empty masks when the stain range is below
    ``min_contrast`` (blank, black, uniform images), when Otsu's separability
-   (between-class / total variance) of ``nscore`` is below ``min_separability``, or when
-   no nucleus component survives; never an exception for that.
+   (between-class / total variance) of ``nscore`` is below ``min_separability``, when less
+   than ``min_coherence`` of the above-threshold nucleus-score pixels lie in components of
+   at least ``max(16, min_nucleus_fraction * area)`` pixels (noise breaks into specks), or
+   when no nucleus component survives; never an exception for that.
 """
 from __future__ import annotations
 
@@ -115,7 +123,7 @@ class OtsuParams:
     #: at least ``min_nucleus_fraction`` (noise gives many tiny blobs); below: no cell
     min_coherence: float = 0.8
     #: least Otsu separability (between-class / total variance) of nscore; below: no cell
-    min_separability: float = 0.5
+    min_separability: float = 0.3
 
 
 # ----------------------------------------------------------------------------- kernels
