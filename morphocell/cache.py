@@ -3,7 +3,9 @@
 One Parquet file per *configuration*: ``features-<key>.parquet`` in the cache folder, with
 
 .. math:: key = \\mathrm{SHA256}(\\text{morphocell version},\\ \\text{families},\\
-          \\text{segmentation method})[:16]
+          \\text{segmentation method},\\ \\text{feature columns},\\ \\text{code})[:16]
+
+(``code``: :func:`code_fingerprint`, a hash of the feature and segmentation source files)
 
 and one row per distinct image *content*: ``image_sha256`` (SHA-256 of the file's bytes),
 ``status``, ``error`` and every feature column. The key makes a new morphocell version, other
@@ -30,7 +32,7 @@ import numpy as np
 
 from ._version import __version__
 
-__all__ = ["FeatureCache", "default_cache_dir", "image_sha256"]
+__all__ = ["FeatureCache", "default_cache_dir", "image_sha256", "code_fingerprint"]
 
 
 def default_cache_dir() -> Path:
@@ -41,6 +43,19 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "morphocell"
+
+
+def code_fingerprint() -> str:
+    """SHA-256 of the source of the segmentation and feature code (``morphocell/features``
+    and ``morphocell/segmentation``, ``*.py`` files): a change to how features are computed
+    starts a fresh cache even before the version number changes."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for sub in ("features", "segmentation"):
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def image_sha256(path: str | os.PathLike) -> str | None:
@@ -81,7 +96,8 @@ class FeatureCache:
         self.method = method
         self.columns = feature_names(self.families)
         cfg = json.dumps({"morphocell": __version__, "families": list(self.families),
-                          "method": method, "columns": self.columns}, sort_keys=True)
+                          "method": method, "columns": self.columns,
+                          "code": code_fingerprint()}, sort_keys=True)
         self.key = hashlib.sha256(cfg.encode()).hexdigest()[:16]
         self.path = self.cache_dir / f"features-{self.key}.parquet"
         self.last_stats = {"hits": 0, "computed": 0, "uncached": 0}

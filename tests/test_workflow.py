@@ -1,0 +1,212 @@
+"""train / predict / evaluate end to end on real PBC images, differential counts, the cache."""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import pbc_subset
+from morphocell.cli import main
+from morphocell.report import (atypical_probability, classification_metrics,
+                               differential_count)
+
+
+def _manifest(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """`morphocell train` on 5 real images per class plus one corrupt and one missing file."""
+    tmp = tmp_path_factory.mktemp("train")
+    corrupt = tmp / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = pbc_subset(5) + [(str(corrupt), "neutrophil"), (str(tmp / "gone.jpg"), "ig")]
+    man = _manifest(tmp / "train.csv", rows)
+    model = tmp / "model.mcm"
+    return tmp, man, model, rows
+
+
+def test_train_cli(trained, capsys):
+    tmp, man, model, rows = trained
+    rc = main(["train", str(man), "--out", str(model), "--cv", "2",
+               "--cache-dir", str(tmp / "cache"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 3, err                      # some images failed, the model was still written
+    assert model.is_file()
+    assert "corrupt.jpg" in err and "gone.jpg" in err and "Traceback" not in err
+    assert "CV accuracy" in out and "stack" in out
+    assert "40 images used, 2 failed" in out
+    explain = tmp / "model_explain"
+    top = pd.read_csv(explain / "top_features.csv")
+    assert set(top["class"]) == {lab for _, lab in rows[:40]}
+    assert (explain / "top_features.png").stat().st_size > 1000
+    meta = json.loads((explain / "training.json").read_text())["metadata"]
+    assert meta["n_used"] == 40 and meta["n_failed"] == 2 and len(meta["data_sha256"]) == 64
+
+
+def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
+    _, _, model, _ = trained
+    test_rows = pbc_subset(2, split="test")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    out_csv = tmp_path / "pred.csv"
+    rc = main(["predict", str(model), *[p for p, _ in test_rows], str(bad),
+               "--out", str(out_csv), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 3 and "bad.png" in err and "Traceback" not in err
+    df = pd.read_csv(out_csv, keep_default_na=False)
+    classes = sorted({lab for _, lab in test_rows})
+    assert list(df.columns) == (["path", "predicted"] + [f"p_{c}" for c in classes]
+                                + ["p_atypical", "status", "error"])
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 16 and df.iloc[-1]["status"] == "error"
+    assert "empty file" in df.iloc[-1]["error"]
+    P = ok[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
+    assert (ok["predicted"].to_numpy() == np.asarray(classes)[P.argmax(axis=1)]).all()
+    np.testing.assert_allclose(ok["p_atypical"].astype(float),
+                               ok["p_erythroblast"].astype(float) + ok["p_ig"].astype(float),
+                               atol=2e-6)
+    # the differential count agrees with the table
+    count = json.loads((tmp_path / "pred_differential.json").read_text())
+    vc = ok["predicted"].value_counts()
+    assert count["counts"] == {c: int(vc.get(c, 0)) for c in classes}
+    assert count["n_classified"] == 16 and count["n_failed"] == 1 and count["n_images"] == 17
+    assert abs(sum(count["percent"].values()) - 100) < 0.05
+    assert count["flagged"] == [c for c in ("erythroblast", "ig") if vc.get(c, 0) > 0]
+    assert "Differential count (16 cells classified, 1 failed)" in out
+    # a user-chosen atypical set
+    rc = main(["predict", str(model), test_rows[0][0], "--out", str(tmp_path / "p2.csv"),
+               "--atypical", "basophil", "-q"])
+    d2 = pd.read_csv(tmp_path / "p2.csv")
+    assert rc == 0 and np.isclose(d2["p_atypical"][0], d2["p_basophil"][0])
+
+
+def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
+    _, _, model, _ = trained
+    test_rows = pbc_subset(3, split="test")
+    man = _manifest(tmp_path / "test.csv", test_rows)
+    rc = main(["evaluate", str(model), str(man), "--json", "--out", str(tmp_path / "rep"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    m = json.loads(out)                       # stdout holds exactly one JSON object
+    assert m["n_images"] == 24 and m["n_failed"] == 0
+    pred = pd.read_csv(tmp_path / "rep" / "predictions.csv")
+    acc = float((pred["predicted"] == pred["label"]).mean())
+    assert m["accuracy"] == pytest.approx(acc)
+    assert acc > 0.5                          # 5 training images per class; chance is 1/8
+    assert set(m["per_class"]) == {lab for _, lab in test_rows}
+    f1 = [r["f1"] for r in m["per_class"].values()]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert all(r["support"] == 3 for r in m["per_class"].values())
+    assert all(0 <= r["roc_auc"] <= 1 for r in m["per_class"].values())
+    cm = pd.read_csv(tmp_path / "rep" / "confusion_matrix.csv", index_col=0)
+    assert cm.to_numpy().sum() == 24 and np.trace(cm.to_numpy()) == round(acc * 24)
+    assert (tmp_path / "rep" / "confusion_matrix.png").stat().st_size > 1000
+    assert set(m["base_learners"]) == {"rf", "svc", "xgb"}
+
+    # only two classes in the data: --classes-present-only predicts only those two
+    two = [r for r in test_rows if r[1] in ("lymphocyte", "neutrophil")]
+    man2 = _manifest(tmp_path / "two.csv", two)
+    rc = main(["evaluate", str(model), str(man2), "--json", "--classes-present-only", "-q"])
+    m2 = json.loads(capsys.readouterr().out)
+    assert rc == 0 and set(m2["labels"]) == {"lymphocyte", "neutrophil"}
+    assert m2["classes_present_only"] and m2["n"] == 6
+
+
+def test_bad_model_files_exit_2_without_traceback(tmp_path, capsys):
+    from morphocell.datasets import sample_paths
+
+    img = sample_paths()[0]
+    missing = tmp_path / "nope.mcm"
+    assert main(["predict", str(missing), img, "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "model file not found" in err and "nope.mcm" in err and "Traceback" not in err
+    corrupt = tmp_path / "corrupt.mcm"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(5000))
+    assert main(["evaluate", str(corrupt), img]) == 2
+    err = capsys.readouterr().err
+    assert "not a morphocell model file" in err and "Traceback" not in err
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    assert main(["predict", str(pkl), img, "--out", str(tmp_path / "p.csv")]) == 2
+    assert "pickle/joblib files are refused" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_differential_count_by_hand():
+    classes = ["erythroblast", "ig", "lymphocyte", "neutrophil", "platelet"]
+    pred = ["neutrophil", "neutrophil", "lymphocyte", "ig", None, "neutrophil",
+            "erythroblast", "lymphocyte"]
+    pa = [0.1, 0.0, 0.2, 0.9, np.nan, 0.3, 0.8, 0.0]
+    d = differential_count(pred, classes, ["ig", "erythroblast"], p_atypical=pa)
+    # 7 classified: neutrophil 3/7 = 42.857%, lymphocyte 2/7 = 28.571%, ig and erythroblast
+    # 1/7 = 14.286% each, platelet 0
+    assert d["n_images"] == 8 and d["n_classified"] == 7 and d["n_failed"] == 1
+    assert d["counts"] == {"erythroblast": 1, "ig": 1, "lymphocyte": 2, "neutrophil": 3,
+                           "platelet": 0}
+    assert d["percent"] == {"erythroblast": 14.29, "ig": 14.29, "lymphocyte": 28.57,
+                            "neutrophil": 42.86, "platelet": 0.0}
+    assert d["flagged"] == ["ig", "erythroblast"]
+    assert d["n_atypical"] == 2 and d["percent_atypical"] == 28.57
+    assert d["mean_p_atypical"] == pytest.approx(2.3 / 7, abs=1e-4)
+    assert d["n_p_atypical_over_0.5"] == 2
+    none = differential_count([None, None], classes, ["ig"])
+    assert none["n_classified"] == 0 and none["percent"]["ig"] == 0.0 and none["flagged"] == []
+    with pytest.raises(ValueError, match="not among the classes"):
+        differential_count(["monocyte"], classes, [])
+
+
+def test_atypical_probability_and_metrics_by_hand():
+    P = np.array([[0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    np.testing.assert_allclose(atypical_probability(P, ["ig", "lymph", "erythroblast"],
+                                                    ["ig", "erythroblast"]), [0.8, 0.6])
+    y_true = ["a", "a", "a", "b", "b", "c"]
+    y_pred = ["a", "a", "b", "b", "c", "c"]
+    m = classification_metrics(y_true, y_pred, classes=["a", "b", "c"])
+    # a: P=2/2 R=2/3 F1=0.8; b: P=1/2 R=1/2 F1=0.5; c: P=1/2 R=1 F1=2/3
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["most_confused"][0] == {"true": "a", "predicted": "b", "count": 1,
+                                     "fraction": 0.3333}
+
+
+def test_second_training_reuses_cached_features(monkeypatch, tmp_path):
+    from morphocell.ensembles import BaseLearner
+    from morphocell.features import extractor
+    from morphocell.workflow import train_handcrafted
+
+    rows = pbc_subset(2)
+    paths, labels = [p for p, _ in rows], [lab for _, lab in rows]
+    seen = []
+    real = extractor.extract_batch
+
+    def counting(sources, *a, **k):
+        seen.append(len(sources))
+        return real(sources, *a, **k)
+
+    monkeypatch.setattr(extractor, "extract_batch", counting)
+    small = {"estimators": [("rf", BaseLearner("rf", params={"n_estimators": 10}))]}
+    kw = dict(cv=2, random_state=0, families=("shape", "color"), cache_dir=tmp_path / "c",
+              estimator_params=small)
+    m1, info1 = train_handcrafted(paths, labels, **kw)
+    assert seen == [16] and info1["feature_stats"]["computed"] == 16
+    m2, info2 = train_handcrafted(list(reversed(paths)), list(reversed(labels)), **kw)
+    assert seen == [16]                       # nothing recomputed
+    assert info2["feature_stats"] == {"hits": 16, "computed": 0, "uncached": 0}
+    pd.testing.assert_frame_equal(info1["X"].iloc[::-1].reset_index(drop=True), info2["X"])
+    assert m1.metadata["data_sha256"] == m2.metadata["data_sha256"]
+    # another family set is another cache table: computed again
+    train_handcrafted(paths, labels, **{**kw, "families": ("shape",)})
+    assert seen == [16, 16]
