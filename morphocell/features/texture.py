@@ -64,8 +64,11 @@ the percentage of the region's signal removed at step i (0 when the region has n
 Differences from CellProfiler, on purpose: no subsampling (granules are 2-8 px here), the
 background is the glass level instead of a tophat by a large disk, and a plain opening
 instead of opening-by-reconstruction (``gamma_i <= rec_i``), which keeps it at ~0.2 ms.
-12 steps: on PBC the cell spectra of the 8 classes differ at radii 1-10 (Kruskal-Wallis) and
-not beyond. Sums of the uint8 openings are exact integers (bit-identical under 90-degree
+12 steps: on 20 PBC train images per class the cell spectra of the 8 classes differ at
+radii 1-10 (Kruskal-Wallis p from 2e-20 at radius 1 to 7e-3 at 10; 0.4 and 0.5 at 11, 12),
+the cytoplasm spectra at all 12 radii (p <= 7e-3); granulocytes (eosinophil, basophil,
+neutrophil) and monocytes lose 3.6-4.9 % of their signal per step at radii 3-4 against
+1.9-2.5 % for lymphocytes, immature granulocytes and erythroblasts. Sums of the uint8 openings are exact integers (bit-identical under 90-degree
 rotations and flips, the diamond being symmetric).
 
 NaN policy: every feature of an empty region is NaN; GLCM features are also NaN at a

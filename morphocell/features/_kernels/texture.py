@@ -73,13 +73,17 @@ def glcm_counts(q, lab, off_r, off_c, out):
         for r in range(h):
             if hi[r] < 0:
                 continue
-            a_row = code[r + pd, pd + lo[r]:pd + hi[r] + 1]
-            b_row = code[r + pd + dr, pd + lo[r] + dc:pd + hi[r] + 1 + dc]
-            m = a_row.shape[0]
+            # unsigned indices: no wrap-around test, the pair-code loop vectorises
+            ra = np.uint64(r + pd)
+            rb = np.uint64(r + pd + dr)
+            ca = np.uint64(pd + lo[r])
+            cb = np.uint64(pd + lo[r] + dc)
+            m = hi[r] + 1 - lo[r]
             for k in range(m):
-                buf[k] = a_row[k] * nb + b_row[k]
+                uk = np.uint64(k)
+                buf[uk] = code[ra, ca + uk] * nb + code[rb, cb + uk]
             for k in range(m):
-                hist[buf[k]] += 1
+                hist[buf[np.uint64(k)]] += 1
         for i in range(n2):
             for j in range(n2):
                 out[o, i, j] = hist[i * nb + j]
@@ -247,28 +251,6 @@ def haralick_from_counts(counts, n_dist, nlog, out):
 
 
 @njit(cache=True, nogil=True)
-def _lbp_row_integral(a0, cen, bit, bits):
-    """A sample on the pixel grid (its value is the pixel itself, exactly as skimage's
-    bilinear formula gives) for a run of pixels: ``bits |= bit`` where ``a0 >= cen``.
-
-    All arrays are views aligned on the run, so the loop indexes from 0 and vectorises.
-    """
-    for k in range(cen.shape[0]):
-        bits[k] |= bit if a0[k] >= cen[k] else np.uint32(0)
-
-
-@njit(cache=True, nogil=True)
-def _lbp_row_interp(a0, a1, b0, b1, cen, dcr, dr, bit, bits):
-    """A bilinear sample (scikit-image's operation order) for a run of pixels."""
-    for k in range(cen.shape[0]):
-        dc = dcr[k]
-        top = (1 - dc) * np.float64(a0[k]) + dc * np.float64(a1[k])
-        bottom = (1 - dc) * np.float64(b0[k]) + dc * np.float64(b1[k])
-        val = (1 - dr) * top + dr * bottom
-        bits[k] |= bit if val - np.float64(cen[k]) >= 0 else np.uint32(0)
-
-
-@njit(cache=True, nogil=True)
 def _popcount32(x):
     """Number of set bits of a 32-bit pattern (SWAR; int64 arithmetic, masked)."""
     v = np.int64(x)
@@ -324,6 +306,9 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
             dct[p, c] = cc - math.floor(cc)
     chg_mask = np.uint32((1 << (n_p - 1)) - 1)
     bits = np.zeros(w, np.uint32)
+    codes = np.zeros(w, np.int64)
+    hist = np.zeros((3, n_p + 2), np.int64)
+    zero = np.uint32(0)
     for r in range(h):
         lo = -1
         hi = -1
@@ -335,32 +320,51 @@ def lbp_uniform_counts(img, lab, rp, cp, out):
         if lo < 0:
             continue
         hi += 1
-        cen = img_p[r + pad, lo + pad:hi + pad]
-        bits_r = bits[lo:hi]
-        bits_r[:] = 0
+        n = hi - lo
+        # unsigned indices below: no negative-index wrap-around test, so the loops vectorise
+        ulo = np.uint64(lo)
+        rc = np.uint64(r + pad)
+        cc = np.uint64(lo + pad)
+        for k in range(n):
+            bits[ulo + np.uint64(k)] = zero
         for p in range(n_p):
             rr = r + rp[p]
             minr = math.floor(rr)
             maxr = math.ceil(rr)
-            ra = img_p[int(minr) + pad]
-            a0 = ra[lo + o0[p]:hi + o0[p]]
+            dr = rr - minr
+            ra = np.uint64(int(minr) + pad)
+            rb = np.uint64(int(maxr) + pad)
+            c0 = np.uint64(lo + o0[p])
+            c1 = np.uint64(lo + o1[p])
+            up = np.uint64(p)
             bit = np.uint32(1) << np.uint32(p)
             if integral[p]:
-                _lbp_row_integral(a0, cen, bit, bits_r)
+                # a sample on the grid is the pixel itself (bilinear gives it exactly)
+                for k in range(n):
+                    uk = np.uint64(k)
+                    if img_p[ra, c0 + uk] >= img_p[rc, cc + uk]:
+                        bits[ulo + uk] |= bit
             else:
-                rb = img_p[int(maxr) + pad]
-                _lbp_row_interp(a0, ra[lo + o1[p]:hi + o1[p]], rb[lo + o0[p]:hi + o0[p]],
-                                rb[lo + o1[p]:hi + o1[p]], cen, dct[p, lo:hi], rr - minr,
-                                bit, bits_r)
+                for k in range(n):
+                    uk = np.uint64(k)
+                    dc = dct[up, ulo + uk]
+                    top = (1 - dc) * np.float64(img_p[ra, c0 + uk]) \
+                        + dc * np.float64(img_p[ra, c1 + uk])
+                    bottom = (1 - dc) * np.float64(img_p[rb, c0 + uk]) \
+                        + dc * np.float64(img_p[rb, c1 + uk])
+                    val = (1 - dr) * top + dr * bottom
+                    bits[ulo + uk] |= bit if val - np.float64(img_p[rc, cc + uk]) >= 0 else zero
+        for k in range(n):
+            uk = ulo + np.uint64(k)
+            b = bits[uk]
+            ones = _popcount32(b)
+            chg = _popcount32((b ^ (b >> np.uint32(1))) & chg_mask)
+            codes[uk] = ones if chg <= 2 else n_p + 1
         for c in range(lo, hi):
-            a = lab[r, c]
-            if a != 0:
-                b = bits[c]
-                if _popcount32((b ^ (b >> np.uint32(1))) & chg_mask) <= 2:
-                    code = np.int64(_popcount32(b))
-                else:
-                    code = n_p + 1
-                out[a - 1, code] += 1
+            hist[lab[r, c], codes[c]] += 1      # row 0 (background) is discarded
+    for a in range(2):
+        for k in range(n_p + 2):
+            out[a, k] += hist[a + 1, k]
 
 
 @njit(cache=True, nogil=True)
