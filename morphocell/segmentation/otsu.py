@@ -92,7 +92,7 @@ class OtsuParams:
     #: lobes within this many seed diameters of the seed are kept
     lobe_distance: float = 1.0
     #: foreground threshold as a share of the lower multi-Otsu threshold of the stain
-    fg_level: float = 0.7
+    fg_level: float = 0.6
     #: width of the cytoplasm-reference ring outside the nucleus, in nucleus radii
     ring_factor: float = 0.3
     #: quantile of OD_B / stain in the ring taken as the cytoplasm chromaticity
