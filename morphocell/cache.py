@@ -79,6 +79,8 @@ class FeatureCache:
         Feature families (as in :class:`~morphocell.features.extractor.FeatureExtractor`).
     method : str
         Segmentation method.
+    write_every : int
+        New rows are written to disk after every ``write_every`` computed images.
 
     Attributes
     ----------
@@ -88,12 +90,13 @@ class FeatureCache:
     """
 
     def __init__(self, cache_dir: str | os.PathLike, families: Sequence[str] | None = None,
-                 method: str = "otsu"):
+                 method: str = "otsu", write_every: int = 2048):
         from .features.extractor import _families, feature_names
 
         self.cache_dir = Path(cache_dir)
         self.families = _families(families)
         self.method = method
+        self.write_every = max(1, int(write_every))
         self.columns = feature_names(self.families)
         cfg = json.dumps({"morphocell": __version__, "families": list(self.families),
                           "method": method, "columns": self.columns,
@@ -150,17 +153,21 @@ class FeatureCache:
             if h is not None and h not in known and h not in todo:
                 todo[h] = p
         n_feat = len(self.columns)
-        new_rows = None
         if todo:
-            mat, st, er = extractor.extract_batch(list(todo.values()), self.families,
-                                                  self.method, n_jobs, verbose)
-            new_rows = pd.DataFrame(mat, columns=self.columns)
-            new_rows.insert(0, "error", er)
-            new_rows.insert(0, "status", st)
-            new_rows.insert(0, "image_sha256", list(todo))
-            self._write(new_rows)
-            table = new_rows if table.empty else pd.concat([table, new_rows],
-                                                           ignore_index=True)
+            items = list(todo.items())
+            parts = [] if table.empty else [table]
+            # written every `write_every` images: an interrupted run keeps what it computed
+            for k in range(0, len(items), self.write_every):
+                chunk = items[k:k + self.write_every]
+                mat, st, er = extractor.extract_batch([p for _, p in chunk], self.families,
+                                                      self.method, n_jobs, verbose)
+                new_rows = pd.DataFrame(mat, columns=self.columns)
+                new_rows.insert(0, "error", er)
+                new_rows.insert(0, "status", st)
+                new_rows.insert(0, "image_sha256", [h for h, _ in chunk])
+                self._write(new_rows)
+                parts.append(new_rows)
+            table = pd.concat(parts, ignore_index=True)
             known = {h: i for i, h in enumerate(table["image_sha256"].tolist())}
         feats = table[self.columns].to_numpy(dtype=np.float64) if len(table) else np.empty(
             (0, n_feat))

@@ -147,6 +147,10 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     _check_trainable(y)
     clf = StackedCellClassifier(cv=cv, random_state=random_state, n_jobs=n_jobs,
                                 **(estimator_params or {}))
+    if verbose:
+        _eprint(f"features of {len(paths)} images in {t_feat:.1f} s; fitting the stack "
+                f"({len(clf.estimators)} base learners x {cv} folds, then refit) on "
+                f"{int(ok.sum())} images ...")
     t0 = time.perf_counter()
     clf.fit(Xok, y.astype(str))
     t_fit = time.perf_counter() - t0

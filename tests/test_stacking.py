@@ -17,9 +17,9 @@ from morphocell.ensembles import DEEP, HANDCRAFTED, BaseLearner, select_columns
 def small_learners():
     """The three kinds with few trees: the same code paths as the defaults, fast enough to
     run the ~50 scikit-learn estimator checks (each fits the stack several times)."""
-    return [("rf", BaseLearner("rf", params={"n_estimators": 8})),
+    return [("rf", BaseLearner("rf", params={"n_estimators": 6})),
             ("svc", BaseLearner("svc")),
-            ("xgb", BaseLearner("xgb", params={"n_estimators": 8, "max_depth": 3}))]
+            ("xgb", BaseLearner("xgb", params={"n_estimators": 6, "max_depth": 3}))]
 
 
 # scikit-learn's own checks. No check is expected to fail (expected_failed_checks is empty).

@@ -210,3 +210,30 @@ def test_second_training_reuses_cached_features(monkeypatch, tmp_path):
     # another family set is another cache table: computed again
     train_handcrafted(paths, labels, **{**kw, "families": ("shape",)})
     assert seen == [16, 16]
+
+
+def test_interrupted_extraction_keeps_finished_chunks(monkeypatch, tmp_path):
+    from morphocell.cache import FeatureCache
+    from morphocell.features import extractor
+
+    paths = [p for p, _ in pbc_subset(1)]            # 8 real images
+    real = extractor.extract_batch
+    calls = []
+
+    def flaky(sources, *a, **k):
+        calls.append(len(sources))
+        if len(calls) == 3:
+            raise KeyboardInterrupt                   # the user stops the run
+        return real(sources, *a, **k)
+
+    monkeypatch.setattr(extractor, "extract_batch", flaky)
+    cache = FeatureCache(tmp_path, families=("shape",), write_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        cache.extract(paths)
+    assert calls == [3, 3, 2]
+    monkeypatch.setattr(extractor, "extract_batch", real)
+    X, st, _ = cache.extract(paths)
+    assert cache.last_stats == {"hits": 6, "computed": 2, "uncached": 0}
+    assert st == ["ok"] * 8 and X.notna().all().all()
+    np.testing.assert_array_equal(X.to_numpy(),
+                                  real(paths, ("shape",))[0])
