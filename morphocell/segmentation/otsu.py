@@ -320,7 +320,7 @@ def multi_otsu3(values: np.ndarray) -> tuple[int, int]:
     """3-class Otsu thresholds ``(t1, t2)`` of uint8 ``values``: classes ``<= t1``,
     ``(t1, t2]``, ``> t2`` (the same as ``skimage.filters.threshold_multiotsu(classes=3)``
     up to its ``>``/``>=`` convention)."""
-    hist = np.bincount(np.asarray(values, np.uint8).ravel(), minlength=256).astype(np.float64)
+    hist = _hist256(values)
     out = np.zeros(2, np.int64)
     _multi_otsu3_kernel(hist, out)
     return int(out[0]), int(out[1])
@@ -329,7 +329,7 @@ def multi_otsu3(values: np.ndarray) -> tuple[int, int]:
 def otsu_threshold(values: np.ndarray) -> tuple[int, float, float]:
     """Otsu threshold of uint8 ``values`` (class 0: ``<= t``) with its separability
     ``sigma_B^2 / sigma_T^2`` in [0, 1] and the mean of the lower class."""
-    hist = np.bincount(np.asarray(values, np.uint8).ravel(), minlength=256).astype(np.float64)
+    hist = _hist256(values)
     out = np.zeros(3, np.float64)
     _otsu_kernel(hist, out)
     return int(out[0]), float(out[1]), float(out[2])
@@ -343,8 +343,8 @@ def _lut(bg: np.ndarray, od_max: float) -> np.ndarray:
 
 
 def _background(img: np.ndarray, q: float) -> np.ndarray:
-    """Median colour of the brightest ``q`` share of pixels (every other row/column)."""
-    sub = img[::2, ::2].reshape(-1, 3)
+    """Median colour of the brightest ``q`` share of pixels (every third row/column)."""
+    sub = img[::3, ::3].reshape(-1, 3)
     s = sub.sum(axis=1, dtype=np.int32)
     k = min(len(s) - 1, int(len(s) * (1.0 - q)))
     t = np.partition(s, k)[k]
@@ -391,6 +391,23 @@ def _component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
     keep = (np.bincount(lab[seed > 0], minlength=n) > 0).astype(np.uint8)
     keep[0] = 0
     return keep[lab]
+
+
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected components of a uint8 0/1 mask: (count incl. background, labels, areas)."""
+    import cv2
+
+    n, lab = cv2.connectedComponents(mask, connectivity=8)
+    return n, lab, np.bincount(lab.ravel(), minlength=n)
+
+
+def _hist256(values: np.ndarray) -> np.ndarray:
+    import cv2
+
+    v = np.ascontiguousarray(values, np.uint8)
+    if v.ndim == 1:
+        v = v.reshape(1, -1)
+    return cv2.calcHist([v], [0], None, [256], [0, 256]).ravel().astype(np.float64)
 
 
 def _label_min(lab: np.ndarray, val: np.ndarray, n: int) -> np.ndarray:
@@ -459,9 +476,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         return CellMasks.empty((H, W), reason="no nucleus contrast", separability=sep)
     t1, t2 = multi_otsu3(n8)
     t_n = t2 - p.nuc_shift * (t2 - t1)
-    nlab_n, nlab, stats, _ = cv2.connectedComponentsWithStats(
-        (n8 > t_n).astype(np.uint8), connectivity=8)
-    area = stats[:, cv2.CC_STAT_AREA]
+    nlab_n, nlab, area = _components((n8 > t_n).astype(np.uint8))
     min_size = max(4, int(p.min_nucleus_fraction * h * w))
     big = area >= min_size
     big[0] = False
@@ -508,8 +523,8 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         cyt_ref = float(np.partition(ring_c, q)[q])
         rbc_like = rest & (chroma > cyt_ref + p.rbc_chroma_gap) & (dnuc > ring_w)
         other = cv2.erode(rbc_like.astype(np.uint8), _disc(p.marker_erode))
-        n_o, lab_o, st_o, _ = cv2.connectedComponentsWithStats(other, connectivity=8)
-        ok = st_o[:, cv2.CC_STAT_AREA] >= p.rbc_min_area * n_area
+        n_o, lab_o, area_o = _components(other)
+        ok = area_o >= p.rbc_min_area * n_area
         ok[0] = False
         if p.peak_radius > 0 and ok.any():
             peaks = (dist >= cv2.dilate(dist, _disc(p.peak_radius))) & (dist >= p.min_rbc_radius)
@@ -528,8 +543,8 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
                 if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
                     like2 = rest & (dnuc > ring_w) & (chroma > rbc_ref - p.free_rbc_delta)
                     o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
-                    n2, lab2, st2, _ = cv2.connectedComponentsWithStats(o2, connectivity=8)
-                    ok2 = st2[:, cv2.CC_STAT_AREA] >= p.rbc_min_area * n_area
+                    n2, lab2, area2 = _components(o2)
+                    ok2 = area2 >= p.rbc_min_area * n_area
                     ok2[0] = False
                     if ok2.any():
                         n_rbc += int(ok2.sum())
