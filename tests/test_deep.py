@@ -230,3 +230,18 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     model_io.save_model(fused, f)
     back = model_io.load_model(f).estimator
     np.testing.assert_allclose(back.predict_proba(test_paths, handcrafted=hct), pf, atol=1e-12)
+
+
+def test_fit_deep_model_rejects_bad_arguments(train_set):
+    from morphocell.deep import fit_deep_model
+    from morphocell.errors import DataError
+
+    paths, y = train_set
+    with pytest.raises(MorphocellError, match="features must be 'deep' or 'fused'"):
+        fit_deep_model(paths, y, features="cnn")
+    with pytest.raises(DataError, match="images but"):
+        fit_deep_model(paths, y[:-1])
+    with pytest.raises(DataError, match="at least 9 images per class"):
+        crossfit_embeddings(paths, y, cv=9, input_size=32, verbose=0)
+    with pytest.raises(MorphocellError, match="cv must be an integer >= 2"):
+        crossfit_embeddings(paths, y, cv=1, input_size=32, verbose=0)
