@@ -32,11 +32,11 @@ Method
    foreground; the candidate cell is the foreground region connected to the nucleus.
 4. **Red cells glued to the white cell.** Eosin-stained red cells absorb relatively more
    blue than the cytoplasm does: their chromaticity ``OD_B / stain`` is higher. Two
-   sources of red-cell markers, both restricted to candidate pixels beyond a ring of
-   ``ring_factor`` nucleus radii (at least 3 px) around the nucleus:
+   sources of red-cell markers:
 
-   a. the cytoplasm reference is the ``cyt_quantile`` quantile of the chromaticity in
-      that ring; pixels above reference + ``rbc_chroma_gap`` are red-cell-like; their
+   a. the cytoplasm reference is the ``cyt_quantile`` quantile of the chromaticity in a
+      ring of ``ring_factor`` nucleus radii (at least 3 px) around the nucleus; candidate
+      pixels beyond the ring above reference + ``rbc_chroma_gap`` are red-cell-like; their
       components (eroded by ``marker_erode``) of at least ``rbc_min_area`` of the nucleus
       area become markers when they contain a peak of the candidate's distance transform
       (a local maximum within ``peak_radius``, at least ``min_rbc_radius`` deep: a red cell
@@ -44,7 +44,9 @@ Method
    b. red cells lying free in the field (foreground not connected to the cell, at least
       ``free_rbc_min_area`` of the nucleus area) give this image's red-cell chromaticity
       (median); when it exceeds the nucleus' by ``rbc_chroma_gap``, candidate pixels
-      within ``free_rbc_delta`` of it form markers (same erosion and area rule).
+      within ``free_rbc_delta`` of it and more than ``free_rbc_ring`` px from the nucleus
+      (this colour evidence is specific enough to come close to the nucleus, so red cells
+      touching a thin cytoplasm rim are cut off) form markers (same erosion and area rule).
 5. **Watershed.** Marker-controlled watershed (priority flooding, :func:`flood`) of the
    inverted distance transform of the candidate, from the nucleus (white cell) and the
    red-cell markers: the cut between the white cell and a glued red cell falls on the
@@ -109,6 +111,8 @@ class OtsuParams:
     #: red-cell colour from free red cells: candidate pixels whose OD_B / stain is within
     #: this of theirs are red-cell markers (None: off)
     free_rbc_delta: float | None = 0.035
+    #: markers from the free red cells' colour start this far (px) from the nucleus
+    free_rbc_ring: float = 4.0
     #: least area of the free red cells, as a share of the nucleus area
     free_rbc_min_area: float = 0.5
     #: least distance-transform value of a red-cell centre
@@ -541,7 +545,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
                 rbc_ref = float(np.median(chroma[free]))
                 nuc_ref = float(np.median(chroma[nucleus > 0]))
                 if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
-                    like2 = rest & (dnuc > ring_w) & (chroma > rbc_ref - p.free_rbc_delta)
+                    like2 = rest & (dnuc > p.free_rbc_ring) & (chroma > rbc_ref - p.free_rbc_delta)
                     o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
                     n2, lab2, area2 = _components(o2)
                     ok2 = area2 >= p.rbc_min_area * n_area
