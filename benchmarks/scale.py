@@ -49,16 +49,18 @@ CONFIGS = {"serial": 1, "local2": 2, "dask2": 2}
 # child: one run
 # ---------------------------------------------------------------------------------------------
 
-def _steady_rate(out: Path, workers: int) -> tuple[float, int]:
-    """Images/s from part-file modification times, leaving out each worker's first chunk."""
+def _steady(out: Path, workers: int) -> dict:
+    """Steady state from part-file modification times, leaving out each worker's first chunk
+    (start-up, numba cache loading): images/s, the window (epoch seconds) and its rows."""
     import pyarrow.parquet as pq
 
     parts = sorted(out.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns)
     if len(parts) <= workers + 1:
-        return float("nan"), len(parts)
+        return {"steady_rate": float("nan"), "parts": len(parts)}
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts[workers:])
-    dt = (parts[-1].stat().st_mtime_ns - parts[workers - 1].stat().st_mtime_ns) / 1e9
-    return rows / dt if dt > 0 else float("nan"), len(parts)
+    t0, t1 = (parts[workers - 1].stat().st_mtime_ns / 1e9, parts[-1].stat().st_mtime_ns / 1e9)
+    return {"steady_rate": rows / (t1 - t0) if t1 > t0 else float("nan"), "parts": len(parts),
+            "steady_window": [t0, t1], "steady_rows": rows}
 
 
 def child(args) -> None:
@@ -85,10 +87,10 @@ def child(args) -> None:
     # CPU of this process (all its threads) during the extraction: for local2 the driver
     # alone; for dask2 the driver plus the in-process scheduler; for serial all the work
     info["driver_cpu_s"] = time.process_time() - cpu0
-    steady, n_parts = _steady_rate(out, workers)
-    info.update(listed=res.listed, written=res.written, skipped=res.skipped, parts=n_parts,
-                extract_s=res.seconds, rate=res.rate, steady_rate=steady,
-                counts=res.counts, child_wall_s=time.perf_counter() - t0)
+    info.update(_steady(out, workers))
+    info.update(listed=res.listed, written=res.written, skipped=res.skipped,
+                extract_s=res.seconds, rate=res.rate, counts=res.counts,
+                child_wall_s=time.perf_counter() - t0)
     print("RESULT " + json.dumps(info), flush=True)
 
 
@@ -122,6 +124,8 @@ class Sampler(threading.Thread):
         self.peak = {"driver_rss": 0, "workers_rss": 0, "total_rss": 0, "total_pss": 0,
                      "max_worker_rss": 0, "n_procs": 0}
         self.samples = 0
+        self.cpu: dict[int, tuple[bool, float]] = {}  # pid -> (is driver, last CPU seconds)
+        self.series: list[tuple[float, float, float]] = []  # (epoch, driver CPU, workers CPU)
 
     def run(self) -> None:
         ps = self.psutil
@@ -139,6 +143,11 @@ class Sampler(threading.Thread):
                     continue
                 n += 1
                 pss += getattr(mi, "pss", mi.rss)
+                try:
+                    c = p.cpu_times()
+                    self.cpu[p.pid] = (i == 0, c.user + c.system)
+                except (ps.NoSuchProcess, ps.AccessDenied):
+                    pass
                 if i == 0:
                     drv = mi.rss
                 else:
@@ -149,6 +158,8 @@ class Sampler(threading.Thread):
             for k, v in cur.items():
                 self.peak[k] = max(self.peak[k], v)
             self.samples += 1
+            self.series.append((time.time(), sum(v for d, v in self.cpu.values() if d),
+                                sum(v for d, v in self.cpu.values() if not d)))
             self.stop.wait(self.interval)
 
 
@@ -175,6 +186,20 @@ def run_one(config: str, manifest: Path, out: Path, chunk: int, interval: float,
     mb = {k: (v / 2**20 if k != "n_procs" else v) for k, v in sampler.peak.items()}
     res.update(config=config, wall_s=wall, samples=sampler.samples, peak_mb=mb,
                driver_cpu_ms_per_image=1000 * res["driver_cpu_s"] / max(res["written"], 1))
+    if "steady_window" in res and len(sampler.series) > 2:
+        # CPU seconds spent in the steady window, per image: what the work costs in CPU,
+        # whatever share of the (shared) machine the run happened to get
+        import numpy as np
+
+        t, d, w = (np.array(x) for x in zip(*sampler.series, strict=True))
+        (a, b), rows = res["steady_window"], res["steady_rows"]
+        dd = float(np.interp(b, t, d) - np.interp(a, t, d))
+        dw = float(np.interp(b, t, w) - np.interp(a, t, w))
+        res["steady_cpu_ms_per_image"] = {"driver": 1000 * dd / rows, "workers": 1000 * dw / rows}
+        # images/s that k dedicated cores would give at this CPU cost per image (driver and
+        # workers share the k cores, as in the measured runs)
+        k = CONFIGS[config]
+        res["cpu_bound_rate"] = k * rows / (dd + dw) if dd + dw > 0 else float("nan")
     return res
 
 
@@ -200,18 +225,33 @@ def report(runs: list[dict], meta: dict) -> str:
                  f"{r['wall_s']:.0f} | {m['driver_rss']:.0f} | {m['workers_rss']:.0f} | "
                  f"{m['total_rss']:.0f} | {m['total_pss']:.0f} | "
                  f"{r['driver_cpu_ms_per_image']:.2f} |")
+    L += ["", "Steady-state CPU cost per image (CPU seconds in the steady window / images in it) "
+          "and the rate that 1 (serial) or 2 dedicated cores would give at that cost "
+          "(cores / (driver + worker CPU per image)):", "",
+          "| config | entries | worker CPU ms/image | driver CPU ms/image | "
+          "CPU-bound images/s |", "|---|---:|---:|---:|---:|"]
+    for r in runs:
+        c = r.get("steady_cpu_ms_per_image")
+        if c:
+            L.append(f"| {r['config']} | {r['listed']} | {c['workers']:.1f} | "
+                     f"{c['driver']:.1f} | {r['cpu_bound_rate']:.1f} |")
     L.append("")
     by = {(r["config"], r["listed"]): r for r in runs}
     sizes = sorted({r["listed"] for r in runs})
-    L += ["## Speed-up of two workers over one (steady-state images/s)", "",
-          "| entries | local2 / serial | dask2 / serial |", "|---:|---:|---:|"]
+    L += ["## Speed-up of two workers over one", "",
+          "Measured: ratio of steady-state images/s (wall clock, on the shared machine). "
+          "CPU-bound: ratio of the CPU-bound rates above (what two dedicated cores would give).",
+          "", "| entries | local2 / serial measured | dask2 / serial measured | "
+          "local2 / serial CPU-bound | dask2 / serial CPU-bound |", "|---:|---:|---:|---:|---:|"]
     for n in sizes:
         s = by.get(("serial", n))
         cells = []
-        for c in ("local2", "dask2"):
-            o = by.get((c, n))
-            cells.append(f"{o['steady_rate'] / s['steady_rate']:.2f}x" if s and o else "n/a")
-        L.append(f"| {n} | {cells[0]} | {cells[1]} |")
+        for key in ("steady_rate", "cpu_bound_rate"):
+            for c in ("local2", "dask2"):
+                o = by.get((c, n))
+                ok = s and o and s.get(key) and o.get(key)
+                cells.append(f"{o[key] / s[key]:.2f}x" if ok else "n/a")
+        L.append(f"| {n} | " + " | ".join(cells) + " |")
     L += ["", "## Peak memory against collection size (total PSS, MB)", "",
           "| config | " + " | ".join(str(n) for n in sizes) + " | largest / smallest |",
           "|---|" + "---:|" * (len(sizes) + 1)]

@@ -122,6 +122,11 @@ def _scan_images(folder: str) -> Iterator[str]:
         yield os.path.join(folder, n)
 
 
+def _has_subfolder(folder: Path) -> bool:
+    with os.scandir(folder) as it:
+        return any(e.is_dir() and not e.name.startswith(".") for e in it)
+
+
 def _iter_manifest(csv_path: Path) -> Iterator[tuple[str, str, str | None]]:
     base = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -178,8 +183,7 @@ def iter_entries(inputs: Sequence[str | os.PathLike] | str | os.PathLike
             for e in _iter_manifest(items[0]):
                 n += 1
                 yield e
-        elif len(items) == 1 and items[0].is_dir() and any(
-                e.is_dir() and not e.name.startswith(".") for e in os.scandir(items[0])):
+        elif len(items) == 1 and items[0].is_dir() and _has_subfolder(items[0]):
             root = items[0]
             with os.scandir(root) as it:
                 classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
@@ -528,8 +532,9 @@ class _Dask:
         try:
             client.wait_for_workers(1, timeout=wait_timeout)
         except Exception as exc:  # noqa: BLE001 - TimeoutError types vary across versions
-            raise DataError(f"the Dask cluster at {client.scheduler.address} has no worker "
-                            f"after {wait_timeout:.0f} s ({type(exc).__name__})") from None
+            addr = getattr(getattr(client, "scheduler", None), "address", "?")
+            raise DataError(f"the Dask cluster at {addr} has no worker after "
+                            f"{wait_timeout:.0f} s ({type(exc).__name__})") from None
         self.client = client
         self.slots = max(1, sum(client.nthreads().values()))
 
@@ -682,7 +687,14 @@ def extract_to_parquet(inputs: Sequence[str | os.PathLike] | str | os.PathLike |
             while pending:
                 for f in ex.wait_any(pending):
                     pending.discard(f)
-                    res = f.result()
+                    try:
+                        res = f.result()
+                    except Exception as exc:  # noqa: BLE001 - a dead worker, a missing module
+                        raise DataError(
+                            f"a chunk failed in a worker ({type(exc).__name__}: {exc}); the "
+                            f"{result.parts} part files written by this run are kept: rerun the "
+                            "same command to resume (on a cluster, check that morphocell is "
+                            "installed on every worker)", outp) from exc
                     del f
                     result.skipped += res["skipped"]
                     if res["id"]:
