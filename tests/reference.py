@@ -88,7 +88,8 @@ def shape_contour_curvature(points: np.ndarray, step: float, sigma: float):
 def shape_curvature_stats(mask: np.ndarray, step: float, sigma: float,
                           min_length: float) -> list[float]:
     """CurvatureMean, Std, Min, Max, ConcaveFraction, BendingEnergy over the outer contours
-    (cv2.findContours, RETR_EXTERNAL, CHAIN_APPROX_NONE) at least ``min_length`` long."""
+    (cv2.findContours, RETR_EXTERNAL, CHAIN_APPROX_NONE) at least ``min_length`` long, each
+    started at its point farthest from the mean of its points."""
     import cv2
 
     cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -97,7 +98,8 @@ def shape_curvature_stats(mask: np.ndarray, step: float, sigma: float,
         p = c[:, 0, :].astype(np.float64)
         if np.hypot(*np.diff(np.vstack([p, p[:1]]), axis=0).T).sum() < min_length:
             continue
-        k, ds, L = shape_contour_curvature(p, step, sigma)
+        start = np.argmax(((p - p.mean(axis=0)) ** 2).sum(axis=1))  # farthest from the mean
+        k, ds, L = shape_contour_curvature(np.roll(p, -start, axis=0), step, sigma)
         ks.append(k)
         dss.append(np.full(k.size, ds))
         be.append(L * np.sum(k ** 2 * ds) / (4 * np.pi ** 2))
@@ -111,6 +113,21 @@ def shape_curvature_stats(mask: np.ndarray, step: float, sigma: float,
             np.average(be, weights=lens)]
 
 
+def shape_lobe_count_dynamics(mask: np.ndarray, rel: float, min_persistence: float) -> int:
+    """LobeCount by mathematical morphology (independent of the union-find kernel): the
+    maxima of the EDT whose dynamic (= persistence) exceeds ``h`` are the regional maxima of
+    the h-maxima transform ``reconstruction(edt - h, edt)`` (8-connectivity). Equal to
+    :func:`shape_lobe_count` except for a maximum whose persistence equals ``h`` exactly."""
+    import scipy.ndimage as ndi
+    from skimage.morphology import local_maxima, reconstruction
+
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))
+    h = max(min_persistence, rel * dt.max())
+    rec = reconstruction(dt - h, dt, method="dilation", footprint=np.ones((3, 3)))
+    peaks = local_maxima(rec, connectivity=2) & (dt > 0)
+    return int(ndi.label(peaks, structure=np.ones((3, 3)))[1])
+
+
 def shape_lobe_count(mask: np.ndarray, rel: float, min_persistence: float) -> int:
     """LobeCount by brute force: label the superlevel sets ``{edt >= v}`` (8-connectivity)
     for every distance value ``v`` from the top down; each component is represented by its
@@ -121,19 +138,25 @@ def shape_lobe_count(mask: np.ndarray, rel: float, min_persistence: float) -> in
 
     dt = ndi.distance_transform_edt(np.pad(mask, 1))
     flat = dt.ravel()
+    rank = np.empty(flat.size, np.int64)  # age order: larger distance first, then raster
+    order = np.lexsort((np.arange(flat.size), -flat))
+    rank[order] = np.arange(flat.size)
     alive: dict[int, float] = {}  # representative raster index -> birth
     pers = []
     for v in np.unique(flat[flat > 0])[::-1]:
         lab, n = ndi.label(dt >= v, structure=np.ones((3, 3)))
         labf = lab.ravel()
+        by_comp: dict[int, list[int]] = {}
+        for i in alive:
+            by_comp.setdefault(int(labf[i]), []).append(i)
+        eldest = ndi.minimum(rank.reshape(lab.shape), lab, index=np.arange(1, n + 1))
         for comp in range(1, n + 1):
-            idx = np.flatnonzero(labf == comp)
-            reps = [i for i in idx if i in alive]
-            if not reps:
-                eldest = idx[np.lexsort((idx, -flat[idx]))[0]]
-                alive[int(eldest)] = flat[eldest]
+            reps = by_comp.get(comp)
+            if not reps:  # a new component: born at its eldest pixel
+                i = int(order[int(eldest[comp - 1])])
+                alive[i] = flat[i]
                 continue
-            reps.sort(key=lambda i: (-flat[i], i))
+            reps.sort(key=lambda i: rank[i])
             for young in reps[1:]:
                 pers.append(alive.pop(young) - v)
     pers += list(alive.values())

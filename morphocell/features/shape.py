@@ -32,9 +32,11 @@ when ``MajorAxisLength`` is 0 (a single pixel), and the six curvature features a
 no boundary contour is at least ``MIN_CONTOUR_LENGTH`` px long. ``NucleusToCellRatio``
 and ``CentroidOffset`` are NaN when the nucleus is empty.
 
-Invariance: exact under 90-degree rotations, flips and translations (pixel grid maps onto
-itself) for every feature; ``Extent`` (bounding-box based) is the only feature that is not
-also approximately invariant under arbitrary rotations. ``Hu7`` changes sign under a
+Invariance: every feature is unchanged (to rounding) under 90-degree rotations, flips and
+translations, since the pixel grid maps onto itself and each contour's curvature samples
+start at a canonical point (its point farthest from the mean of its points; a tie there
+could break this for perfectly symmetric shapes). ``Extent`` (bounding-box based) is the
+only feature that is not also approximately invariant under arbitrary rotations. ``Hu7`` changes sign under a
 reflection (it is a skew invariant), and cells on a smear come in both handednesses, so its
 absolute value is reported.
 """
@@ -238,7 +240,8 @@ def curvature_features(mask: np.ndarray) -> np.ndarray:
     Method (see :func:`morphocell.features._kernels.shape.contour_curvature`): the outer
     contour of every connected component (``cv2.findContours``, ``RETR_EXTERNAL``,
     ``CHAIN_APPROX_NONE``: 8-connected chain of boundary-pixel centres) at least
-    ``MIN_CONTOUR_LENGTH`` px long is resampled every ``CURVATURE_STEP`` px of arc length,
+    ``MIN_CONTOUR_LENGTH`` px long, started at its point farthest from the mean of its
+    points, is resampled every ``CURVATURE_STEP`` px of arc length,
     smoothed with a circular Gaussian (``CURVATURE_SIGMA`` px) and differentiated by central
     differences; ``kappa = (x'y'' - y'x'')/(x'^2 + y'^2)^(3/2)``, positive where the
     boundary is convex. Statistics weight every resampled point by its arc length ``ds``.
@@ -258,8 +261,9 @@ def curvature_features(mask: np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
     buf = np.empty((3, int(1.5 * max(lens) / CURVATURE_STEP) + 8))
+    cbuf = np.empty((max(lens), 2))
     K.curvature_contours(pts, offsets, CURVATURE_STEP, CURVATURE_SIGMA, MIN_CONTOUR_LENGTH,
-                         buf[0], buf[1], buf[2], out)
+                         cbuf, buf[0], buf[1], buf[2], out)
     return out
 
 

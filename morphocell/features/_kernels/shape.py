@@ -721,9 +721,15 @@ def curvature_accumulate(pts, n, step, sigma, xs, ys, kappa, acc):
 
 
 @njit(cache=True, nogil=True)
-def curvature_contours(pts, offsets, step, sigma, min_length, xs, ys, kappa, out):
+def curvature_contours(pts, offsets, step, sigma, min_length, cbuf, xs, ys, kappa, out):
     """Curvature statistics over the contours ``pts[offsets[i]:offsets[i+1]]`` whose closed
     arc length is at least ``min_length`` (:func:`curvature_accumulate` on each).
+
+    Each contour is first rotated (cyclically, into ``cbuf``, float64 ``(>= n, 2)``) to
+    start at its point farthest from the mean of its points, so that the arc-length samples
+    do not depend on where the tracer happened to start: the result is then the same under
+    90-degree rotations, flips and translations of the mask (equal arc-length samples from
+    a fixed start are the same point set in both directions of travel).
 
     ``out`` (6) receives ``(mean, std, min, max, concave fraction, bending energy)``:
     ``mean = sum kappa ds / sum ds``, ``std = sqrt(sum kappa^2 ds / sum ds - mean^2)``,
@@ -745,7 +751,27 @@ def curvature_contours(pts, offsets, step, sigma, min_length, xs, ys, kappa, out
             L += np.sqrt(float((pts[j, 0] - pts[k, 0]) ** 2 + (pts[j, 1] - pts[k, 1]) ** 2))
         if L < min_length:
             continue
-        curvature_accumulate(pts[a:b], n, step, sigma, xs, ys, kappa, acc)
+        mx = 0.0
+        my = 0.0
+        for k in range(a, b):
+            mx += pts[k, 0]
+            my += pts[k, 1]
+        mx /= n
+        my /= n
+        best = -1.0
+        k0 = a
+        for k in range(a, b):
+            d = (pts[k, 0] - mx) ** 2 + (pts[k, 1] - my) ** 2
+            if d > best:
+                best = d
+                k0 = k
+        for k in range(n):
+            src = k0 + k
+            if src >= b:
+                src -= n
+            cbuf[k, 0] = pts[src, 0]
+            cbuf[k, 1] = pts[src, 1]
+        curvature_accumulate(cbuf, n, step, sigma, xs, ys, kappa, acc)
         used += 1
     if used == 0:
         for i in range(6):
