@@ -43,7 +43,10 @@ Method
       is a round body of its own) or reach farther than ``far_factor`` nucleus radii;
    b. red cells lying free in the field (foreground not connected to the cell, at least
       ``free_rbc_min_area`` of the nucleus area) give this image's red-cell chromaticity
-      (median); when it exceeds the nucleus' by ``rbc_chroma_gap``, candidate pixels
+      and stain (medians); when they exist, no marker pixel may be denser than
+      ``1 + rbc_stain_tol`` times their stain (eosinophil granules have the red-cell
+      chromaticity but about twice the density). When their chromaticity exceeds the
+      nucleus' by ``rbc_chroma_gap``, candidate pixels
       within ``free_rbc_delta`` of it and more than ``free_rbc_ring`` px from the nucleus
       (this colour evidence is specific enough to come close to the nucleus, so red cells
       touching a thin cytoplasm rim are cut off) form markers (same erosion and area rule).
@@ -113,6 +116,8 @@ class OtsuParams:
     free_rbc_delta: float | None = 0.035
     #: markers from the free red cells' colour start this far (px) from the nucleus
     free_rbc_ring: float = 4.0
+    #: red-cell markers are at most (1 + this) x the free red cells' median stain
+    rbc_stain_tol: float = 0.5
     #: least area of the free red cells, as a share of the nucleus area
     free_rbc_min_area: float = 0.5
     #: least distance-transform value of a red-cell centre
@@ -525,6 +530,15 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         ring_c = chroma[ring]
         q = int(p.cyt_quantile * (ring_c.size - 1))
         cyt_ref = float(np.partition(ring_c, q)[q])
+        # red cells lying free in the field (foreground not connected to the cell) give
+        # this image's red-cell colour: chromaticity and stain amount
+        free = cv2.erode(((fg > 0) & (cand0 == 0) & (s8 > f1)).astype(np.uint8), _disc(1)) > 0
+        rbc_ref = rbc_stain = None
+        if int(free.sum()) >= p.free_rbc_min_area * n_area:
+            rbc_ref = float(np.median(chroma[free]))
+            rbc_stain = float(np.median(stain[free]))
+            # a red cell is not much denser than the free ones (eosinophil granules are)
+            rest &= stain <= rbc_stain * (1.0 + p.rbc_stain_tol)
         rbc_like = rest & (chroma > cyt_ref + p.rbc_chroma_gap) & (dnuc > ring_w)
         other = cv2.erode(rbc_like.astype(np.uint8), _disc(p.marker_erode))
         n_o, lab_o, area_o = _components(other)
@@ -538,21 +552,17 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         if ok.any():
             n_rbc = int(ok.sum())
             markers[ok[lab_o]] = 2
-        if p.free_rbc_delta is not None:
-            # red cells lying free in the field give the red-cell colour of this image
-            free = cv2.erode(((fg > 0) & (cand0 == 0) & (s8 > f1)).astype(np.uint8), _disc(1)) > 0
-            if int(free.sum()) >= p.free_rbc_min_area * n_area:
-                rbc_ref = float(np.median(chroma[free]))
-                nuc_ref = float(np.median(chroma[nucleus > 0]))
-                if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
-                    like2 = rest & (dnuc > p.free_rbc_ring) & (chroma > rbc_ref - p.free_rbc_delta)
-                    o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
-                    n2, lab2, area2 = _components(o2)
-                    ok2 = area2 >= p.rbc_min_area * n_area
-                    ok2[0] = False
-                    if ok2.any():
-                        n_rbc += int(ok2.sum())
-                        markers[ok2[lab2]] = 2
+        if p.free_rbc_delta is not None and rbc_ref is not None:
+            nuc_ref = float(np.median(chroma[nucleus > 0]))
+            if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
+                like2 = rest & (dnuc > p.free_rbc_ring) & (chroma > rbc_ref - p.free_rbc_delta)
+                o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
+                n2, lab2, area2 = _components(o2)
+                ok2 = area2 >= p.rbc_min_area * n_area
+                ok2[0] = False
+                if ok2.any():
+                    n_rbc += int(ok2.sum())
+                    markers[ok2[lab2]] = 2
 
     # 5. watershed of the inverted distance transform from nucleus + red-cell markers
     markers[nucleus > 0] = 1
