@@ -25,8 +25,9 @@ Method
    ``t2 - nuc_shift * (t2 - t1)``. Components smaller than ``min_nucleus_fraction`` of the
    image are dropped. The seed is the component nearest the image centre (distance from
    the centre to its nearest pixel, in 4-pixel steps; ties go to the larger). Every other
-   component within ``lobe_distance`` seed diameters of the seed *and* in the same stained
-   (foreground) region is a lobe of the same nucleus; holes are filled.
+   component of at least ``lobe_min_ratio`` of the seed's area, within ``lobe_distance``
+   seed diameters of the seed *and* in the same stained (foreground) region is a lobe of
+   the same nucleus (a platelet next to the cell is not); holes are filled.
 3. **Foreground.** ``stain`` normalised to 0..255; its lower 3-class multi-Otsu
    threshold ``f1`` (background vs. everything stained) times ``fg_level`` gives the
    foreground; the candidate cell is the foreground region connected to the nucleus.
@@ -54,7 +55,7 @@ Method
    inverted distance transform of the candidate, from the nucleus (white cell) and the
    red-cell markers: the cut between the white cell and a glued red cell falls on the
    neck between them. The white-cell basin is opened with a disc of ``open_radius``,
-   its component holding the nucleus kept, holes filled.
+   its components holding the nucleus kept, holes filled.
 6. **No cell.** ``found=False`` with empty masks when the stain range is below
    ``min_contrast`` (blank, black, uniform images), when Otsu's separability
    (between-class / total variance) of ``nscore`` is below ``min_separability``, when less
@@ -96,6 +97,8 @@ class OtsuParams:
     min_nucleus_fraction: float = 0.002
     #: lobes within this many seed diameters of the seed are kept
     lobe_distance: float = 1.0
+    #: a lobe has at least this share of the seed's area (smaller: platelet, debris)
+    lobe_min_ratio: float = 0.1
     #: foreground threshold as a share of the lower multi-Otsu threshold of the stain
     fg_level: float = 0.6
     #: width of the cytoplasm-reference ring outside the nucleus, in nucleus radii
@@ -511,7 +514,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         reach = p.lobe_distance * 2.0 * np.sqrt(area[best] / np.pi)
         same = _component_with(fg | seed, seed)
         in_same = np.bincount(nlab[same > 0], minlength=nlab_n) > 0
-        keep |= big & (dlobe <= reach) & in_same
+        keep |= big & (dlobe <= reach) & in_same & (area >= p.lobe_min_ratio * area[best])
     nucleus = _fill_holes(keep[nlab].astype(np.uint8))
 
     # 4. red-cell markers
