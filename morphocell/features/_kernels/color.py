@@ -22,8 +22,8 @@ Percentiles follow ``numpy.percentile(method="linear")`` bit for bit given the s
 statistics: with ``v = (n - 1) * q`` (``q = p / 100``), ``i = floor(v)``, ``g = v - i``,
 ``a = x[i]``, ``b = x[min(i + 1, n - 1)]``: ``a + (b - a) * g`` when ``g < 0.5`` else
 ``b - (b - a) * (1 - g)``.
-Moments are central moments ``m_k = mean((x - mean)^k)`` (from power sums around the
-cell's mean, exact up to rounding); ``Std = sqrt(m2)``
+Moments are central moments ``m_k = mean((x - mean)^k)`` (from power sums around a
+value close to the cell's mean, exact up to rounding); ``Std = sqrt(m2)``
 (population), ``Skewness = m3 / m2^1.5``, ``Kurtosis = m4 / m2^2 - 3`` (Fisher); when
 ``m2 <= (eps * mean)^2`` (a constant region, e.g. one pixel) skewness and kurtosis are NaN,
 as in ``scipy.stats.skew/kurtosis``, and so are they, with ``Std = 0``, whenever the sample's
@@ -86,7 +86,7 @@ def luts() -> dict[str, np.ndarray]:
 _CB = (0.00446267, 0.47037934, 1.56632178, 0.03281234, 1.01910867)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _lab_f(t):
     """CIE L*a*b* companding ``cbrt(t)`` if ``t > 0.008856`` else ``7.787 t + 16/116``.
 
@@ -94,16 +94,15 @@ def _lab_f(t):
     ``g <- g (g^3 + 2t) / (2 g^3 + t)`` (cubic convergence: 1e-2 -> 1e-6 -> 1 ulp), branch-free
     and several times faster than libm's ``cbrt``; agreement with ``numpy.cbrt`` is tested.
     """
-    if t <= 0.008856:
-        return 7.787 * t + 16.0 / 116.0
     g = (_CB[0] + t * (_CB[1] + t * _CB[2])) / (_CB[3] + t * (_CB[4] + t))
     g3 = g * g * g
     g = g * (g3 + 2.0 * t) / (2.0 * g3 + t)
     g3 = g * g * g
-    return g * (g3 + 2.0 * t) / (2.0 * g3 + t)
+    g = g * (g3 + 2.0 * t) / (2.0 * g3 + t)
+    return g if t > 0.008856 else 7.787 * t + 16.0 / 116.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sincos_turns(h):
     """``(sin 2 pi h, cos 2 pi h)`` for ``h`` in turns: exact quadrant reduction
     ``q = round(4h)``, ``f = 4h - q`` (both exact), then Taylor series of degree 17 / 18 on
@@ -119,13 +118,12 @@ def _sincos_turns(h):
         -1.0 / 3628800 + x2 * (1.0 / 479001600 + x2 * (-1.0 / 87178291200 + x2 * (
             1.0 / 20922789888000 + x2 * (-1.0 / 6402373705728000)))))))))
     qi = int(q) & 3
-    if qi == 0:
-        return s, c
-    if qi == 1:
-        return c, -s
-    if qi == 2:
-        return -s, -c
-    return -c, s
+    odd = (qi & 1) == 1
+    neg_s = qi >= 2
+    neg_c = qi == 1 or qi == 2
+    ss = c if odd else s
+    cc = s if odd else c
+    return (-ss if neg_s else ss), (-cc if neg_c else cc)
 
 
 @njit(cache=True, nogil=True)
@@ -221,9 +219,46 @@ def _shifted_to_central(n, s1, s2, s3, s4):
     return d, max(m2, 0.0), m3, m4
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _hsv_lab(fr, fg, fb, lr, lg, lb, n, a00, a01, a02, a10, a11, a12, a20, a21, a22, wx, wz,
+             hue, sat, el, ea, eb, sinh, cosh):
+    """HSV hue and saturation (skimage.color.rgb2hsv), CIE L*a*b* (rgb2lab) and the sine /
+    cosine of the hue, for ``n`` pixels given as float rows (``I/255`` and linearised)."""
+    for k in range(n):
+        r = fr[k]
+        g = fg[k]
+        b = fb[k]
+        v = max(r, max(g, b))
+        delta = v - min(r, min(g, b))
+        ok = delta > 0.0
+        dd = delta if ok else 1.0
+        # skimage's precedence when maxima tie: blue, then green, then red
+        bm = b == v
+        gm = g == v
+        num = (r - g) if bm else ((b - r) if gm else (g - b))
+        off = 4.0 if bm else (2.0 if gm else 0.0)
+        hh = (off + num / dd) / 6.0
+        hh = hh + 1.0 if hh < 0.0 else hh  # numpy's "% 1.0" on (-1/6, 5/6]
+        hh = hh if ok else 0.0
+        hue[k] = hh
+        sat[k] = delta / (v if ok else 1.0) if ok else 0.0
+        x = lr[k]
+        y = lg[k]
+        z = lb[k]
+        fx = _lab_f((x * a00 + y * a01 + z * a02) / wx)
+        fy = _lab_f(x * a10 + y * a11 + z * a12)  # white Y = 1
+        fz = _lab_f((x * a20 + y * a21 + z * a22) / wz)
+        el[k] = 116.0 * fy - 16.0
+        ea[k] = 500.0 * (fx - fy)
+        eb[k] = 200.0 * (fy - fz)
+        sn, cs = _sincos_turns(hh)
+        sinh[k] = sn
+        cosh[k] = cs
+
+
 @njit(cache=True, nogil=True)
 def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white, hed,
-                px, reg, cols, bins, hist8, histf, slot, stats, resultant):
+                px, reg, cols, bins, tmp, hist8, histf, slot, stats, resultant):
     """Fill ``stats`` (3, 15, 7) and ``resultant`` (3,) for one crop.
 
     Parameters
@@ -232,8 +267,9 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     levels, f, lin, od, logn : float64 (256,) lookup tables of :func:`luts`
     xyz, white, hed : float64 colour matrices (:data:`XYZ_FROM_RGB`, :data:`WHITE_D65`,
         :data:`HED_FROM_RGB`)
-    px : uint8 (3, h*w), reg : uint8 (h*w,), cols : float64 (9, h*w), bins : int16 (9, h*w)
-        work space (pixel list, region 0/1, channel values, bin indices);
+    px : uint8 (3, h*w), reg : uint8 (h*w,), cols : float64 (9, h*w), bins : int16 (9, h*w),
+    tmp : float64 (7, h*w)
+        work space (pixel list, region 0/1, channel values, bin indices, scratch rows);
     hist8 : int64 (2, 4, 256) zeros; histf : int64 (3, 8, NBINS) zeros;
     slot : int32 (3, 8, NBINS) filled with -1
     stats : float64 (3, 15, 7) NaN-filled (rows of empty regions stay NaN)
@@ -244,9 +280,10 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     ``d = wrap(H - mu)`` in ``[-1/2, 1/2)``. ``Mean = mu mod 1``; Median, P10, P90 are
     ``(mu + quantile(d)) mod 1``; Std, Skewness, Kurtosis are those of ``d``.
 
-    Moments come from power sums around the cell's mean ``v0`` (one pass; the nucleus part
-    is summed apart and the cytoplasm's is the total minus it), turned into central moments
-    of each region by the binomial shift formula (``_shifted_to_central``).
+    Moments come from power sums around ``v0`` ~ the cell's mean (the mean of <= 256 evenly
+    spaced pixels; the nucleus part is summed apart and the cytoplasm's is the total minus
+    it), turned into central moments of each region by the binomial shift formula
+    (``_shifted_to_central``).
     """
     h, w = nucleus.shape
     # ---- pass 0: the pixel list of the cell and the 8-bit histograms
@@ -293,49 +330,17 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             else:
                 _hist_stats(hist_c, f, stats[r, 3])
 
-    # ---- pass 1: real-valued channels (branch-free per pixel), hue sin/cos sums
-    wx = white[0]
-    wz = white[2]
-    sn_t = 0.0
-    cs_t = 0.0
-    sn_n = 0.0
-    cs_n = 0.0
-    sum1 = 0.0
-    sum2 = 0.0
-    sum3 = 0.0
-    sum4 = 0.0
-    sum5 = 0.0
-    sum6 = 0.0
-    sum7 = 0.0
+    # ---- pass 1a: table look-ups (gathers) and the stain densities
     for k in range(npx):
         r8 = px[0, k]
         g8 = px[1, k]
         b8 = px[2, k]
-        r = f[r8]
-        g = f[g8]
-        b = f[b8]
-        v = max(r, max(g, b))
-        delta = v - min(r, min(g, b))
-        dd = delta if delta > 0.0 else 1.0
-        if b == v:
-            hh = 4.0 + (r - g) / dd
-        elif g == v:
-            hh = 2.0 + (b - r) / dd
-        else:
-            hh = (g - b) / dd
-        hh = (hh / 6.0) % 1.0
-        hh = hh if delta > 0.0 else 0.0
-        cols[0, k] = hh
-        cols[1, k] = delta / v if delta > 0.0 else 0.0
-        lr = lin[r8]
-        lg = lin[g8]
-        lb = lin[b8]
-        fx = _lab_f((lr * xyz[0, 0] + lg * xyz[0, 1] + lb * xyz[0, 2]) / wx)
-        fy = _lab_f(lr * xyz[1, 0] + lg * xyz[1, 1] + lb * xyz[1, 2])  # white Y = 1
-        fz = _lab_f((lr * xyz[2, 0] + lg * xyz[2, 1] + lb * xyz[2, 2]) / wz)
-        cols[2, k] = 116.0 * fy - 16.0
-        cols[3, k] = 500.0 * (fx - fy)
-        cols[4, k] = 200.0 * (fy - fz)
+        tmp[0, k] = f[r8]
+        tmp[1, k] = f[g8]
+        tmp[2, k] = f[b8]
+        tmp[3, k] = lin[r8]
+        tmp[4, k] = lin[g8]
+        tmp[5, k] = lin[b8]
         lr = logn[r8]
         lg = logn[g8]
         lb = logn[b8]
@@ -345,21 +350,36 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         cols[5, k] = x0 if x0 > 0.0 else 0.0
         cols[6, k] = x1 if x1 > 0.0 else 0.0
         cols[7, k] = x2 if x2 > 0.0 else 0.0
-        sum1 += cols[1, k]
-        sum2 += cols[2, k]
-        sum3 += cols[3, k]
-        sum4 += cols[4, k]
-        sum5 += cols[5, k]
-        sum6 += cols[6, k]
-        sum7 += cols[7, k]
-        sn, cs = _sincos_turns(hh)
+    # ---- pass 1b: HSV, L*a*b*, sin / cos of the hue: arithmetic and selects only, on
+    # contiguous rows, so that the compiler vectorises it
+    _hsv_lab(tmp[0], tmp[1], tmp[2], tmp[3], tmp[4], tmp[5], npx,
+             xyz[0, 0], xyz[0, 1], xyz[0, 2], xyz[1, 0], xyz[1, 1], xyz[1, 2],
+             xyz[2, 0], xyz[2, 1], xyz[2, 2], white[0], white[2],
+             cols[0], cols[1], cols[2], cols[3], cols[4], cols[8], tmp[6])
+    # hue sin / cos sums: total and nucleus part
+    sn_t = 0.0
+    cs_t = 0.0
+    sn_n = 0.0
+    cs_n = 0.0
+    sinh = cols[8]
+    cosh = tmp[6]
+    for k in range(npx):
         wn = 1.0 - reg[k]
-        sn_t += sn
-        cs_t += cs
-        sn_n += wn * sn
-        cs_n += wn * cs
-    # shifts for the power sums: the cell's mean (hue deviations are centred already)
-    shift = np.array([0.0, sum1, sum2, sum3, sum4, sum5, sum6, sum7, 0.0]) / npx
+        sn_t += sinh[k]
+        cs_t += cosh[k]
+        sn_n += wn * sinh[k]
+        cs_n += wn * cosh[k]
+    # shifts for the power sums: the mean of an evenly spaced sample of <= 256 pixels (any
+    # shift is exact in exact arithmetic; one near the mean keeps the rounding small)
+    step = max(1, npx // 256)
+    shift = np.zeros(9)
+    for c in range(1, 8):
+        acc = 0.0
+        m = 0
+        for k in range(0, npx, step):
+            acc += cols[c, k]
+            m += 1
+        shift[c] = acc / m
     sin_s = np.array([sn_n, sn_t - sn_n, sn_t])
     cos_s = np.array([cs_n, cs_t - cs_n, cs_t])
     mu = np.zeros(3)
