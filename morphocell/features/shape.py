@@ -42,6 +42,8 @@ absolute value is reported.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .base import Crop
@@ -201,14 +203,45 @@ def specs() -> list[FeatureSpec]:
 
 # ---- computation -----------------------------------------------------------------------
 
+_MAX_CACHED_PIXELS = 1 << 20
+
+
 class _Workspace:
-    """Kernel buffers for one crop size (reused by the three regions)."""
+    """Kernel buffers for crops up to ``(h, w)``, reused by the three regions and, through
+    :meth:`get`, by every later crop of this thread (fresh large arrays would cost an mmap
+    and page faults per image)."""
+
+    _local = threading.local()
 
     def __init__(self, h: int, w: int):
         from ._kernels import shape as K
 
-        self.bufs = K.alloc_workspace(h, w)
+        self.h, self.w = h, w
+        self._bufs = K.alloc_workspace(h, w)
         self.lobe = K.alloc_lobe_workspace(h, w)
+        self.bufs = self._bufs
+
+    @classmethod
+    def get(cls, h: int, w: int) -> _Workspace:
+        """This thread's workspace, grown to at least ``(h, w)``, with ``bufs`` set for an
+        ``(h, w)`` mask."""
+        ws = getattr(cls._local, "ws", None)
+        if ws is None or ws.h < h or ws.w < w:
+            hh, ww = max(h, ws.h if ws else 0), max(w, ws.w if ws else 0)
+            if hh * ww > _MAX_CACHED_PIXELS:  # a huge crop: do not keep its buffers
+                ws = cls(h, w)
+                ws.fit(h, w)
+                return ws
+            ws = cls(hh, ww)
+            cls._local.ws = ws
+        ws.fit(h, w)
+        return ws
+
+    def fit(self, h: int, w: int) -> None:
+        """Point ``bufs`` at buffers for an ``(h, w)`` mask (the padded border image must
+        have exactly that shape)."""
+        b = self._bufs
+        self.bufs = b[:2] + (b[2][:h + 2, :w + 2],) + b[3:]
 
 
 def region_features(mask: np.ndarray, ws: _Workspace | None = None
@@ -226,7 +259,9 @@ def region_features(mask: np.ndarray, ws: _Workspace | None = None
 
         raise FeatureError(f"shape features need a 2-D mask, got shape {mask.shape}")
     if ws is None:
-        ws = _Workspace(*mask.shape)
+        ws = _Workspace.get(*mask.shape)
+    else:
+        ws.fit(*mask.shape)
     out = np.empty(K.N_CORE)
     aux = np.empty(8)
     K.region_shape(mask, *ws.bufs, K._ZW_RE, K._ZW_IM, K.ZERNIKE_ROWS, out, aux)
@@ -288,7 +323,7 @@ def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,
         cols = np.flatnonzero(mask.any(axis=0))
         bbox = (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1]))
     if ws is None:
-        ws = _Workspace(*mask.shape)
+        ws = _Workspace.get(*mask.shape)
     g, dt2, sbuf, tbuf, order, parent, pers = ws.lobe
     r0, r1, c0, c1 = bbox
     K.edt_sq(mask, r0, r1, c0, c1, g, dt2, sbuf, tbuf)
@@ -301,7 +336,7 @@ def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,
 def compute(crop: Crop) -> dict[str, float]:
     """Every shape feature of a crop (``{name: value}`` in :func:`specs` order)."""
     h, w = crop.nucleus.shape
-    ws = _Workspace(h, w)
+    ws = _Workspace.get(h, w)
     names = _names()
     values = np.empty(len(names))
     aux = {}

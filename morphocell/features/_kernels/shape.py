@@ -808,17 +808,16 @@ def edt_sq(mask, r0, r1, c0, c1, g, dt2, sbuf, tbuf):
         g[x] = 0
         g[(hh - 1) * ww + x] = 0
     for y in range(1, hh - 1):  # vertical distances, row-major sweeps down then up
-        mrow = mask[r0 + y - 1]
+        mrow = mask[r0 + y - 1, c0:c1 + 1]
         o = y * ww
         g[o] = 0
         g[o + ww - 1] = 0
-        for x in range(1, ww - 1):
-            g[o + x] = g[o - ww + x] + 1 if mrow[c0 + x - 1] else 0
+        for x in range(ww - 2):  # branch-free: (g_above + 1) * mask
+            g[o + 1 + x] = (g[o - ww + 1 + x] + 1) * np.int32(mrow[x])
     for y in range(hh - 2, 0, -1):
         o = y * ww
         for x in range(1, ww - 1):
-            if g[o + ww + x] + 1 < g[o + x]:
-                g[o + x] = g[o + ww + x] + 1
+            g[o + x] = min(g[o + x], g[o + ww + x] + 1)
     for x in range(ww):
         dt2[x] = 0
         dt2[(hh - 1) * ww + x] = 0
