@@ -131,6 +131,10 @@ def main(argv=None) -> int:
                              "loadavg_start": os.getloadavg()},
                  "models": {}, "timing_s": {}}
     T = res["timing_s"]
+    stem = "deep_compare_quick" if args.quick else "deep_compare"
+
+    def checkpoint():  # partial results survive an interrupted run
+        write(res, Path(args.out), stem + "_partial", quiet=True)
 
     # hand-crafted features (train + test)
     t = time.perf_counter()
@@ -164,6 +168,7 @@ def main(argv=None) -> int:
                                     "epochs_run": cnn.n_epochs_, "train_s": T["cnn_fit"],
                                     "n_params": int(cnn.model_.count_params())}
     print("cnn_softmax", res["models"]["cnn_softmax"], flush=True)
+    checkpoint()
 
     # 2. cross-fitted deep path
     t = time.perf_counter()
@@ -188,6 +193,7 @@ def main(argv=None) -> int:
     res["models"]["naive_final_net_svc"] = scores(te_y, naive.predict_proba(e_all),
                                                   naive.classes_)
     print("naive_final_net_svc", res["models"]["naive_final_net_svc"], flush=True)
+    checkpoint()
 
     # 3. hand-crafted stack
     t = time.perf_counter()
@@ -198,6 +204,7 @@ def main(argv=None) -> int:
         **scores(te_y, hc_stack.predict_proba(hc_te), hc_stack.classes_),
         "train_s": T["handcrafted_stack_fit"] + T["handcrafted_features_train"]}
     print("handcrafted_stack", res["models"]["handcrafted_stack"], flush=True)
+    checkpoint()
 
     # 4. fused stack (reuses the cross-fitted deep path)
     t = time.perf_counter()
@@ -217,11 +224,13 @@ def main(argv=None) -> int:
                                            and f["macro_f1"] > max(h["macro_f1"],
                                                                    d["macro_f1"])),
                       "fused_training<=90min": fused_total <= 90 * 60}
-    write(res, Path(args.out), "deep_compare_quick" if args.quick else "deep_compare")
+    write(res, Path(args.out), stem)
+    (Path(args.out) / f"{stem}_partial.json").unlink(missing_ok=True)
+    (Path(args.out) / f"{stem}_partial.md").unlink(missing_ok=True)
     return 0
 
 
-def write(res: dict, outd: Path, stem: str) -> None:
+def write(res: dict, outd: Path, stem: str, quiet: bool = False) -> None:
     from morphocell._utils import atomic_write
 
     outd.mkdir(parents=True, exist_ok=True)
@@ -245,13 +254,20 @@ def write(res: dict, outd: Path, stem: str) -> None:
         lines.append(f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
                      f"{fmt('train_images_per_s')} | {fmt('embed_images_per_s')} | "
                      f"{fmt('train_s')} |")
-    lines += ["", "Targets of the issue (full run: all 10,936 training images, >= 20 epochs): "
-              + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in res["targets"].items()),
+    if "targets" in res:
+        lines += ["", "Targets of the issue (full run: all 10,936 training images, >= 20 "
+                  "epochs): " + ", ".join(f"{k}: {'yes' if v else 'no'}"
+                                          for k, v in res["targets"].items())]
+    else:
+        lines += ["", "PARTIAL: the run was interrupted before every model was measured."]
+    lines += ["", "cnn_svc embed images/s counts every image embedded by all K networks "
+              "(plus the SVCs), i.e. the deep path's prediction throughput.",
               "", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in
                                                res["timing_s"].items())]
     with atomic_write(outd / f"{stem}.md", "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":
