@@ -3,42 +3,59 @@ r"""Shape features of nucleus, cytoplasm and cell (rotation-invariant measures o
 Every region ``R`` in (Nucleus, Cytoplasm, Cell) gets ``R_Shape_<Feature>`` for the
 features below; the nucleus also gets ``LobeCount``, ``NucleusToCellRatio`` and
 ``CentroidOffset``. Units: ``px`` (pixel lengths), ``px2`` (pixel areas), ``px-1``
-(curvature), ``1`` (dimensionless). Conventions shared by all features:
+(curvature), ``1`` (dimensionless). Each name's unit, meaning and formula are in the
+registry (:func:`specs`). Conventions shared by all features:
 
 * A region is the set of ``True`` pixels of its mask; it may have several connected
   components (e.g. separated nuclear lobes) and holes (the cytoplasm is a ring); all
   pixels count. Pixel ``(r, c)`` has its centre at ``(r, c)``.
-* Every feature with a scikit-image / mahotas counterpart uses that counterpart's exact
-  definition, so it can be checked to floating-point precision (``tests/test_features_shape.py``):
+* Features with a scikit-image / mahotas counterpart use that counterpart's exact
+  definition, so they are checked to floating-point precision
+  (``tests/test_features_shape.py``):
 
   - Area, Perimeter (``skimage.measure.perimeter(mask, 4)``: 4-connectivity border
-    pixels weighted by the local border configuration), ConvexArea (pixel centres inside the
-    hull of the pixels' edge midpoints, ``convex_hull_image``), Solidity, Extent,
+    pixels weighted by the local border configuration), ConvexArea (pixel centres inside
+    the hull of the pixels' edge midpoints, ``convex_hull_image``), Solidity, Extent,
     Eccentricity, Major/MinorAxisLength (``4 sqrt(lambda_i)`` of the inertia tensor),
-    EquivalentDiameter, FeretMax (``regionprops.feret_diameter_max``), Hu1..Hu7
-    (``regionprops.moments_hu``; ``Hu7`` reported as its absolute value, see below);
+    EquivalentDiameter, FeretMax (``regionprops.feret_diameter_max``: largest distance
+    between the crack points of the convex image), Hu1..Hu7 (``regionprops.moments_hu``;
+    ``Hu7`` as its absolute value, see below);
   - ``Zernike_n_m``: ``|Z_nm|`` of ``mahotas.features.zernike_moments(mask, radius, 8,
-    cm=centroid)`` with ``radius = RadiusMax + 0.5`` (so the disc covers every pixel centre)
-    and the centroid as centre; degree <= 8; ``Z_0_0`` (always 1/pi) and ``Z_1_1`` (0 at the
-    centroid) are left out.
+    cm=centroid)`` with ``radius = RadiusMax + 0.5`` (so the disc covers every pixel
+    centre) and the centroid as centre; degree <= 8; ``Z_0_0`` (always 1/pi) and ``Z_1_1``
+    (0 at the centroid) are left out.
 
-* The other features are checked against slow plain-numpy versions in
-  ``tests/reference.py``.
+* Features checked against slow versions in ``tests/reference.py``: FeretMin (smallest
+  caliper width of the same crack points as FeretMax, rotating calipers); RadiusMin/Max/
+  Mean/Std (distances from the centroid to the centres of the 4-connectivity border
+  pixels, the pixels Perimeter weighs); the curvature statistics (:func:`curvature_features`:
+  outer contours resampled every ``CURVATURE_STEP`` px of arc length, Gaussian-smoothed with
+  ``CURVATURE_SIGMA`` px, central differences) and BendingEnergy (``L sum kappa^2 ds /
+  (4 pi^2)``: 1 for a circle, > 1 otherwise); LobeCount (:func:`lobe_count`: maxima of the
+  exact Euclidean distance map with persistence >= max(1 px, 0.1 max distance)).
+* Derived: Circularity ``4 pi A / P^2``, Roundness ``4 A / (pi Major^2)``,
+  NucleusToCellRatio ``A_n / A_cell``, CentroidOffset ``|c_n - c_cell| / sqrt(A_cell/pi)``.
 
 NaN policy: every feature of an empty region is NaN (e.g. no cytoplasm found). For a
 non-empty region every value is finite except: ``Circularity`` is NaN when the perimeter
 estimator gives 0 (regions of 1-2 pixels, as scikit-image's perimeter), ``Roundness`` is NaN
 when ``MajorAxisLength`` is 0 (a single pixel), and the six curvature features are NaN when
-no boundary contour is at least ``MIN_CONTOUR_LENGTH`` px long. ``NucleusToCellRatio``
-and ``CentroidOffset`` are NaN when the nucleus is empty.
+no boundary contour is at least ``MIN_CONTOUR_LENGTH`` px long. ``LobeCount``,
+``NucleusToCellRatio`` and ``CentroidOffset`` are NaN when the nucleus is empty.
 
 Invariance: every feature is unchanged (to rounding) under 90-degree rotations, flips and
 translations, since the pixel grid maps onto itself and each contour's curvature samples
 start at a canonical point (its point farthest from the mean of its points; a tie there
 could break this for perfectly symmetric shapes). ``Extent`` (bounding-box based) is the
-only feature that is not also approximately invariant under arbitrary rotations. ``Hu7`` changes sign under a
-reflection (it is a skew invariant), and cells on a smear come in both handednesses, so its
-absolute value is reported.
+only feature that is not also approximately invariant under arbitrary rotations. ``Hu7``
+changes sign under a reflection (a skew invariant), and cells on a smear come in both
+handednesses, so its absolute value is reported.
+
+Speed: one numba call per region (:func:`~morphocell.features._kernels.shape.region_shape`:
+one raster pass for runs/border/perimeter, moments up to order 8 from per-run prefix sums,
+Hu and Zernike from those moments, exact integer hull/chords for ConvexArea and Feret), one
+``cv2.findContours`` + numba call per region for curvature, and an exact EDT + union-find
+persistence on the nucleus bounding box for LobeCount. Buffers are reused per thread.
 """
 from __future__ import annotations
 
@@ -240,6 +257,8 @@ class _Workspace:
     def fit(self, h: int, w: int) -> None:
         """Point ``bufs`` at buffers for an ``(h, w)`` mask (the padded border image must
         have exactly that shape)."""
+        if h > self.h or w > self.w:  # the kernels do not bounds-check
+            raise ValueError(f"workspace for {self.h}x{self.w} masks used on {h}x{w}")
         b = self._bufs
         self.bufs = b[:2] + (b[2][:h + 2, :w + 2],) + b[3:]
 
@@ -324,6 +343,8 @@ def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,
         bbox = (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1]))
     if ws is None:
         ws = _Workspace.get(*mask.shape)
+    else:
+        ws.fit(*mask.shape)
     g, dt2, sbuf, tbuf, order, parent, pers = ws.lobe
     r0, r1, c0, c1 = bbox
     K.edt_sq(mask, r0, r1, c0, c1, g, dt2, sbuf, tbuf)

@@ -4,8 +4,18 @@ Coordinates: ``r`` is the row (axis 0), ``c`` the column (axis 1). Hull and Fere
 work in *doubled* integer coordinates (``2 r``, ``2 c``), so pixel-edge midpoints
 (``r +- 1/2``, ``c +- 1/2``) are integers and every hull/chord computation is exact.
 
-Kernels only fill arrays that the wrapper allocated (``runs``, ``border``, level and point
-buffers, output vectors); see :func:`alloc_workspace` for the sizes.
+Kernels fill arrays that the wrapper allocated (``runs``, ``border``, the border image,
+level/point/hull buffers, EDT and union-find buffers, output vectors; see
+:func:`alloc_workspace` and :func:`alloc_lobe_workspace` for the sizes); only small scratch
+arrays of fixed or O(width) size are made inside. No kernel bounds-checks: the wrapper
+guarantees the buffer sizes.
+
+Per region :func:`region_shape` runs: :func:`scan_region` (one raster pass: runs, border
+pixels, perimeter codes), :func:`boundary_radii`, :func:`central_moments` (orders <= 8 from
+per-run prefix sums of column powers), :func:`hu_from_central`, the Zernike combination
+(:func:`zernike_table`) and :func:`convex_and_feret` (exact integer hull, chords and
+rotating calipers). :func:`curvature_contours` and :func:`edt_sq` + :func:`lobe_persistence`
+serve the curvature features and the nuclear lobe count.
 
 Output layout of :func:`region_shape` (``CORE_NAMES`` order)::
 
@@ -23,10 +33,11 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "CORE_NAMES", "ZERNIKE_NM", "ZERNIKE_DEGREE", "N_CORE", "alloc_workspace", "zernike_table",
-    "alloc_lobe_workspace", "edt_sq",
-    "lobe_persistence", "curvature_contours", "curvature_accumulate", "scan_region", "central_moments", "hu_from_central", "convex_hull_levels", "chords",
-    "convex_and_feret", "caliper_diameters", "boundary_radii", "region_shape", "contour_curvature",
+    "CORE_NAMES", "ZERNIKE_NM", "ZERNIKE_DEGREE", "ZERNIKE_ROWS", "N_CORE", "zernike_table",
+    "alloc_workspace", "alloc_lobe_workspace", "scan_region", "central_moments",
+    "hu_from_central", "convex_hull_levels", "chords", "convex_and_feret", "caliper_diameters",
+    "boundary_radii", "region_shape", "contour_curvature", "curvature_accumulate",
+    "curvature_contours", "edt_sq", "lobe_persistence",
 ]
 
 #: maximum Zernike degree (as mahotas' default ``degree=8``)
@@ -44,7 +55,6 @@ CORE_NAMES = (
 N_CORE = len(CORE_NAMES)
 _I_HU = 17
 _I_ZER = 24
-_NMOM = ZERNIKE_DEGREE + 1
 
 # skimage.measure.perimeter (neighborhood=4): weight of each code
 # 1 + 2 * (#4-neighbours on the border) + 10 * (#diagonal neighbours on the border)
