@@ -128,17 +128,19 @@ _BASE: dict[str, tuple[str, str, str, str]] = {
                  "and their 4-neighbours outside it)", f"{_REF_RP} feret_diameter_max"),
     "FeretMin": ("px", "smallest caliper width (same crack points as FeretMax)",
                  "min over hull edges of the farthest hull vertex from the edge line "
-                 "(rotating calipers)", "tests/reference.py feret_min"),
+                 "(rotating calipers)", "tests/reference.py shape_feret (brute force)"),
     "RadiusMin": ("px", "smallest centroid-to-boundary distance",
                   "min |p - centroid| over border-pixel centres p (border as Perimeter)",
-                  "tests/reference.py radii"),
+                  "tests/reference.py shape_radii"),
     "RadiusMax": ("px", "largest centroid-to-boundary distance",
-                  "max |p - centroid| over border-pixel centres", "tests/reference.py radii"),
+                  "max |p - centroid| over border-pixel centres",
+                  "tests/reference.py shape_radii"),
     "RadiusMean": ("px", "mean centroid-to-boundary distance",
-                   "mean |p - centroid| over border-pixel centres", "tests/reference.py radii"),
+                   "mean |p - centroid| over border-pixel centres",
+                   "tests/reference.py shape_radii"),
     "RadiusStd": ("px", "spread of the centroid-to-boundary distance",
                   "std (ddof=0) of |p - centroid| over border-pixel centres",
-                  "tests/reference.py radii"),
+                  "tests/reference.py shape_radii"),
 }
 for _i in range(1, 8):
     _BASE[f"Hu{_i}"] = ("1", f"Hu's moment invariant {_i} of the {{r}} mask"
@@ -146,26 +148,27 @@ for _i in range(1, 8):
                            if _i == 7 else ""),
                         _HU_FORM[_i] + "; eta_pq = mu_pq / mu00^((p+q)/2+1)",
                         f"{_REF_RP} moments_hu" + (" (abs)" if _i == 7 else ""))
+_RC = "tests/reference.py shape_curvature_stats"
 _CURV: dict[str, tuple[str, str, str, str]] = {
     "CurvatureMean": ("px-1", "mean signed boundary curvature (convex > 0)",
-                      "sum kappa ds / sum ds over outer contours", "tests/reference.py curvature"),
+                      "sum kappa ds / sum ds over outer contours", _RC),
     "CurvatureStd": ("px-1", "spread of the boundary curvature",
-                     "sqrt(sum kappa^2 ds / sum ds - mean^2)", "tests/reference.py curvature"),
+                     "sqrt(sum kappa^2 ds / sum ds - mean^2)", _RC),
     "CurvatureMin": ("px-1", "most concave boundary curvature (negative at indentations)",
-                     "min kappa", "tests/reference.py curvature"),
+                     "min kappa", _RC),
     "CurvatureMax": ("px-1", "most convex boundary curvature", "max kappa",
-                     "tests/reference.py curvature"),
+                     _RC),
     "ConcaveFraction": ("1", "fraction of the boundary length with negative curvature",
-                        "sum_{kappa<0} ds / sum ds", "tests/reference.py curvature"),
+                        "sum_{kappa<0} ds / sum ds", _RC),
     "BendingEnergy": ("1", "normalised bending energy (1 for a circle, > 1 otherwise)",
                       "length-weighted mean over contours of L * sum kappa^2 ds / (4 pi^2)",
-                      "Young et al. 1974 bending energy, normalised; tests/reference.py"),
+                      "Young et al. 1974 bending energy, normalised; " + _RC),
 }
 _NUC: dict[str, tuple[str, str, str, str]] = {
     "LobeCount": ("1", "number of nuclear lobes: persistent maxima of the distance map",
                   "#maxima of the exact EDT with persistence >= max(1 px, 0.1 max EDT) "
                   "(0-dim persistent homology of superlevel sets, 8-connectivity)",
-                  "tests/reference.py lobe_count"),
+                  "tests/reference.py shape_lobe_count(_dynamics)"),
     "NucleusToCellRatio": ("1", "nucleus area / cell area", "A_nucleus / A_cell",
                            "N:C ratio"),
     "CentroidOffset": ("1", "distance between nucleus and cell centroids over the cell's "
@@ -174,7 +177,8 @@ _NUC: dict[str, tuple[str, str, str, str]] = {
 }
 
 _CURV_CONTEXT = (f" Contours: cv2.findContours(RETR_EXTERNAL, CHAIN_APPROX_NONE) of each "
-                 f"component, >= {MIN_CONTOUR_LENGTH:g} px long, resampled every "
+                 f"component, >= {MIN_CONTOUR_LENGTH:g} px long, started at the point farthest "
+                 f"from their mean, resampled every "
                  f"{CURVATURE_STEP:g} px of arc length, smoothed with a circular Gaussian "
                  f"(sigma {CURVATURE_SIGMA:g} px); kappa = (x'y'' - y'x'')/(x'^2+y'^2)^1.5 by "
                  "central differences.")
