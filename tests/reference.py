@@ -33,6 +33,7 @@ def shape_feret(mask: np.ndarray) -> tuple[float, float]:
     midpoints between each convex-image pixel and its 4-neighbours outside it; min width
     by brute force over every edge of their convex hull and every point."""
     from scipy.spatial import ConvexHull
+    from scipy.spatial.distance import pdist
     from skimage.morphology import convex_hull_image
 
     conv = np.pad(convex_hull_image(mask), 1)
@@ -42,8 +43,7 @@ def shape_feret(mask: np.ndarray) -> tuple[float, float]:
             if not conv[r + dr, c + dc]:
                 pts.append((r + dr / 2.0, c + dc / 2.0))
     pts = np.array(pts)
-    d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
-    fmax = float(np.sqrt(d2.max()))
+    fmax = float(pdist(pts).max()) if len(pts) > 1 else 0.0
     hull = pts[ConvexHull(pts).vertices]
     widths = []
     for i in range(len(hull)):
