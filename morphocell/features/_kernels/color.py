@@ -23,7 +23,7 @@ statistics: with ``v = (n - 1) * q`` (``q = p / 100``), ``i = floor(v)``, ``g = 
 ``a = x[i]``, ``b = x[min(i + 1, n - 1)]``: ``a + (b - a) * g`` when ``g < 0.5`` else
 ``b - (b - a) * (1 - g)``.
 Moments are central moments ``m_k = mean((x - mean)^k)`` (from power sums around a
-value close to the cell's mean, exact up to rounding); ``Std = sqrt(m2)``
+value close to each region's mean, the cell's by an exact pairwise combination); ``Std = sqrt(m2)``
 (population), ``Skewness = m3 / m2^1.5``, ``Kurtosis = m4 / m2^2 - 3`` (Fisher); when
 ``m2 <= (eps * mean)^2`` (a constant region, e.g. one pixel) skewness and kurtosis are NaN,
 as in ``scipy.stats.skew/kurtosis``, and so are they, with ``Std = 0``, whenever the sample's
@@ -257,6 +257,43 @@ def _hsv_lab(fr, fg, fb, lr, lg, lb, n, a00, a01, a02, a10, a11, a12, a20, a21, 
 
 
 @njit(cache=True, nogil=True)
+def _combine(na, a, nb, b, out):
+    """Moments of the union of two disjoint samples: ``a``, ``b``, ``out`` hold
+    (mean, m2, m3, m4, min, max) with ``m_k`` the central moments (means of powers).
+    Pebay (2008) pairwise update with ``M_k = n m_k`` and ``delta = mean_b - mean_a``:
+    ``M2 = M2a + M2b + delta^2 na nb / n``, ``M3 = M3a + M3b + delta^3 na nb (na - nb) / n^2
+    + 3 delta (na M2b - nb M2a) / n``, ``M4 = M4a + M4b + delta^4 na nb (na^2 - na nb + nb^2)
+    / n^3 + 6 delta^2 (na^2 M2b + nb^2 M2a) / n^2 + 4 delta (na M3b - nb M3a) / n``."""
+    if nb == 0:
+        out[:] = a
+        return
+    if na == 0:
+        out[:] = b
+        return
+    fa = float(na)
+    fb = float(nb)
+    n = fa + fb
+    d = b[0] - a[0]
+    A2 = fa * a[1]
+    A3 = fa * a[2]
+    A4 = fa * a[3]
+    B2 = fb * b[1]
+    B3 = fb * b[2]
+    B4 = fb * b[3]
+    M2 = A2 + B2 + d * d * fa * fb / n
+    M3 = A3 + B3 + d ** 3 * fa * fb * (fa - fb) / (n * n) + 3.0 * d * (fa * B2 - fb * A2) / n
+    M4 = (A4 + B4 + d ** 4 * fa * fb * (fa * fa - fa * fb + fb * fb) / (n ** 3)
+          + 6.0 * d * d * (fa * fa * B2 + fb * fb * A2) / (n * n)
+          + 4.0 * d * (fa * B3 - fb * A3) / n)
+    out[0] = a[0] + d * fb / n
+    out[1] = M2 / n
+    out[2] = M3 / n
+    out[3] = M4 / n
+    out[4] = min(a[4], b[4])
+    out[5] = max(a[5], b[5])
+
+
+@njit(cache=True, nogil=True)
 def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white, hed,
                 px, reg, cols, bins, tmp, hist8, histf, slot, stats, resultant):
     """Fill ``stats`` (3, 15, 7) and ``resultant`` (3,) for one crop.
@@ -280,10 +317,10 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     ``d = wrap(H - mu)`` in ``[-1/2, 1/2)``. ``Mean = mu mod 1``; Median, P10, P90 are
     ``(mu + quantile(d)) mod 1``; Std, Skewness, Kurtosis are those of ``d``.
 
-    Moments come from power sums around ``v0`` ~ the cell's mean (the mean of <= 256 evenly
-    spaced pixels; the nucleus part is summed apart and the cytoplasm's is the total minus
-    it), turned into central moments of each region by the binomial shift formula
-    (``_shifted_to_central``).
+    Moments: power sums of the nucleus and of the cytoplasm around a shift near each one's
+    mean (the mean of an evenly spaced sample), turned into central moments by the binomial
+    shift formula (``_shifted_to_central``); the cell's by Pebay's pairwise combination
+    (``_combine``).
     """
     h, w = nucleus.shape
     # ---- pass 0: the pixel list of the cell and the 8-bit histograms
@@ -369,17 +406,22 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         cs_t += cosh[k]
         sn_n += wn * sinh[k]
         cs_n += wn * cosh[k]
-    # shifts for the power sums: the mean of an evenly spaced sample of <= 256 pixels (any
-    # shift is exact in exact arithmetic; one near the mean keeps the rounding small)
-    step = max(1, npx // 256)
-    shift = np.zeros(9)
-    for c in range(1, 8):
-        acc = 0.0
-        m = 0
-        for k in range(0, npx, step):
-            acc += cols[c, k]
-            m += 1
-        shift[c] = acc / m
+    # shifts for the power sums, per region: the mean of an evenly spaced sample of the
+    # region's pixels (any shift is exact in exact arithmetic; one near the region's mean
+    # keeps the rounding small). Hue deviations (columns 0, 8) are centred already.
+    nmin = min(cnt[0], cnt[1]) if cnt[0] > 0 and cnt[1] > 0 else npx
+    step = max(1, nmin // 128)
+    shift = np.zeros((2, 9))
+    msum = np.zeros(2)
+    for k in range(0, npx, step):
+        r = reg[k]
+        msum[r] += 1.0
+        for c in range(1, 8):
+            shift[r, c] += cols[c, k]
+    for r in range(2):
+        if msum[r] > 0:
+            for c in range(1, 8):
+                shift[r, c] /= msum[r]
     sin_s = np.array([sn_n, sn_t - sn_n, sn_t])
     cos_s = np.array([cs_n, cs_t - cs_n, cs_t])
     mu = np.zeros(3)
@@ -398,65 +440,65 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         d = hraw - mu2
         cols[8, k] = d - np.floor(d + 0.5)
 
-    # ---- pass 2: per column, power sums around v0 = the cell's mean (nucleus part and
-    # total; the cytoplasm's is their difference), min / max
+    # ---- pass 2: per column, power sums of the nucleus and of the cytoplasm around their
+    # own shifts, min / max; central moments per region, then the cell's by the exact
+    # pairwise combination of Pebay (2008) (no cancellation between the two parts)
     # mom[r, c] = (mean, m2, m3, m4, min, max) for r in N, C, Cell; column 8 -> cell hue
     mom = np.zeros((3, 9, 6))
     lo = np.empty(9)
     scale = np.empty(9)
     for c in range(9):
-        v0 = shift[c]
-        t1 = 0.0
-        t2 = 0.0
-        t3 = 0.0
-        t4 = 0.0
-        n1 = 0.0
-        n2 = 0.0
-        n3 = 0.0
-        n4 = 0.0
+        v0n = shift[0, c]
+        v0c = shift[1, c]
+        n1 = n2 = n3 = n4 = 0.0
+        q1 = q2 = q3 = q4 = 0.0
         mn_n = np.inf
         mx_n = -np.inf
         mn_c = np.inf
         mx_c = -np.inf
         for k in range(npx):
             x = cols[c, k]
-            d = x - v0
-            d2 = d * d
-            d3 = d2 * d
-            d4 = d2 * d2
-            t1 += d
-            t2 += d2
-            t3 += d3
-            t4 += d4
             if reg[k] == 0:
+                d = x - v0n
+                d2 = d * d
                 n1 += d
                 n2 += d2
-                n3 += d3
-                n4 += d4
+                n3 += d2 * d
+                n4 += d2 * d2
                 mn_n = min(mn_n, x)
                 mx_n = max(mx_n, x)
             else:
+                d = x - v0c
+                d2 = d * d
+                q1 += d
+                q2 += d2
+                q3 += d2 * d
+                q4 += d2 * d2
                 mn_c = min(mn_c, x)
                 mx_c = max(mx_c, x)
-        part = ((n1, n2, n3, n4), (t1 - n1, t2 - n2, t3 - n3, t4 - n4), (t1, t2, t3, t4))
-        ext = ((mn_n, mx_n), (mn_c, mx_c), (min(mn_n, mn_c), max(mx_n, mx_c)))
-        for r in range(3):
-            if cnt[r] == 0:
-                continue
-            dl, m2, m3, m4 = _shifted_to_central(cnt[r], part[r][0], part[r][1], part[r][2],
-                                                 part[r][3])
-            mom[r, c, 0] = v0 + dl
-            mom[r, c, 1] = m2
-            mom[r, c, 2] = m3
-            mom[r, c, 3] = m4
-            mom[r, c, 4] = ext[r][0]
-            mom[r, c, 5] = ext[r][1]
+        if cnt[0] > 0:
+            dl, m2, m3, m4 = _shifted_to_central(cnt[0], n1, n2, n3, n4)
+            mom[0, c, 0] = v0n + dl
+            mom[0, c, 1] = m2
+            mom[0, c, 2] = m3
+            mom[0, c, 3] = m4
+            mom[0, c, 4] = mn_n
+            mom[0, c, 5] = mx_n
+        if cnt[1] > 0:
+            dl, m2, m3, m4 = _shifted_to_central(cnt[1], q1, q2, q3, q4)
+            mom[1, c, 0] = v0c + dl
+            mom[1, c, 1] = m2
+            mom[1, c, 2] = m3
+            mom[1, c, 3] = m4
+            mom[1, c, 4] = mn_c
+            mom[1, c, 5] = mx_c
+        _combine(cnt[0], mom[0, c], cnt[1], mom[1, c], mom[2, c])
         if c == 0 or c == 8:  # hue deviations: fixed range [-1/2, 1/2)
             lo[c] = -0.5
             scale[c] = float(NBINS)
         else:
-            mn = min(mn_n, mn_c)
-            mx = max(mx_n, mx_c)
+            mn = mom[2, c, 4]
+            mx = mom[2, c, 5]
             lo[c] = mn
             scale[c] = (NBINS - 1) / (mx - mn) if mx > mn else 0.0
     # ---- bin indices and histograms (the cell's hue has its own column 8)
