@@ -471,7 +471,12 @@ def _write_part(out: Path, idx: int, res: dict, names: list[str], schema) -> Pat
 # --------------------------------------------------------------------------------------------
 
 def _watch_parent(parent_pid: int) -> None:
-    """Worker initializer: exit when the driver is gone (kill -9 leaves no orphan workers)."""
+    """Worker initializer: exit when the driver is gone (kill -9 leaves no orphan workers);
+    ignore Ctrl-C, which the driver handles (it stops the workers itself)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def loop() -> None:
         while True:
             time.sleep(0.5)
@@ -522,7 +527,17 @@ class _Local:
         return wait(pending, return_when=FIRST_COMPLETED).done
 
     def close(self, cancel: bool) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        if cancel:  # interrupted or failed: do not wait for the running chunks
+            procs = list(getattr(self.pool, "_processes", {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                with contextlib.suppress(Exception):
+                    p.terminate()
+            for p in procs:
+                with contextlib.suppress(Exception):
+                    p.join(5)
+        else:
+            self.pool.shutdown(wait=True)
 
 
 class _Dask:
