@@ -192,7 +192,7 @@ def color_stats(image: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray
                    L["logn"], _k.XYZ_FROM_RGB, _k.WHITE_D65, _k.HED_FROM_RGB,
                    np.empty((3, npx), np.uint8), np.empty(npx, np.uint8),
                    np.empty((9, npx)), np.empty((9, npx), np.int16), np.empty((7, npx)),
-                   np.zeros((2, 4, 256), np.int64), np.zeros((3, 8, nb), np.int64),
+                   np.zeros((2, 4, 256), np.int32), np.zeros((3, 8, nb), np.int32),
                    np.full((3, 8, nb), -1, np.int32), stats, resultant)
     return stats, resultant
 
@@ -203,8 +203,12 @@ _IL = CHANNELS.index("LabL")
 def compute(crop: Crop) -> dict[str, float]:
     """Every colour feature of one crop, ``{name: value}`` in :func:`specs` order."""
     stats, res = color_stats(crop.image, crop.nucleus, crop.cytoplasm)
-    vals = np.concatenate([np.concatenate([stats[r].ravel(), res[r:r + 1]]) for r in range(3)])
+    vals = np.empty(len(_NAMES))
+    per = stats.shape[1] * stats.shape[2] + 1
+    body = vals[:3 * per].reshape(3, per)
+    body[:, :-1] = stats.reshape(3, -1)
+    body[:, -1] = res
     d = stats[0, _IL:_IL + 3, 0] - stats[1, _IL:_IL + 3, 0]
-    de = np.sqrt(np.sum(d * d))
-    vals = np.concatenate([vals, d, [de]])
+    vals[3 * per:3 * per + 3] = d
+    vals[-1] = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
     return dict(zip(_NAMES, vals.tolist(), strict=True))

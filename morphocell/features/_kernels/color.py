@@ -44,7 +44,7 @@ CHANNELS = ("R", "G", "B", "V", "OdR", "OdG", "OdB",           # 8-bit (histogra
 STATS = ("Mean", "Std", "Median", "P10", "P90", "Skewness", "Kurtosis")
 N8 = 7          # number of 8-bit channels
 NF = 8          # number of real-valued channels (H first)
-NBINS = 1024    # bins per real-valued channel for the order-statistic search
+NBINS = 512     # bins per real-valued channel for the order-statistic search
 
 #: sRGB (D65) -> CIE XYZ, as ``skimage.color.colorconv.xyz_from_rgb``
 XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
@@ -307,7 +307,7 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     px : uint8 (3, h*w), reg : uint8 (h*w,), cols : float64 (9, h*w), bins : int16 (9, h*w),
     tmp : float64 (7, h*w)
         work space (pixel list, region 0/1, channel values, bin indices, scratch rows);
-    hist8 : int64 (2, 4, 256) zeros; histf : int64 (3, 8, NBINS) zeros;
+    hist8 : int32 (2, 4, 256) zeros; histf : int32 (3, 8, NBINS) zeros;
     slot : int32 (3, 8, NBINS) filled with -1
     stats : float64 (3, 15, 7) NaN-filled (rows of empty regions stay NaN)
     resultant : float64 (3,) NaN-filled; mean resultant length of hue
