@@ -237,7 +237,8 @@ def write(res: dict, outd: Path, stem: str, quiet: bool = False) -> None:
     with atomic_write(outd / f"{stem}.json", "w") as fh:
         json.dump(res, fh, indent=1, default=float)
     c = res["config"]
-    lines = [f"# Deep vs hand-crafted vs fused (PBC split){' -- REDUCED RUN' if c['reduced'] else ''}",
+    title = "# Deep vs hand-crafted vs fused (PBC split)"
+    lines = [title + (" -- REDUCED RUN" if c["reduced"] else ""),
              "",
              f"train {c['n_train']} images ({'all' if not c['n_per_class'] else c['n_per_class']}"
              f" per class), test {c['n_test']} images; {c['architecture']} at "
@@ -258,8 +259,9 @@ def write(res: dict, outd: Path, stem: str, quiet: bool = False) -> None:
         t = res["targets"]
         lines += ["", "Targets of the issue (fused acc >= 0.990, macro-F1 >= 0.988, fused beats "
                   "both, fused training <= 90 min): NOT ASSESSED, this is a reduced run. In "
-                  f"this run the fused stack {'beats' if t['fused_beats_both'] else 'does not beat'}"
-                  " both the hand-crafted stack and the deep path on accuracy and macro-F1."]
+                  "this run the fused stack "
+                  f"{'beats' if t['fused_beats_both'] else 'does not beat'} both the "
+                  "hand-crafted stack and the deep path on accuracy and macro-F1."]
     elif "targets" in res:
         lines += ["", "Targets of the issue (full run: all 10,936 training images, >= 20 "
                   "epochs): " + ", ".join(f"{k}: {'yes' if v else 'no'}"

@@ -340,11 +340,12 @@ def _load_weights_into(backbone, path: str | os.PathLike, architecture: str) -> 
         shapes_src = [w.shape for w in src_w]
         shapes_dst = [w.shape for w in dst_w]
         if shapes_src != shapes_dst:
+            first = next((i for i, (a, b) in enumerate(zip(shapes_src, shapes_dst)) if a != b),
+                         min(len(shapes_src), len(shapes_dst)))
             raise ModelFileError(
                 f"incompatible weights: the file's backbone has {len(src_w)} arrays "
                 f"({sum(w.size for w in src_w)} values), a {architecture!r} backbone needs "
-                f"{len(dst_w)} ({sum(w.size for w in dst_w)}); first mismatch at "
-                f"{next((i for i, (a, b) in enumerate(zip(shapes_src, shapes_dst)) if a != b), min(len(shapes_src), len(shapes_dst)))}",
+                f"{len(dst_w)} ({sum(w.size for w in dst_w)}); first mismatch at array {first}",
                 p)
         backbone.set_weights(src_w)
         return
