@@ -143,3 +143,50 @@ def test_two_white_cells_keeps_the_central_one():
     # the same cell as when it is alone
     from morphocell.segmentation.metrics import dice
     assert dice(m.cell[:, w:2 * w], ref.cell) > 0.9
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "morphocell.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_cli_features_on_the_table(bad_dir, tmp_path):
+    from morphocell.stream import read_features
+
+    d, files, good = bad_dir
+    out = tmp_path / "f.parquet"
+    r = _cli("features", d, "--out", out, "--quiet")
+    assert r.returncode == 3, r.stderr  # some inputs failed; the good rows are written
+    assert "Traceback" not in r.stderr
+    df = read_features(out)
+    by_name = {p.rsplit("/", 1)[-1]: (s, e) for p, s, e in zip(df["path"], df["status"],
+                                                                df["error"], strict=True)}
+    assert set(by_name) == set(files) | set(good)
+    for name, (kind, msg) in files.items():
+        status, err = by_name[name]
+        assert status == kind, (name, status, err)
+        if msg:
+            assert msg in err
+    assert all(by_name[g][0] == "ok" for g in good)
+
+
+def test_cli_segment_on_the_table(bad_dir, tmp_path):
+    d, files, good = bad_dir
+    out = tmp_path / "masks"
+    r = _cli("segment", d, "--out", out, "--quiet")
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    for name, (kind, msg) in files.items():
+        stem = name.rsplit(".", 1)[0]
+        written = (out / f"{stem}_mask.png").exists()
+        if kind == "error":
+            assert not written and msg in r.stderr, name
+        else:  # readable: a mask is written (empty when no cell, with a warning)
+            assert written, name
+            if kind == "no_cell":
+                assert f"{name}: no cell found" in r.stderr
+    for g in good:
+        assert (out / f"{g.rsplit('.', 1)[0]}_overlay.png").exists()
+    assert not list(out.glob(".*tmp"))  # nothing half-written left behind
