@@ -190,3 +190,55 @@ def test_cli_segment_on_the_table(bad_dir, tmp_path):
     for g in good:
         assert (out / f"{g.rsplit('.', 1)[0]}_overlay.png").exists()
     assert not list(out.glob(".*tmp"))  # nothing half-written left behind
+
+
+def test_cli_manifest_with_missing_paths(tmp_path):
+    from morphocell.stream import read_features
+
+    good = sample_paths()[:2]
+    for p in good:
+        shutil.copy(p, tmp_path / p.rsplit("/", 1)[-1])
+    rows = [f"{p.rsplit('/', 1)[-1]},x" for p in good] + ["gone/missing.jpg,x"]
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "f.parquet"
+    r = _cli("features", tmp_path / "m.csv", "--out", out, "--quiet")
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert "missing.jpg: file not found" in r.stderr
+    df = read_features(out)
+    assert list(df["status"]) == ["ok", "ok", "error"]  # the good rows are written, in order
+
+
+def test_cli_unreadable_folder(tmp_path, monkeypatch, capsys):
+    """A class folder that cannot be listed: exit 2, the folder named, no traceback."""
+    import os
+
+    from morphocell.cli import main
+
+    root = tmp_path / "data"
+    for cls in ("lymphocyte", "neutrophil"):
+        (root / cls).mkdir(parents=True)
+        shutil.copy(sample_paths()[0], root / cls / "a.jpg")
+    (root / "neutrophil").chmod(0)
+    if os.geteuid() == 0:  # root lists anything: make the OS call fail as for a user
+        real = os.scandir
+
+        def scandir(path="."):
+            if os.fspath(path).rstrip("/").endswith("neutrophil"):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path)
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        rc = main(["features", str(root), "--out", str(tmp_path / "f.parquet"), "--quiet"])
+    finally:
+        (root / "neutrophil").chmod(0o755)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "permission denied" in err and "neutrophil" in err and "Traceback" not in err
+    # what was measured before the listing failed stays, complete and readable: a rerun
+    # after fixing the permissions resumes from it
+    out = tmp_path / "f.parquet"
+    if out.exists():
+        from morphocell.stream import read_features
+
+        df = read_features(out)
+        assert (df["status"] == "ok").all() and df["path"].str.contains("lymphocyte").all()
