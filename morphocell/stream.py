@@ -92,14 +92,6 @@ _FIXED = ("seq", "id", "path", "label", "sha256")
 _STATUS_CODES = {STATUS_OK: 0, STATUS_NO_CELL: 1, STATUS_ERROR: 2}
 
 
-def _default_file_mode() -> int:
-    """``0o666`` minus the process umask: the mode ``open()`` gives a new file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()
 _NO_HASH = np.uint64(0)  # the 8-byte hash prefix recorded for a file that could not be read
 
 
@@ -354,7 +346,6 @@ def _check_or_write_meta(out: Path, want: dict) -> None:
                         out)
     with atomic_write(mp, "w") as fh:
         json.dump(want, fh, indent=1)
-        os.chmod(fh.name, _FILE_MODE)
     _fsync_dir(out)
 
 
@@ -456,7 +447,6 @@ def _write_part(out: Path, idx: int, res: dict, names: list[str], schema) -> Pat
     final = out / f"part-{idx:06d}.parquet"
     with atomic_path(final) as tmp:  # hidden ".part-NNNNNN.<random>.parquet", then renamed
         pq.write_table(table, tmp, compression="zstd")
-        os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would hide the parts from other users
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -274,3 +274,23 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
+
+
+def test_atomic_writes_get_the_umask_mode(tmp_path):
+    """Files written atomically get open()'s mode (0666 less the umask), not mkstemp's 0600."""
+    import importlib
+
+    import morphocell._utils as u
+
+    old = os.umask(0o022)
+    try:
+        importlib.reload(u)  # FILE_MODE is read from the umask at import
+        with u.atomic_write(tmp_path / "a.txt", "w") as fh:
+            fh.write("x")
+        with u.atomic_path(tmp_path / "b.txt") as p:
+            p.write_text("y")
+        for name in ("a.txt", "b.txt"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+        assert not list(tmp_path.glob(".*"))
+    finally:
+        os.umask(old)
