@@ -66,3 +66,30 @@ def test_parser_is_importable_without_heavy_modules():
             "print([m for m in ('tensorflow', 'dask', 'xgboost', 'sklearn') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_demo_end_to_end(tmp_path):
+    """The README's first command: the whole job on the bundled sample, as a subprocess."""
+    import json
+
+    import pandas as pd
+
+    from morphocell.datasets import sample_paths
+    from morphocell.model_io import load_model
+
+    out = tmp_path / "demo"
+    r = run("demo", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "cross-validated" in r.stdout
+    n = len(sample_paths())
+    assert len(list((out / "overlays").glob("*_mask.png"))) == n
+    assert len(list((out / "overlays").glob("*_overlay.png"))) == n
+    pred = pd.read_csv(out / "predictions.csv")
+    assert len(pred) == n and pred["predicted"].notna().all()
+    count = json.loads((out / "differential.json").read_text())
+    assert count["n_classified"] == n and sum(count["counts"].values()) == n
+    assert abs(sum(count["percent"].values()) - 100) < 0.5
+    assert set(count["flagged"]) <= {"erythroblast", "ig"} == set(count["atypical_classes"])
+    model = load_model(out / "model.mcm")
+    assert len(model.classes) == 8
+    assert not list(out.rglob(".*tmp"))  # nothing half-written
