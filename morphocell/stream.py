@@ -760,7 +760,6 @@ def read_features(out: str | os.PathLike, columns: Sequence[str] | None = None,
     DataError
         If ``out`` is not a features dataset or a part cannot be read.
     """
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -178,6 +178,23 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     return model, info
 
 
+def _readability(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(statuses, errors)``: "ok" for the images that can be read, else "error" and why
+    (the deep-only paths read images themselves; this flags the bad ones up front)."""
+    from .io import read_image
+
+    st, er = [], []
+    for p in paths:
+        try:
+            read_image(p)
+            st.append("ok")
+            er.append("")
+        except MorphocellError as exc:
+            st.append("error")
+            er.append(str(exc))
+    return st, er
+
+
 def _check_trainable(y: np.ndarray) -> None:
     classes, counts = np.unique(np.asarray(y, dtype=str), return_counts=True)
     if len(classes) < 2:
@@ -212,7 +229,6 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
         If the deep extra (TensorFlow/Keras and ``morphocell.deep.fusion.fit_deep_model``) is
         not available.
     """
-    from .io import read_image
     from .model_io import SavedModel, default_atypical_classes
 
     try:
@@ -227,15 +243,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     if features == "fused":
         X, st, er, stats = compute_features(paths, None, "otsu", cache_dir, n_jobs, verbose)
     else:
-        st, er = [], []
-        for p in paths:
-            try:
-                read_image(p)
-                st.append("ok")
-                er.append("")
-            except MorphocellError as exc:
-                st.append("error")
-                er.append(str(exc))
+        st, er = _readability(paths)
         stats = {}
     ok = np.array([s == "ok" for s in st], dtype=bool)
     ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
@@ -355,7 +363,6 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     ``{learner: (n, C) probabilities}``.
     """
     from .features.extractor import FeatureExtractor
-    from .io import read_image
 
     est = model.estimator
     paths = [os.fspath(p) for p in paths]
@@ -380,15 +387,7 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
                     full[ok] = p
                     out["base"][name] = full
     else:
-        st, er = [], []
-        for p in paths:
-            try:
-                read_image(p)
-                st.append("ok")
-                er.append("")
-            except MorphocellError as exc:
-                st.append("error")
-                er.append(str(exc))
+        st, er = _readability(paths)
         ok = np.array([s == "ok" for s in st], dtype=bool)
         if ok.any():
             proba[ok] = est.predict_proba([p for p, k in zip(paths, ok, strict=True) if k])

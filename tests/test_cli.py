@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from morphocell.cli import EXIT_USER, build_parser, main
+from morphocell.cli import EXIT_USER, main
 
 COMMANDS = ["segment", "features", "train", "predict", "evaluate", "demo", "train-segmenter"]
 
