@@ -140,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="weights file to write (.keras)")
     p.add_argument("--data", default=None, help="segwbc folder with expert masks")
     p.add_argument("--pseudo", default=None, help="PBC folder for pseudo-labels")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40)")
+    p.add_argument("--base-filters", type=int, default=12,
+                   help="filters of the first level, doubled per level (default 12)")
+    p.add_argument("--expert-repeat", type=int, default=3,
+                   help="times each expert-annotated image appears per epoch (default 3)")
     p.add_argument("--random-state", type=int, default=0)
     p.set_defaults(func=_lazy("morphocell.segmentation.unet", "train_command"))
     return parser

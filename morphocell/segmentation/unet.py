@@ -398,7 +398,7 @@ def save_unet(model, path: str | os.PathLike) -> None:
     from .._utils import atomic_path
 
     with atomic_path(Path(path).with_suffix(".keras")) as tmp:
-        model.save(tmp)
+        model.save(tmp, include_optimizer=False)  # inference weights only: smaller file
 
 
 def train_command(args) -> int:
@@ -413,18 +413,25 @@ def train_command(args) -> int:
     n_val = max(1, len(train_all) // 6)
     val = [train_all[i] for i in idx[:n_val]]
     train = [train_all[i] for i in idx[n_val:]]
+    # expert masks are few (~140) next to ~800 pseudo-labels: repeat them so that the
+    # network sees expert boundaries at least as often as Otsu-derived ones
+    repeat = max(1, int(getattr(args, "expert_repeat", 1) or 1))
+    train = train * repeat
     if args.pseudo:
         pseudo = pseudo_labels(args.pseudo, random_state=args.random_state)
         print(f"pseudo-labels: {len(pseudo)} confident PBC images")
         train = train + pseudo
-    print(f"training on {len(train)} images, validating on {len(val)} (expert, even ids); "
+    print(f"training on {len(train)} images (experts x{repeat}), validating on {len(val)} "
+          "(expert, even ids); "
           "odd ids are held out for evaluation")
     model, hist = train_unet(train, val, epochs=args.epochs or 40,
+                             base_filters=getattr(args, "base_filters", 16) or 16,
                              random_state=args.random_state)
     out = Path(args.out)
     save_unet(model, out)
     print(json.dumps({"weights": str(out.with_suffix(".keras")),
                       "train_seconds": round(hist["train_seconds"], 1),
                       "epochs_run": len(hist["loss"]),
+                      "n_train": hist["n_train"], "n_val": hist["n_val"],
                       "best_val_loss": min(hist["val_loss"])}))
     return 0
