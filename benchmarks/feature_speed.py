@@ -187,8 +187,11 @@ def run(args) -> dict:
         imgs = [read_image(p) for p in paths]
     res["decode"] = t.rates(len(imgs))
 
-    log("first-call time, empty numba cache (subprocess)")
-    res["first_call"] = {"empty_cache": first_call_time(paths[0], True)}
+    if getattr(args, "compile_empty_cache", True):
+        log("first-call time, empty numba cache (subprocess)")
+        res["first_call"] = {"empty_cache": first_call_time(paths[0], True)}
+    else:  # e.g. benchmarks/run_all.py --quick: a full numba compile takes about a minute
+        res["first_call"] = {"empty_cache": {"skipped": "not measured in this run"}}
 
     # ---- morphocell, one process
     names = extractor.feature_names()
@@ -418,7 +421,9 @@ def to_markdown(r: dict) -> str:
     ]
     for key in ("empty_cache", "warm_cache"):
         d = fc.get(key, {})
-        if "error" in d:
+        if "skipped" in d:
+            lines.append(f"* first call, {key.replace('_', ' ')}: {d['skipped']}")
+        elif "error" in d:
             lines.append(f"* first call, {key}: failed ({d['error'][-200:]})")
         else:
             lines.append(f"* first call in a fresh process, {key.replace('_', ' ')}: "

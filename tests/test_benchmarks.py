@@ -1,0 +1,72 @@
+"""benchmarks/run_all.py --quick end to end on real data (a few minutes of wall time at most).
+
+The cross-lab section is skipped here: it is ``benchmarks/cross_lab.py``'s own work, with its
+own CLI and cost; ``run_all`` only calls it. The U-Net rows say "not run" (no weights given).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DATA, REPO
+
+PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte",
+               "neutrophil", "platelet"]
+
+
+@pytest.mark.slow
+def test_run_all_quick(data_dir, tmp_path):
+    out = tmp_path / "results"
+    env = {**os.environ, "MORPHOCELL_DATA": str(DATA), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--data", str(data_dir),
+         "--out", str(out), "--quick", "--skip", "crosslab", "--cache-dir",
+         str(tmp_path / "cache"), "-v", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Accuracy on the PBC test rows" in proc.stdout
+
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["quick"] is True
+    secs = res["sections"]
+    assert set(secs) == {"accuracy", "deep", "plots", "speed", "segmentation"}
+    assert all(s["status"] == "ok" and s["wall_s"] >= 0 for s in secs.values()), secs
+    assert res["split"]["classes"] == PBC_CLASSES
+
+    methods = res["methods"]
+    expected = ["grey_rf", "hc_rf", "hc_svc", "hc_xgb", "hc_stack"]
+    deep = secs["deep"]["result"].get("status") != "not installed"
+    if deep:
+        expected += ["cnn_softmax", "cnn_svc", "fused_stack"]
+    for k in expected:
+        m = methods[k]
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            assert 0.0 <= m[metric] <= 1.0, (k, metric, m[metric])
+        assert sorted(m["per_class_f1"]) == PBC_CLASSES
+        assert all(0.0 <= v <= 1.0 for v in m["per_class_f1"].values())
+        assert m["train_s"] > 0 and m["predict_img_per_s"] > 0
+        assert m["n"] == res["split"]["n_test"]
+    # hand-crafted features beat chance (1/8) clearly even on 10 images per class
+    assert methods["hc_stack"]["accuracy"] > 0.4
+
+    speed = secs["speed"]["result"]
+    assert speed["morphocell_serial"]["img_per_s_wall"] > 0
+    assert "morphocell_n_jobs_2" in speed
+    seg = secs["segmentation"]["result"]["datasets"]
+    for name in ("dataset1", "dataset2"):
+        s = seg[name]["otsu"]["summary"]["all"]
+        assert 0.0 <= s["cell_dice_mean"] <= 1.0
+        assert seg[name]["unet"]["status"] == "not run"
+
+    md = (out / "results.md").read_text()
+    assert "QUICK RUN" in md and "| hand-crafted stack" in md and "## 3. Segmentation" in md
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {"per_class_f1.png", "feature_importances_top20.png", "embedding_tsne.png",
+            "confusion_hc_stack.png", "confusion_grey_rf.png"} <= pngs
+    assert all((out / p).stat().st_size > 1000 for p in pngs)
+    assert res["top20_importances"]["hc_rf"][0]["feature"].count("_") >= 2
+    assert not list(out.glob(".*")), "temporary files left behind"
