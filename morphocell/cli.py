@@ -21,29 +21,41 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 def _cmd_segment(args) -> int:
-    from .io import read_image, resolve_inputs
-    from .segmentation import save_masks, segment
     from ._utils import progress
+    from .io import iter_chunks, read_image, resolve_inputs
+    from .segmentation import save_masks, segment
 
     paths, _ = resolve_inputs(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    seen: dict[str, int] = {}
-    for p in progress(paths, desc="segment", verbose=not args.quiet):
+    names, seen = [], {}
+    for p in paths:  # unique output names: a second "a.jpg" becomes "a_2"
         stem = Path(p).stem
         seen[stem] = seen.get(stem, 0) + 1
-        name = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
-        try:
-            img = read_image(p)
-            masks = segment(img, method=args.method,
-                            **({"model": args.model} if args.model else {}))
-            save_masks(img, masks, out, name)
-            if not masks.found:
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    if args.method == "unet":  # batches through the network (GPU when TensorFlow sees one)
+        from .segmentation.unet import segment_unet_batch
+
+        def seg_many(imgs):
+            return segment_unet_batch(imgs, args.model, tta=args.tta)
+    else:
+        def seg_many(imgs):
+            return [segment(im, method=args.method) for im in imgs]
+    failed = 0
+    chunks = list(iter_chunks(list(zip(paths, names, strict=True)), 32))
+    for chunk in progress(chunks, desc="segment", verbose=not args.quiet, unit="batch"):
+        good = []
+        for p, name in chunk:
+            try:
+                good.append((p, name, read_image(p)))
+            except MorphocellError as exc:
+                failed += 1
+                print(f"error: {exc}", file=sys.stderr)
+        masks = seg_many([im for _, _, im in good]) if good else []
+        for (p, name, img), m in zip(good, masks, strict=True):
+            save_masks(img, m, out, name)
+            if not m.found:
                 print(f"warning: {p}: no cell found (empty mask written)", file=sys.stderr)
-        except MorphocellError as exc:
-            failed += 1
-            print(f"error: {exc}", file=sys.stderr)
     ok = len(paths) - failed
     print(f"segmented {ok}/{len(paths)} images into {out}")
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
@@ -73,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default="otsu", choices=["otsu", "unet"])
     p.add_argument("--model", default=None, help="U-Net weights file (method unet)")
+    p.add_argument("--tta", action="store_true",
+                   help="method unet: average over the 8 rotations/flips (8x slower)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 

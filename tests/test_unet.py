@@ -87,3 +87,42 @@ def test_incompatible_model_is_refused(tmp_path):
 def test_unknown_parameter(items, tiny):
     with pytest.raises(SegmentationError, match="unknown parameter"):
         segment(items[0][0], method="unet", model=tiny[0], foo=1)
+
+
+def test_tta_is_exactly_equivariant(items, tiny):
+    """Averaging over the 8 rotations/flips makes the prediction of a rotated (flipped)
+    image the rotated (flipped) prediction, up to float rounding."""
+    model = tiny[0]
+    img = items[0][0][:96, :96]  # square: the resize to the input size commutes with rot90
+    p = unet.predict_probabilities(model, [img], tta=True)[0]
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-3)
+    q = unet.predict_probabilities(model, [np.ascontiguousarray(np.rot90(img))], tta=True)[0]
+    np.testing.assert_allclose(q, np.rot90(p), atol=1e-5)
+    r = unet.predict_probabilities(model, [np.ascontiguousarray(img[:, ::-1])], tta=True)[0]
+    np.testing.assert_allclose(r, p[:, ::-1], atol=1e-5)
+
+
+def test_cli_segment_unet_writes_the_same_files(items, tiny, tmp_path):
+    """`morphocell segment --method unet` writes <name>_mask.png and <name>_overlay.png like
+    the classical method, with the segwbc encoding; a bad file is reported, not fatal."""
+    from PIL import Image
+
+    from morphocell.cli import main
+
+    _, _, path = tiny
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, (img, _) in enumerate(items[:2]):
+        Image.fromarray(img).save(src / f"c{i}.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    rc = main(["segment", str(src), "--out", str(tmp_path / "u"), "--method", "unet",
+               "--model", str(path), "--quiet"])
+    assert rc == 3
+    rc = main(["segment", str(src / "c0.png"), str(src / "c1.png"), "--out",
+               str(tmp_path / "o"), "--quiet"])
+    assert rc == 0
+    for d in ("u", "o"):
+        names = sorted(p.name for p in (tmp_path / d).iterdir())
+        assert names == ["c0_mask.png", "c0_overlay.png", "c1_mask.png", "c1_overlay.png"], d
+        m = np.asarray(Image.open(tmp_path / d / "c0_mask.png"))
+        assert m.shape == items[0][0].shape[:2] and set(np.unique(m)) <= {0, 128, 255}

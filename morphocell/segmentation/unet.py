@@ -145,20 +145,42 @@ def _prepare(images: list[np.ndarray], size: int) -> np.ndarray:
                      for im in images]).astype(np.float32) / 255.0
 
 
-def predict_probabilities(model, images: list[np.ndarray], batch_size: int = 32
-                          ) -> list[np.ndarray]:
-    """Per-pixel class probabilities ``(H, W, 3)`` at each image's own size."""
+_DIHEDRAL = [(k, flip) for k in range(4) for flip in (False, True)]
+
+
+def _transform(im: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    t = np.rot90(im, k)
+    return np.ascontiguousarray(t[:, ::-1] if flip else t)
+
+
+def _untransform(p: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    return np.rot90(p[:, ::-1] if flip else p, -k)
+
+
+def predict_probabilities(model, images: list[np.ndarray], batch_size: int = 32,
+                          tta: bool = False) -> list[np.ndarray]:
+    """Per-pixel class probabilities ``(H, W, 3)`` at each image's own size.
+
+    ``tta=True`` averages the probabilities over the 8 rotations/flips of each image
+    (test-time augmentation: 8x the time, smoother and slightly more accurate boundaries).
+    """
     import cv2
 
     model = _resolve_model(model)
     size = int(model.input_shape[1])
+    views = _DIHEDRAL if tta else [(0, False)]
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
-        x = _prepare(chunk, size)
-        prob = np.asarray(model(x, training=False), dtype=np.float32)
-        for im, p in zip(chunk, prob, strict=True):
+        acc = [0.0] * len(chunk)
+        for k, flip in views:
+            x = _prepare([_transform(im, k, flip) for im in chunk], size)
+            prob = np.asarray(model(x, training=False), dtype=np.float32)
+            for j, p in enumerate(prob):
+                acc[j] = acc[j] + _untransform(p, k, flip)
+        for im, p in zip(chunk, acc, strict=True):
             h, w = im.shape[:2]
+            p = np.ascontiguousarray(p / len(views), dtype=np.float32)
             out.append(cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
     return out
 
@@ -188,18 +210,18 @@ def postprocess(prob: np.ndarray) -> CellMasks:
     return CellMasks(nucleus, cell & ~nucleus, found=True, info={"method": "unet"})
 
 
-def segment_unet_batch(images: list[np.ndarray], model=None, batch_size: int = 32
-                       ) -> list[CellMasks]:
+def segment_unet_batch(images: list[np.ndarray], model=None, batch_size: int = 32,
+                       tta: bool = False) -> list[CellMasks]:
     """Segment many images in batches (faster than one by one)."""
-    return [postprocess(p) for p in predict_probabilities(model, images, batch_size)]
+    return [postprocess(p) for p in predict_probabilities(model, images, batch_size, tta)]
 
 
-def segment_unet(image: np.ndarray, model=None, **params) -> CellMasks:
+def segment_unet(image: np.ndarray, model=None, tta: bool = False, **params) -> CellMasks:
     """Segment one image with a U-Net (``model``: a path, a loaded model, or None for the
-    bundled weights)."""
+    bundled weights; ``tta``: average over the 8 rotations/flips)."""
     if params:
         raise SegmentationError(f"unknown parameter(s) for method 'unet': {sorted(params)}")
-    return segment_unet_batch([image], model)[0]
+    return segment_unet_batch([image], model, tta=tta)[0]
 
 
 # ---- data -------------------------------------------------------------------------------
