@@ -79,11 +79,14 @@ def summarise(rows: list[dict], subset: str) -> dict:
     return out
 
 
-def evaluate_dataset(folder: Path, method: str, model: str | None, repeat: int = 3) -> dict:
+def evaluate_dataset(folder: Path, method: str, model: str | None, repeat: int = 3,
+                     tta: bool = False) -> dict:
     pairs = list_pairs(folder)
     if not pairs:
         raise SystemExit(f"error: no NNN_image.png / NNN_mask.png pairs in {folder}")
     kw = {"model": model} if model else {}
+    if tta:
+        kw["tta"] = True
     images = [read_image(p) for _, p, _ in pairs]
     refs = [load_reference(m) for _, _, m in pairs]
     t0 = time.perf_counter()
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="segwbc folder holding dataset1/, dataset2/ (default: ../shared/data/segwbc)")
     ap.add_argument("--method", default="otsu", choices=["otsu", "unet"])
     ap.add_argument("--model", default=None, help="weights file (method unet)")
+    ap.add_argument("--tta", action="store_true",
+                    help="method unet: average over the 8 rotations/flips")
     ap.add_argument("--datasets", default="dataset1,dataset2",
                     help="comma-separated sub-folders to evaluate")
     ap.add_argument("--repeat", type=int, default=3,
@@ -182,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     data = Path(args.data)
-    results = {"method": args.method, "repeat": args.repeat, "model": args.model, "data": str(data),
+    results = {"method": args.method, "repeat": args.repeat, "model": args.model,
+               "tta": args.tta, "data": str(data),
                "python": platform.python_version(), "machine": platform.machine(),
                "cpu_count": os.cpu_count(),
                "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
         results["datasets"][name] = evaluate_dataset(folder, args.method, args.model,
-                                                     args.repeat)
+                                                     args.repeat, tta=args.tta)
     if args.pbc:
         results["pbc_timing"] = time_pbc(Path(args.pbc), args.method, args.model,
                                          args.pbc_per_class, args.repeat)
