@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -260,6 +261,15 @@ class Run:
         self.state: dict = {}
         self._split = None
 
+    @property
+    def cache_dir(self) -> Path:
+        """``--cache-dir``, else morphocell's default feature cache folder."""
+        if self.args.cache_dir is not None:
+            return Path(self.args.cache_dir)
+        from morphocell.cache import default_cache_dir
+
+        return default_cache_dir()
+
     def log(self, *a) -> None:
         if self.verbose:
             print(*a, file=sys.stderr, flush=True)
@@ -309,11 +319,7 @@ class Run:
                         input=f"grey {cfg['grey_size']}x{cfg['grey_size']} px")
 
         # hand-crafted features, through the cache
-        cache_dir = self.args.cache_dir
-        if cache_dir is None:
-            from morphocell.cache import default_cache_dir
-
-            cache_dir = default_cache_dir()
+        cache_dir = self.cache_dir
         t = time.perf_counter()
         X, st, er, stats = compute_features(list(trp) + list(tep), None, "otsu", cache_dir,
                                             cfg["n_jobs"], self.verbose)
@@ -531,8 +537,16 @@ class Run:
         mod = importlib.util.module_from_spec(spec)
         sys.modules["cross_lab"] = mod
         spec.loader.exec_module(mod)
-        res = mod.run(data_root=self.data, out=self.out / "cross_lab", quick=self.cfg["quick"],
-                      random_state=self.cfg["random_state"])
+        kw = {"data_root": self.data, "out": self.out / "cross_lab", "quick": self.cfg["quick"],
+              "random_state": self.cfg["random_state"]}
+        # optional parameters, passed when cross_lab.run takes them: the same feature cache
+        # (the PBC features of the accuracy section are then not computed twice)
+        params = inspect.signature(mod.run).parameters
+        for k, v in (("cache_dir", self.cache_dir), ("n_jobs", self.cfg["n_jobs"]),
+                     ("verbose", self.verbose)):
+            if k in params:
+                kw[k] = v
+        res = mod.run(**kw)
         if not isinstance(res, dict):
             raise BenchmarkError(f"cross_lab.run returned {type(res).__name__}, not a dict")
         return json.loads(json.dumps(res, default=_jsonable))
@@ -630,7 +644,7 @@ def plot_per_class_f1(methods: dict, classes: list[str], path: Path) -> None:
 
     keys = list(methods)
     w = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.3 * len(classes)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.3 * len(classes)), 5.6))
     cmap = plt.get_cmap("tab10")
     x = np.arange(len(classes))
     for j, k in enumerate(keys):
@@ -642,7 +656,7 @@ def plot_per_class_f1(methods: dict, classes: list[str], path: Path) -> None:
     lo = min(min(m["per_class_f1"].values()) for m in methods.values())
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.set_title("Per-class F1 by method")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
