@@ -10,8 +10,9 @@ on ``train`` rows only (no tuning here at all: library defaults) and scored on `
 ``--quick`` takes a seeded stratified subset of both (``--n-train-per-class`` /
 ``--n-test-per-class``) and tiny deep / speed settings so that the whole run takes minutes.
 
-Sections (each can be skipped with ``--skip``; one that fails is recorded in the JSON with its
-traceback and the others still run):
+Sections, run in the order accuracy, deep, plots, speed, segmentation, crosslab (each can be
+skipped with ``--skip``; one that fails is recorded in the JSON with its traceback and the
+others still run):
 
 ``accuracy``
     grey-pixel RandomForest baseline (grey image resized to ``--grey-size`` squared pixels);
