@@ -45,16 +45,24 @@ def default_cache_dir() -> Path:
     return Path(base) / "morphocell"
 
 
-def code_fingerprint() -> str:
+def code_fingerprint(method: str = "otsu") -> str:
     """SHA-256 of the source of the segmentation and feature code (``morphocell/features``
     and ``morphocell/segmentation``, ``*.py`` files): a change to how features are computed
-    starts a fresh cache even before the version number changes."""
+    starts a fresh cache even before the version number changes. The U-Net's code and its
+    bundled weights count only for ``method="unet"``."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for sub in ("features", "segmentation"):
         for f in sorted((root / sub).rglob("*.py")):
+            if f.name == "unet.py" and method != "unet":
+                continue
             h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
+    if method == "unet":
+        from .segmentation.unet import BUNDLED_WEIGHTS
+
+        if BUNDLED_WEIGHTS.is_file():
+            h.update(BUNDLED_WEIGHTS.read_bytes())
     return h.hexdigest()
 
 
@@ -100,7 +108,7 @@ class FeatureCache:
         self.columns = feature_names(self.families)
         cfg = json.dumps({"morphocell": __version__, "families": list(self.families),
                           "method": method, "columns": self.columns,
-                          "code": code_fingerprint()}, sort_keys=True)
+                          "code": code_fingerprint(method)}, sort_keys=True)
         self.key = hashlib.sha256(cfg.encode()).hexdigest()[:16]
         self.path = self.cache_dir / f"features-{self.key}.parquet"
         self.last_stats = {"hits": 0, "computed": 0, "uncached": 0}

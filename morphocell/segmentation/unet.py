@@ -419,8 +419,13 @@ def save_unet(model, path: str | os.PathLike) -> None:
     """Save in Keras native format, atomically."""
     from .._utils import atomic_path
 
+    keras = _keras()
+    # an uncompiled copy: the file holds the network only, not the optimizer's state
+    # (Adam's moments would triple its size)
+    bare = keras.models.clone_model(model)
+    bare.set_weights(model.get_weights())
     with atomic_path(Path(path).with_suffix(".keras")) as tmp:
-        model.save(tmp, include_optimizer=False)  # inference weights only: smaller file
+        bare.save(tmp)
 
 
 def train_command(args) -> int:
