@@ -200,14 +200,29 @@ def _central_component(mask: np.ndarray) -> np.ndarray:
 
 
 def postprocess(prob: np.ndarray) -> CellMasks:
-    """Arg-max, keep the central cell, fill holes, restrict the nucleus to the cell."""
+    """Arg-max, keep the central cell, fill holes, restrict the nucleus to the cell and drop
+    nucleus specks (components under ``SPECK_FRACTION`` of the largest)."""
     label = np.argmax(prob, axis=-1)
     cell = label > 0
     if not cell.any():
         return CellMasks.empty(label.shape, reason="U-Net found no cell")
     cell = ndi.binary_fill_holes(_central_component(cell))
-    nucleus = ndi.binary_fill_holes((label == 2) & cell)
+    nucleus = _drop_specks(ndi.binary_fill_holes((label == 2) & cell))
     return CellMasks(nucleus, cell & ~nucleus, found=True, info={"method": "unet"})
+
+
+#: Nucleus components smaller than this share of the largest one are dropped (dark granules
+#: of eosinophils / immature granulocytes that the network calls "nucleus" in specks).
+SPECK_FRACTION = 0.05
+
+
+def _drop_specks(nucleus: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(nucleus)
+    if n <= 1:
+        return nucleus
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= SPECK_FRACTION * sizes.max()) + 1
+    return np.isin(lab, keep)
 
 
 def segment_unet_batch(images: list[np.ndarray], model=None, batch_size: int = 32,
