@@ -437,7 +437,7 @@ def save_unet(model, path: str | os.PathLike) -> None:
     keras = _keras()
     # an uncompiled copy: the file holds the network only, not the optimizer's state
     # (Adam's moments would triple its size)
-    bare = keras.models.clone_model(model)
+    bare = keras.Model.from_config(model.get_config())
     bare.set_weights(model.get_weights())
     with atomic_path(Path(path).with_suffix(".keras")) as tmp:
         bare.save(tmp)
