@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-jobs", type=int, default=2, help="worker processes (features, stacks)")
     ap.add_argument("--cache-dir", default=None,
                     help="feature cache (default $MORPHOCELL_CACHE or ~/.cache/morphocell)")
-    ap.add_argument("--unet-weights", default=None, help="U-Net weights for the segmentation "
-                                                         "section (rows say so when absent)")
+    ap.add_argument("--unet-weights", default=None,
+                    help="U-Net weights for the segmentation section (default: the bundled "
+                         "weights; rows say so when absent)")
     ap.add_argument("--n-train-per-class", type=int, default=None,
                     help="seeded subset of the train rows per class (default: all; quick 10)")
     ap.add_argument("--n-test-per-class", type=int, default=None,
@@ -485,11 +486,15 @@ class Run:
         if not root.is_dir():
             raise DataError("segwbc folder not found", root)
         weights = cfg["unet_weights"]
+        if not weights:  # default: the weights shipped with the package, when present
+            from morphocell.segmentation.unet import BUNDLED_WEIGHTS
+
+            weights = str(BUNDLED_WEIGHTS) if BUNDLED_WEIGHTS.is_file() else None
         out: dict = {"datasets": {}, "unet_weights": weights,
                      "note": "held-out = odd ids (never used to tune Otsu or train the U-Net)"}
         unet_reason = None
         if not weights:
-            unet_reason = "no --unet-weights given"
+            unet_reason = "no --unet-weights given and no bundled weights"
         elif not Path(weights).is_file():
             unet_reason = f"U-Net weights not found: {weights}"
         elif importlib.util.find_spec("tensorflow") is None:
