@@ -81,6 +81,10 @@ FEATURE_SETS = ("all", "no_colour", "scale_invariant", "invariant")
 #: feature sets of the models trained on PBC + domain-randomised PBC copies
 AUG_FEATURE_SETS = ("all", "no_colour")
 LEARNERS = ("xgb",)
+#: deep row: a CNNEmbedder (small-resnet) trained on a stratified PBC train subset, softmax
+#: restricted to the 5 classes; CPU-sized settings (full run / quick run)
+DEEP_SETTINGS = {"per_class": 300, "input_size": 64, "epochs": 12}
+DEEP_SETTINGS_QUICK = {"per_class": 30, "input_size": 64, "epochs": 3}
 #: ``--quick``: fewer rows so that the run takes a few minutes
 QUICK_PREPROCESSING = ("none", "reinhard", "scale")
 QUICK_FEATURE_SETS = ("all", "invariant")
@@ -314,7 +318,8 @@ def segmentation_check(items: list[dict], how: str, targets: dict) -> dict:
 
 # -- the benchmark ---------------------------------------------------------------------------
 def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
-        cache_dir: Path | None = None, n_jobs: int = 1, verbose: int = 0) -> dict:
+        cache_dir: Path | None = None, n_jobs: int = 1, verbose: int = 0,
+        deep: bool = True) -> dict:
     """Train on PBC, score on segwbc dataset1/dataset2 for every (learner, feature set,
     preprocessing); write ``cross_lab.json`` / ``cross_lab.md`` (+ PNGs) into ``out``.
 
@@ -382,6 +387,7 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
     # segwbc features per preprocessing
     t = time.perf_counter()
     feats: dict[tuple[str, str], np.ndarray] = {}
+    seg_images: dict[tuple[str, str], list[np.ndarray]] = {}
     ok_seg: dict[tuple[str, str], np.ndarray] = {}
     scale_info: dict[str, dict] = {}
     for name, items in seg.items():
@@ -392,6 +398,7 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
                 o, info = preprocess_image(im, how, targets)
                 imgs.append(o)
                 infos.append(info)
+            seg_images[(name, how)] = imgs
             mat, st, _ = extract_batch(imgs, n_jobs=n_jobs, verbose=verbose)
             feats[(name, how)], n_sanitized[f"{name}/{how}"] = sanitize(mat)
             ok_seg[(name, how)] = np.array([s == "ok" for s in st])
@@ -453,6 +460,14 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
                 print(f"fitted {tag} in {fit_s:.0f} s", file=sys.stderr, flush=True)
     timings["models_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    deep_status = {"status": "not run"}
+    if deep:
+        dset = DEEP_SETTINGS_QUICK if quick else DEEP_SETTINGS
+        deep_status = deep_rows(train, test, seg, seg_images, preprocessing, dset,
+                                random_state, rows, verbose)
+    timings["deep_s"] = time.perf_counter() - t
+
     settings = {
         "quick": quick, "random_state": random_state, "n_jobs": n_jobs,
         "n_train": len(ytr), "n_train_failed": int((~ok_tr).sum()),
@@ -478,11 +493,48 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
         "feature_cache": str(cache.path),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU, {platform.python_version()}",
     }
+    settings["deep"] = deep_status
     res = {"rows": rows, "settings": settings, "segmentation": segcheck, "scale": scale_info,
            "timings_s": {k: round(v, 1) for k, v in timings.items()},
            "wall_s": round(time.perf_counter() - t0, 1)}
     write_outputs(res, out)
     return res
+
+
+def deep_rows(train: list[dict], test: list[dict], seg: dict, seg_images: dict,
+               preprocessing, dset: dict, random_state: int, rows: list[dict],
+               verbose: int = 0) -> dict:
+    """Train a CNN (:class:`morphocell.deep.CNNEmbedder`, small-resnet, its own flips /
+    rotations / colour-jitter augmentation) on a stratified subset of the PBC train rows and
+    append its softmax rows (restricted to :data:`CLASSES`) to ``rows``. Returns a status
+    dict; ``{"status": "not installed"}`` without TensorFlow."""
+    try:
+        import tensorflow  # noqa: F401
+
+        from morphocell.deep import CNNEmbedder
+    except ImportError as exc:
+        return {"status": "not installed", "reason": str(exc)}
+    sub = stratified_subset(train, dset["per_class"], random_state)
+    tt = time.perf_counter()
+    cnn = CNNEmbedder(architecture="small-resnet", input_size=dset["input_size"],
+                      epochs=dset["epochs"], class_weight="balanced",
+                      random_state=random_state, verbose=1 if verbose else 0)
+    cnn.fit([r["path"] for r in sub], [r["label"] for r in sub])
+    fit_s = time.perf_counter() - tt
+    base = {"learner": "cnn", "training": "pbc", "features": "softmax", "n_features": 0,
+            "n_train": len(sub), "fit_s": round(fit_s, 2)}
+    if test:
+        r = score([x["label"] for x in test], restricted_predict(cnn, [x["path"] for x in test]))
+        rows.append({"method": "cnn | pbc | softmax | none", "dataset": "pbc_test",
+                     "preprocessing": "none", **base, **r})
+    for name, items in seg.items():
+        y = [it["label"] for it in items]
+        for how in preprocessing:
+            r = score(y, restricted_predict(cnn, seg_images[(name, how)]))
+            rows.append({"method": f"cnn | pbc | softmax | {how}", "dataset": name,
+                         "preprocessing": how, **base, **r})
+    return {"status": "ok", **dset, "n_train": len(sub), "epochs_run": int(cnn.n_epochs_),
+            "fit_s": round(fit_s, 1), "device": getattr(cnn, "device_", "?")}
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -581,9 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-state", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--no-deep", action="store_true", help="skip the CNN rows")
     a = ap.parse_args(argv)
     res = run(a.data, a.out, quick=a.quick, random_state=a.random_state,
-              cache_dir=a.cache_dir, n_jobs=a.n_jobs, verbose=1)
+              cache_dir=a.cache_dir, n_jobs=a.n_jobs, verbose=1, deep=not a.no_deep)
     print(to_markdown(res))
     return 0
 
