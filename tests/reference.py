@@ -79,7 +79,7 @@ def shape_contour_curvature(points: np.ndarray, step: float, sigma: float):
     dy = (np.roll(ys, -1) - np.roll(ys, 1)) / (2 * ds)
     ddx = (np.roll(xs, -1) - 2 * xs + np.roll(xs, 1)) / ds ** 2
     ddy = (np.roll(ys, -1) - 2 * ys + np.roll(ys, 1)) / ds ** 2
-    kappa = (dx * ddy - dy * ddx) / (dx * dx + dy * dy) ** 1.5
+    kappa = (dx * ddy - dy * ddx) / np.maximum(dx * dx + dy * dy, 0.01) ** 1.5
     if kappa.sum() < 0:
         kappa = -kappa
     return kappa, ds, L

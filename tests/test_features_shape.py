@@ -373,3 +373,16 @@ def test_extract_features_includes_shape(cells):
     row = extract_features(img, masks, families=["shape"])
     assert list(row) == [s.name for s in shape.specs()]
     assert row["Cell_Shape_Area"] == masks.cell.sum()
+
+
+def test_curvature_finite_on_one_pixel_spikes():
+    """A one-pixel-wide spike folds the smoothed contour onto itself (speed ~0 at its tip):
+    the curvature stays finite and bounded instead of exploding (1e50 seen before the floor)."""
+    base = _disc(25, 100, (50, 50))
+    for length in (3, 6, 12, 20):
+        m = base.copy()
+        m[50, 75:75 + length] = True            # horizontal spike
+        m[50 - length - 24:26, 50] = True       # vertical spike
+        vals = shape.curvature_features(m)
+        assert np.isfinite(vals).all(), (length, vals)
+        assert np.abs(vals[:4]).max() < 100, (length, vals)  # |kappa| <= ~1/px scale

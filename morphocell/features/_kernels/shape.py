@@ -620,6 +620,9 @@ def region_shape(mask, runs, border, bimg, lev_lo, lev_hi, pts, hull, ch_lo, ch_
 
 # ---- curvature ------------------------------------------------------------------------
 
+#: squared floor of the speed |(x', y')| in the curvature denominator (see contour_curvature)
+MIN_SPEED_SQ = 0.01
+
 @njit(cache=True, nogil=True)
 def contour_curvature(pts, n, step, sigma, xs, ys, kappa):
     """Signed curvature of a closed pixel contour at a fixed arc-length step.
@@ -632,8 +635,12 @@ def contour_curvature(pts, n, step, sigma, xs, ys, kappa):
        (``sigma / ds`` samples, truncated at 4 sigma and renormalised).
     4. Central differences: ``x' = (x[i+1] - x[i-1]) / (2 ds)``,
        ``x'' = (x[i+1] - 2 x[i] + x[i-1]) / ds^2``;
-       ``kappa = (x' y'' - y' x'') / (x'^2 + y'^2)^(3/2)``, sign chosen so that the total
-       turning ``sum kappa ds`` is positive (convex parts of an outer boundary > 0).
+       ``kappa = (x' y'' - y' x'') / max(x'^2 + y'^2, MIN_SPEED^2)^(3/2)``, sign chosen so
+       that the total turning ``sum kappa ds`` is positive (convex parts of an outer
+       boundary > 0). The speed of the resampled curve is ~1; it falls towards 0 only where
+       smoothing folds a one-pixel spike onto itself (out and back), where the curvature is
+       undefined: the floor ``MIN_SPEED = 0.1`` keeps it finite there (without it values
+       of 1e50 were seen on such contours).
 
     ``xs``, ``ys``, ``kappa`` need ``>= M`` entries. Returns ``(M, ds, L)``.
     """
@@ -693,7 +700,8 @@ def contour_curvature(pts, n, step, sigma, xs, ys, kappa):
         ddx = (sx[kp] - 2 * sx[k] + sx[km]) / (ds * ds)
         ddy = (sy[kp] - 2 * sy[k] + sy[km]) / (ds * ds)
         sp = dx * dx + dy * dy
-        kappa[k] = (dx * ddy - dy * ddx) / (sp * np.sqrt(sp)) if sp > 0 else 0.0
+        sp = max(sp, MIN_SPEED_SQ)
+        kappa[k] = (dx * ddy - dy * ddx) / (sp * np.sqrt(sp))
         turn += kappa[k]
     if turn < 0:
         for k in range(m):
