@@ -60,7 +60,13 @@ def test_run_all_quick(data_dir, tmp_path):
     for name in ("dataset1", "dataset2"):
         s = seg[name]["otsu"]["summary"]["all"]
         assert 0.0 <= s["cell_dice_mean"] <= 1.0
-        assert seg[name]["unet"]["status"] == "not run"
+        u = seg[name]["unet"]
+        if deep:  # TensorFlow present: the bundled U-Net weights are evaluated by default
+            assert "status" not in u, u
+            su = u["summary"]["all"]
+            assert 0.0 <= su["nucleus_dice_mean"] <= 1.0 and 0.0 <= su["cell_dice_mean"] <= 1.0
+        else:
+            assert u["status"] == "not run" and "TensorFlow" in u["reason"]
 
     md = (out / "results.md").read_text()
     assert "QUICK RUN" in md and "| hand-crafted stack" in md and "## 3. Segmentation" in md
