@@ -15,7 +15,11 @@ reported apart) and measured in this one process, after a warm-up:
   same segmentation; its values are compared with morphocell's (max relative difference per
   family);
 * ``cp-measure`` and ``pyradiomics`` (when installed) for the features they share, on the
-  first ``--n-cp`` / ``--n-radiomics`` images and the same crops.
+  first ``--n-cp`` / ``--n-radiomics`` images and the same crops. Neither is a dependency
+  of morphocell. Installed for the README run with ``pip install cp-measure`` (0.3.0; it
+  pins pillow < 12) and ``pip install --no-build-isolation pyradiomics`` (the 3.1.0 sdist
+  does not build in an isolated environment because its build imports numpy; built against
+  the environment's numpy it installs, and reports its version as 3.0.1).
 
 numba compile time is measured apart: a fresh subprocess times its first extraction with an
 empty numba cache (compile, at the start) and another with the project's cache (cache load,
