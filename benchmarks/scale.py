@@ -8,8 +8,12 @@ of the child and all its descendants (psutil, every ``--interval`` s):
 
 * ``serial``  one process (``n_jobs=1``);
 * ``local2``  two local worker processes (``n_jobs=2``);
-* ``dask2``   a ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` on
-  127.0.0.1, the client in the child (the scheduler runs in the child too).
+* ``dask1``   a ``LocalCluster(n_workers=1, threads_per_worker=1, processes=True)`` on
+  127.0.0.1, the client in the child (the scheduler runs in the child too);
+* ``dask2``   the same with ``n_workers=2``.
+
+Two speed-ups are reported: two workers over the plain one-process run (``serial``: what Dask
+costs on top of scaling) and, for Dask, two workers over one Dask worker (how Dask scales).
 
 Reported per run: images/s over the whole call (worker start-up included) and in the steady
 state (from the part-file times, after the first chunk of every worker), peak RSS of the driver,
@@ -42,7 +46,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"serial": 1, "local2": 2, "dask2": 2}
+CONFIGS = {"serial": 1, "local2": 2, "dask1": 1, "dask2": 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,10 +76,10 @@ def child(args) -> None:
     t0 = time.perf_counter()
     info: dict = {}
     cpu0 = 0.0
-    if args.child == "dask2":
+    if args.child.startswith("dask"):
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None) as cluster, Client(cluster) as client:
             info["cluster_start_s"] = time.perf_counter() - t0
             cpu0 = time.process_time()
@@ -85,7 +89,7 @@ def child(args) -> None:
         cpu0 = time.process_time()
         res = extract_to_parquet(args.manifest, out, n_jobs=workers, chunk_size=args.chunk_size)
     # CPU of this process (all its threads) during the extraction: for local2 the driver
-    # alone; for dask2 the driver plus the in-process scheduler; for serial all the work
+    # alone; for dask1/dask2 the driver plus the in-process scheduler; for serial all the work
     info["driver_cpu_s"] = time.process_time() - cpu0
     info.update(_steady(out, workers))
     info.update(listed=res.listed, written=res.written, skipped=res.skipped,
@@ -290,13 +294,13 @@ def report(runs: list[dict], meta: dict) -> str:
           "Measured: ratio of steady-state images/s (wall clock, on the shared machine). "
           "CPU-bound: ratio of the CPU-bound rates above (what two dedicated cores would give).",
           "", "| entries | local2 / serial measured | dask2 / serial measured | "
-          "local2 / serial CPU-bound | dask2 / serial CPU-bound |", "|---:|---:|---:|---:|---:|"]
+          "dask2 / dask1 measured | local2 / serial CPU-bound | dask2 / serial CPU-bound | "
+          "dask2 / dask1 CPU-bound |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
-        s = by.get(("serial", n))
         cells = []
         for key in ("steady_rate", "cpu_bound_rate"):
-            for c in ("local2", "dask2"):
-                o = by.get((c, n))
+            for c, base in (("local2", "serial"), ("dask2", "serial"), ("dask2", "dask1")):
+                s, o = by.get((base, n)), by.get((c, n))
                 ok = s and o and s.get(key) and o.get(key)
                 cells.append(f"{o[key] / s[key]:.2f}x" if ok else "n/a")
         L.append(f"| {n} | " + " | ".join(cells) + " |")
@@ -353,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.environ.get("MORPHOCELL_DATA",
                                                      str(REPO.parent / "shared" / "data")))
     ap.add_argument("--sizes", default="2000,5000,10000", help="comma-separated entry counts")
-    ap.add_argument("--configs", default="serial,local2,dask2")
+    ap.add_argument("--configs", default="serial,local2,dask1,dask2")
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--interval", type=float, default=0.25, help="memory sampling period, s")
     ap.add_argument("--nice", type=int, default=10, help="nice level of the child runs")

@@ -223,6 +223,47 @@ def _key8(key: str) -> np.uint64:
                                                     digest_size=8).digest(), "little"))
 
 
+_MALLOC_TUNED: bool | None = None
+
+
+def _tune_malloc() -> bool:
+    """Undo the page-fault cost of Dask's ``MALLOC_TRIM_THRESHOLD_`` in this process (glibc).
+
+    Dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (config
+    ``distributed.nanny.pre-spawn-environ``) so that freed memory goes back to the OS. Setting
+    that variable also switches off glibc's dynamic mmap threshold, so every buffer above
+    128 KiB (an image, a mask, a kernel's scratch arrays) becomes a fresh ``mmap`` whose pages
+    fault in again for every image: about 700 page faults per PBC image and 40-50% more CPU
+    per image than the same code in a plain process (measured, ``docs/scale.md``). When that
+    variable is set, this sets fixed thresholds instead: buffers below 32 MiB come from the
+    heap and up to 64 MiB of free heap stays mapped, which is what glibc's dynamic threshold
+    would have settled on. Called once per process by :func:`extract_chunk`; does nothing
+    when the variable is not set, off glibc, or when ``MORPHOCELL_KEEP_MALLOC=1``.
+
+    Returns
+    -------
+    bool
+        Whether the thresholds were set in this process (by this call or an earlier one).
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is not None:
+        return _MALLOC_TUNED
+    _MALLOC_TUNED = False
+    if (not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            or os.environ.get("MORPHOCELL_KEEP_MALLOC") == "1"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        _MALLOC_TUNED = bool(libc.mallopt(m_mmap_threshold, 32 << 20)
+                             and libc.mallopt(m_trim_threshold, 64 << 20))
+    except (OSError, AttributeError):  # musl or another libc: leave it as it is
+        pass
+    return _MALLOC_TUNED
+
+
 def extract_chunk(entries: Sequence[tuple], families: Sequence[str], method: str
                   ) -> dict[str, Any]:
     """Measure one chunk of images; what a worker process or a Dask task runs.
@@ -243,6 +284,7 @@ def extract_chunk(entries: Sequence[tuple], families: Sequence[str], method: str
         (rows x features) and ``skipped`` (images left out because already written). Never
         raises for a bad image: any error becomes a row with status ``error``.
     """
+    _tune_malloc()
     fams = _families(families)
     n_feat = len(feature_names(fams))
     cols: dict[str, list] = {k: [] for k in (*_FIXED, "status", "error")}

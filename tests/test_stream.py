@@ -281,3 +281,40 @@ def test_dask_cluster_equals_local(manifest, reference, tmp_path):
         assert rc == 0
     pd.testing.assert_frame_equal(read_features(out), reference[1], check_exact=True)
     pd.testing.assert_frame_equal(read_features(out_cli), reference[1], check_exact=True)
+
+
+_FAULTS_SCRIPT = r"""
+import json, resource, sys
+from morphocell.stream import _tune_malloc, extract_chunk
+paths = json.loads(sys.argv[1])
+ents = [(i, p, p, None, None) for i, p in enumerate(paths)]
+extract_chunk(ents, None, "otsu")  # warm-up: imports, numba cache, heap grown to size
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+res = extract_chunk(ents, None, "otsu")
+r1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+print(json.dumps({"tuned": _tune_malloc(), "faults": (r1 - r0) / len(ents),
+                  "X": res["X"].tolist()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_dask_malloc_env_does_not_fault_every_buffer(data_dir):
+    """Under Dask's MALLOC_TRIM_THRESHOLD_ the worker would page-fault every image buffer.
+
+    extract_chunk sets fixed malloc thresholds in that case (morphocell.stream._tune_malloc);
+    MORPHOCELL_KEEP_MALLOC=1 leaves glibc alone. Page-fault counts, not timings: the tuned
+    process must fault several times less per image, and give identical values.
+    """
+    import json
+
+    paths = [p for p, _ in pbc_subset(2)]
+    runs = {}
+    for name, extra in (("tuned", {}), ("kept", {"MORPHOCELL_KEEP_MALLOC": "1"})):
+        env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", **extra}
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, json.dumps(paths)],
+                             env=env, capture_output=True, text=True, timeout=600, check=True)
+        runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["tuned"]["tuned"] is True and runs["kept"]["tuned"] is False
+    assert runs["tuned"]["faults"] * 4 < runs["kept"]["faults"], runs
+    np.testing.assert_array_equal(np.array(runs["tuned"]["X"], dtype=float),
+                                  np.array(runs["kept"]["X"], dtype=float))
