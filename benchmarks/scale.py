@@ -129,7 +129,8 @@ class Sampler(threading.Thread):
                      "max_worker_rss": 0, "n_procs": 0}
         self.samples = 0
         self.cpu: dict[int, tuple[bool, float]] = {}  # pid -> (is driver, last CPU seconds)
-        self.series: list[tuple[float, float, float]] = []  # (epoch, driver CPU, workers CPU)
+        # (epoch, driver CPU s, workers CPU s, total PSS bytes) per sample
+        self.series: list[tuple[float, float, float, float]] = []
 
     def run(self) -> None:
         ps = self.psutil
@@ -163,7 +164,7 @@ class Sampler(threading.Thread):
                 self.peak[k] = max(self.peak[k], v)
             self.samples += 1
             self.series.append((time.time(), sum(v for d, v in self.cpu.values() if d),
-                                sum(v for d, v in self.cpu.values() if not d)))
+                                sum(v for d, v in self.cpu.values() if not d), pss))
             self.stop.wait(self.interval)
 
 
@@ -190,12 +191,18 @@ def run_one(config: str, manifest: Path, out: Path, chunk: int, interval: float,
     mb = {k: (v / 2**20 if k != "n_procs" else v) for k, v in sampler.peak.items()}
     res.update(config=config, wall_s=wall, samples=sampler.samples, peak_mb=mb,
                driver_cpu_ms_per_image=1000 * res["driver_cpu_s"] / max(res["written"], 1))
+    if sampler.series:
+        # peak total PSS over the first 10% / 50% / all of the run's samples: flat memory
+        # means the first tenth already reaches the whole run's peak
+        pss = [s[3] for s in sampler.series]
+        res["pss_mb_by_time"] = {f"{q}%": max(pss[:max(1, len(pss) * q // 100)]) / 2**20
+                                 for q in (10, 50, 100)}
     if "steady_window" in res and len(sampler.series) > 2:
         # CPU seconds spent in the steady window, per image: what the work costs in CPU,
         # whatever share of the (shared) machine the run happened to get
         import numpy as np
 
-        t, d, w = (np.array(x) for x in zip(*sampler.series, strict=True))
+        t, d, w, _ = (np.array(x) for x in zip(*sampler.series, strict=True))
         (a, b), rows = res["steady_window"], res["steady_rows"]
         dd = float(np.interp(b, t, d) - np.interp(a, t, d))
         dw = float(np.interp(b, t, w) - np.interp(a, t, w))
@@ -313,6 +320,14 @@ def report(runs: list[dict], meta: dict) -> str:
         ratio = f"{got[-1] / got[0]:.2f}" if len(got) > 1 else "n/a"
         L.append(f"| {c} | " + " | ".join("n/a" if v is None else f"{v:.0f}" for v in vals)
                  + f" | {ratio} |")
+    L += ["", "Peak total PSS (MB) over the first 10%, the first 50% and all of each run "
+          "(memory that stops growing reaches its peak early):", "",
+          "| config | entries | first 10% | first 50% | whole run |", "|---|---:|---:|---:|---:|"]
+    for r in runs:
+        q = r.get("pss_mb_by_time")
+        if q:
+            L.append(f"| {r['config']} | {r['listed']} | {q['10%']:.0f} | {q['50%']:.0f} | "
+                     f"{q['100%']:.0f} |")
     L.append("")
     pw = meta.get("per_worker_rate")
     if pw:
