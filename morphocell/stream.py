@@ -268,6 +268,8 @@ def extract_chunk(entries: Sequence[tuple], families: Sequence[str], method: str
                   ) -> dict[str, Any]:
     """Measure one chunk of images; what a worker process or a Dask task runs.
 
+    The first call in a process applies :func:`_tune_malloc` (a no-op outside Dask workers).
+
     Parameters
     ----------
     entries : sequence of ``(seq, id, path, label, known_sha8)``
