@@ -236,9 +236,10 @@ def _tune_malloc() -> bool:
     fault in again for every image: about 700 page faults per PBC image and 40-50% more CPU
     per image than the same code in a plain process (measured, ``docs/scale.md``). When that
     variable is set, this sets fixed thresholds instead: buffers below 32 MiB come from the
-    heap and up to 64 MiB of free heap stays mapped, which is what glibc's dynamic threshold
-    would have settled on. Called once per process by :func:`extract_chunk`; does nothing
-    when the variable is not set, off glibc, or when ``MORPHOCELL_KEEP_MALLOC=1``.
+    heap and up to 64 MiB of free heap stays mapped per malloc arena (about one per worker
+    thread): the ceilings that glibc's dynamic thresholds can reach on 64-bit systems. Called
+    once per process by :func:`extract_chunk`; does nothing when the variable is not set, off
+    glibc, or when ``MORPHOCELL_KEEP_MALLOC=1``.
 
     Returns
     -------
