@@ -269,7 +269,8 @@ def extract_chunk(entries: Sequence[tuple], families: Sequence[str], method: str
                   ) -> dict[str, Any]:
     """Measure one chunk of images; what a worker process or a Dask task runs.
 
-    The first call in a process applies :func:`_tune_malloc` (a no-op outside Dask workers).
+    The first call in a process applies :func:`_tune_malloc` (a no-op unless
+    ``MALLOC_TRIM_THRESHOLD_`` is set, as Dask sets it in its workers).
 
     Parameters
     ----------
