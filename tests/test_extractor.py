@@ -137,3 +137,32 @@ def test_inputs_arrays_dataframe_series(paths, table):
 def test_doctests():
     res = doctest.testmod(extractor, optionflags=doctest.ELLIPSIS)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_opencv_runs_single_threaded_inside_and_is_restored(paths, monkeypatch):
+    """Segmentation and features run OpenCV with one thread and give the same values as with
+    the caller's setting; the caller's setting is back afterwards."""
+    import cv2
+
+    img = read_image(paths[0])
+    before = cv2.getNumThreads()
+    seen = []
+    orig_blur = cv2.GaussianBlur
+
+    def spy(*a, **k):
+        seen.append(cv2.getNumThreads())
+        return orig_blur(*a, **k)
+
+    monkeypatch.setattr(cv2, "GaussianBlur", spy)
+    try:
+        cv2.setNumThreads(2)
+        a = extractor.extract_features(img)
+        assert cv2.getNumThreads() == 2
+        cv2.setNumThreads(1)
+        b = extractor.extract_features(img)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+    assert seen and set(seen) == {1}
+    np.testing.assert_array_equal(np.array(list(a.values())), np.array(list(b.values())))
+    assert list(a) == list(b)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._utils import cv2_one_thread
 from ..errors import FeatureError, MorphocellError
 from ..segmentation.masks import CellMasks
 from . import registry
@@ -47,6 +48,7 @@ def _modules(fams):
     return [importlib.import_module(f"morphocell.features.{f}") for f in fams]
 
 
+@cv2_one_thread()
 def extract_array(image: np.ndarray, masks: CellMasks | None = None, families=None,
                   method: str = "otsu") -> tuple[np.ndarray, CellMasks]:
     """Features of one image as a float64 vector in :func:`feature_names` order.

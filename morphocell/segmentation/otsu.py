@@ -71,6 +71,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
+from .._utils import cv2_one_thread
 from .masks import CellMasks
 
 __all__ = ["OtsuParams", "segment_otsu", "flood", "multi_otsu3", "otsu_threshold"]
@@ -440,6 +441,7 @@ def _upscale(mask: np.ndarray, size: tuple[int, int], shape: tuple[int, int]) ->
 
 
 # ------------------------------------------------------------------------------ method
+@cv2_one_thread()
 def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMasks:
     """Segment the centred cell of an RGB uint8 image; see the module docstring.
 
