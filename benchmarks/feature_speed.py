@@ -325,6 +325,8 @@ def _competitor(module, dist, n, crops, log, fn) -> dict:
     except ImportError as exc:
         return {"error": f"not installed: {exc}"}
     n = min(n, len(crops))
+    if n < 1:
+        return {"error": "skipped (0 images asked for)"}
     log(dist, "on", n)
     try:
         fn(crops[0])  # warm-up (imports, numba in cp-measure)
