@@ -45,8 +45,9 @@ no boundary contour is at least ``MIN_CONTOUR_LENGTH`` px long. ``LobeCount``,
 
 Invariance: every feature is unchanged (to rounding) under 90-degree rotations, flips and
 translations, since the pixel grid maps onto itself and each contour's curvature samples
-start at a canonical point (its point farthest from the mean of its points; a tie there
-could break this for perfectly symmetric shapes). ``Extent`` (bounding-box based) is the
+start at a canonical point (its point farthest from the mean of its points). A tie there
+(symmetric shapes) moves the samples along the contour; the curvature statistics then change
+by about 1% at most (measured on synthetic ellipses; see ``CURVATURE_STEP``), not to rounding. ``Extent`` (bounding-box based) is the
 only feature that is not also approximately invariant under arbitrary rotations. ``Hu7``
 changes sign under a reflection (a skew invariant), and cells on a smear come in both
 handednesses, so its absolute value is reported.
@@ -70,8 +71,13 @@ __all__ = ["specs", "compute", "region_features", "curvature_features", "lobe_co
            "CURVATURE_STEP", "CURVATURE_SIGMA", "MIN_CONTOUR_LENGTH",
            "LOBE_REL_PERSISTENCE", "LOBE_MIN_PERSISTENCE"]
 
-#: arc-length step (px) at which boundary contours are resampled for curvature
-CURVATURE_STEP = 1.0
+#: arc-length step (px) at which boundary contours are resampled for curvature. Half a pixel:
+#: at 1 px (about the spacing of the pixel chain's vertices) the staircase of the chain aliases
+#: into the smoothed curve, and a 90-degree rotation, which moves the samples along the chain,
+#: changed CurvatureStd/Min/Max by up to 0.7/3.1/1.9% on synthetic ellipses; at 0.5 px by up to
+#: 0.1/1.1/0.8% (3000 ellipses x 6 rotations/flips; relative to max(|value|, 0.05 px-1)).
+#: It costs ~0.14 ms per image (three regions) over the 1 px step.
+CURVATURE_STEP = 0.5
 #: standard deviation (px of arc length) of the Gaussian that smooths contours
 CURVATURE_SIGMA = 3.0
 #: contours shorter than this (px of arc length) are left out of the curvature statistics
