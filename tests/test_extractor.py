@@ -62,6 +62,17 @@ def test_n_jobs_2_gives_the_same_values(paths, table):
     assert st == [STATUS_OK] * 5 and err == [""] * 5
 
 
+def test_small_batches_on_several_workers_are_cut_finer():
+    from morphocell.features.extractor import TAIL_CHUNKS_PER_WORKER, _batch_chunk_size
+
+    assert TAIL_CHUNKS_PER_WORKER == 16
+    assert _batch_chunk_size(500, 32, None) == 32 and _batch_chunk_size(500, 32, 1) == 32
+    assert _batch_chunk_size(500, 32, 2) == 16  # ceil(500 / (16 * 2))
+    assert _batch_chunk_size(100_000, 32, 2) == 32  # large batches keep chunk_size
+    assert _batch_chunk_size(5, 32, 2) == 1
+    assert _batch_chunk_size(0, 32, 2) == 1
+
+
 def test_failed_images_are_nan_rows_listed_in_failures(tmp_path, paths, table):
     bad = tmp_path / "not_an_image.jpg"
     bad.write_bytes(b"this is not a jpeg")
