@@ -472,7 +472,8 @@ class Run:
                                n_slow=cfg["speed_n_slow"], n_cp=cfg["speed_n_peers"],
                                n_radiomics=cfg["speed_n_peers"], warmup=2 if cfg["quick"]
                                else 10, verbose=bool(self.verbose),
-                               compile_empty_cache=not cfg["quick"])
+                               compile_empty_cache=not cfg["quick"],
+                               scaling_repeats=1 if cfg["quick"] else 3)
         res = feature_speed.run(a)
         self.state["speed_md"] = feature_speed.to_markdown(res)
         return res
