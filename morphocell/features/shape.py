@@ -47,8 +47,9 @@ Invariance: every feature is unchanged (to rounding) under 90-degree rotations, 
 translations, since the pixel grid maps onto itself and each contour's curvature samples
 start at a canonical point (its point farthest from the mean of its points). A tie there
 (symmetric shapes) moves the samples along the contour; the curvature statistics then change
-by about 1% at most (measured on synthetic ellipses; see ``CURVATURE_STEP``), not to rounding. ``Extent`` (bounding-box based) is the
-only feature that is not also approximately invariant under arbitrary rotations. ``Hu7``
+by about 1% at most (measured on synthetic ellipses; see ``CURVATURE_STEP``), not to
+rounding. ``Extent`` (bounding-box based) is the only feature that is not also approximately
+invariant under arbitrary rotations. ``Hu7``
 changes sign under a reflection (a skew invariant), and cells on a smear come in both
 handednesses, so its absolute value is reported.
 
