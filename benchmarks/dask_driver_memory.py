@@ -15,7 +15,6 @@ Usage (numbers of 2026-11-30 in docs/scale.md)::
 from __future__ import annotations
 
 import argparse
-import csv
 import ctypes
 import gc
 import json
@@ -29,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
@@ -44,17 +44,12 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
     from morphocell.stream import extract_to_parquet
+    from scale import write_manifest
 
-    data = Path(args.data)
-    rows = [r for r in csv.DictReader(open(data / "pbc_split.csv")) if r["split"] == "train"]
+    data = Path(args.data).resolve()
     work = Path(tempfile.mkdtemp(prefix="mc_driver_mem_"))
     man, out = work / "manifest.csv", work / "out"
-    with open(man, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label"])
-        for i in range(args.tasks * args.chunk):
-            r = rows[i % len(rows)]
-            w.writerow([str((data / r["path"]).resolve()), r["label"]])
+    write_manifest(data, args.tasks * args.chunk, man)  # unique ids over repeated train rows
     cfg = {} if args.logs == "default" else {
         "distributed.admin.log-length": int(args.logs),
         "distributed.admin.low-level-log-length": int(args.logs)}

@@ -49,9 +49,8 @@ start at a canonical point (its point farthest from the mean of its points). A t
 (symmetric shapes) moves the samples along the contour; the curvature statistics then change
 by about 1% at most (measured on synthetic ellipses; see ``CURVATURE_STEP``), not to
 rounding. ``Extent`` (bounding-box based) is the only feature that is not also approximately
-invariant under arbitrary rotations. ``Hu7``
-changes sign under a reflection (a skew invariant), and cells on a smear come in both
-handednesses, so its absolute value is reported.
+invariant under arbitrary rotations. ``Hu7`` changes sign under a reflection (a skew
+invariant), and cells on a smear come in both handednesses, so its absolute value is reported.
 
 Speed: one numba call per region (:func:`~morphocell.features._kernels.shape.region_shape`:
 one raster pass for runs/border/perimeter, moments up to order 8 from per-run prefix sums,
