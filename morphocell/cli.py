@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="filters of the first level, doubled per level (default 12)")
     p.add_argument("--expert-repeat", type=int, default=3,
                    help="times each expert-annotated image appears per epoch (default 3)")
+    p.add_argument("--balance-datasets", action=argparse.BooleanOptionalAction, default=False,
+                   help="repeat each expert dataset to the size of the largest, in training "
+                        "and validation (default off)")
     p.add_argument("--random-state", type=int, default=0)
     p.set_defaults(func=_lazy("morphocell.segmentation.unet", "train_command"))
     return parser

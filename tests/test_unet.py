@@ -152,3 +152,17 @@ def test_bundled_weights_on_held_out_expert_masks(data_dir, name):
         assert mean >= UNET_FLOORS[(name, region)], (name, region, mean)
         # the U-Net is not worse than the classical method on these images (small margin)
         assert mean >= float(np.mean([r[f"{region}_dice"] for r in classical])) - 0.005
+
+
+def test_balance_datasets_repeats_small_datasets_to_the_largest():
+    items = [(None, None, "big", i) for i in range(10)] + [(None, None, "small", i) for i in range(3)]
+    out = unet.balance_datasets(items, repeat=2, random_state=0)
+    count = {}
+    for it in out:
+        count[it[2]] = count.get(it[2], 0) + 1
+    assert count == {"big": 20, "small": 20}
+    small = [it[3] for it in out if it[2] == "small"]
+    # every small item 6 times, two of them a 7th time (20 = 3 * 6 + 2)
+    assert sorted(small.count(i) for i in range(3)) == [6, 7, 7]
+    assert unet.balance_datasets(items, 2, random_state=0) == out  # deterministic
+    assert unet.balance_datasets([], 3) == []

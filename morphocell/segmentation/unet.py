@@ -326,6 +326,29 @@ def pseudo_labels(pbc_root: str | os.PathLike, n: int = 800, random_state: int =
 
 # ---- training ---------------------------------------------------------------------------
 
+def balance_datasets(items, repeat: int = 1, random_state: int = 0):
+    """Repeat expert items so that every dataset (``item[2]``) appears ``repeat`` times as
+    often as the largest one: a dataset of ``n_d`` items gets ``repeat * n_max`` entries
+    (every item ``repeat * n_max // n_d`` times, the remainder drawn without replacement
+    with ``random_state``). Without it a small dataset (segwbc dataset2: 18 even ids next to
+    dataset1's 150) is a few percent of every epoch."""
+    groups: dict[str, list] = {}
+    for it in items:
+        groups.setdefault(it[2], []).append(it)
+    if not groups:
+        return []
+    n_max = max(len(g) for g in groups.values())
+    rng = np.random.default_rng(random_state)
+    out = []
+    for name in sorted(groups):
+        g = groups[name]
+        target = repeat * n_max
+        out.extend(g * (target // len(g)))
+        extra = rng.choice(len(g), size=target % len(g), replace=False)
+        out.extend(g[i] for i in sorted(extra))
+    return out
+
+
 def _resize_pairs(items, size):
     import cv2
 
@@ -458,7 +481,11 @@ def train_command(args) -> int:
     # expert masks are few (~140) next to ~800 pseudo-labels: repeat them so that the
     # network sees expert boundaries at least as often as Otsu-derived ones
     repeat = max(1, int(getattr(args, "expert_repeat", 1) or 1))
-    train = train * repeat
+    if getattr(args, "balance_datasets", False):
+        train = balance_datasets(train, repeat, random_state=args.random_state)
+        val = balance_datasets(val, 1, random_state=args.random_state)
+    else:
+        train = train * repeat
     if args.pseudo:
         pseudo = pseudo_labels(args.pseudo, random_state=args.random_state)
         print(f"pseudo-labels: {len(pseudo)} confident PBC images")
