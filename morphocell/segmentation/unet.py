@@ -330,7 +330,7 @@ def balance_datasets(items, repeat: int = 1, random_state: int = 0):
     """Repeat expert items so that every dataset (``item[2]``) appears ``repeat`` times as
     often as the largest one: a dataset of ``n_d`` items gets ``repeat * n_max`` entries
     (every item ``repeat * n_max // n_d`` times, the remainder drawn without replacement
-    with ``random_state``). Without it a small dataset (segwbc dataset2: 18 even ids next to
+    with ``random_state``). Without it a small dataset (segwbc dataset2: 22 even ids next to
     dataset1's 150) is a few percent of every epoch."""
     groups: dict[str, list] = {}
     for it in items:
