@@ -337,12 +337,11 @@ def balance_datasets(items, repeat: int = 1, random_state: int = 0):
         groups.setdefault(it[2], []).append(it)
     if not groups:
         return []
-    n_max = max(len(g) for g in groups.values())
+    target = repeat * max(len(g) for g in groups.values())
     rng = np.random.default_rng(random_state)
     out = []
     for name in sorted(groups):
         g = groups[name]
-        target = repeat * n_max
         out.extend(g * (target // len(g)))
         extra = rng.choice(len(g), size=target % len(g), replace=False)
         out.extend(g[i] for i in sorted(extra))
