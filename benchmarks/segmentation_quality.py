@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/segmentation_quality.py --data ../shared/data/segwbc \\
-        [--method otsu|unet] [--model WEIGHTS] [--out results/seg.json]
+        [--method otsu|unet] [--model WEIGHTS] [--tta] [--refine auto|on|off]
+        [--out results/seg.json]
 
 For each dataset folder (``dataset1``, ``dataset2``: ``NNN_image.png`` + ``NNN_mask.png``,
 masks 0 background / 128 cytoplasm / 255 nucleus) every image is segmented with
@@ -80,13 +81,15 @@ def summarise(rows: list[dict], subset: str) -> dict:
 
 
 def evaluate_dataset(folder: Path, method: str, model: str | None, repeat: int = 3,
-                     tta: bool = False) -> dict:
+                     tta: bool = False, refine: str = "auto") -> dict:
     pairs = list_pairs(folder)
     if not pairs:
         raise SystemExit(f"error: no NNN_image.png / NNN_mask.png pairs in {folder}")
     kw = {"model": model} if model else {}
     if tta:
         kw["tta"] = True
+    if method == "unet":
+        kw["refine"] = {"auto": "auto", "on": True, "off": False}[refine]
     images = [read_image(p) for _, p, _ in pairs]
     refs = [load_reference(m) for _, _, m in pairs]
     t0 = time.perf_counter()
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="weights file (method unet)")
     ap.add_argument("--tta", action="store_true",
                     help="method unet: average over the 8 rotations/flips")
+    ap.add_argument("--refine", default="auto", choices=["auto", "on", "off"],
+                    help="method unet: nucleus boundary re-decided at the image's resolution "
+                    "(default auto: images >= 1.5x the network input)")
     ap.add_argument("--datasets", default="dataset1,dataset2",
                     help="comma-separated sub-folders to evaluate")
     ap.add_argument("--repeat", type=int, default=3,
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = Path(args.data)
     results = {"method": args.method, "repeat": args.repeat, "model": args.model,
-               "tta": args.tta, "data": str(data),
+               "tta": args.tta, "refine": args.refine, "data": str(data),
                "python": platform.python_version(), "machine": platform.machine(),
                "cpu_count": os.cpu_count(),
                "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -199,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
         results["datasets"][name] = evaluate_dataset(folder, args.method, args.model,
-                                                     args.repeat, tta=args.tta)
+                                                     args.repeat, tta=args.tta,
+                                                     refine=args.refine)
     if args.pbc:
         results["pbc_timing"] = time_pbc(Path(args.pbc), args.method, args.model,
                                          args.pbc_per_class, args.repeat)

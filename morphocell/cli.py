@@ -20,6 +20,9 @@ from .errors import MorphocellError
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_PARTIAL = 0, 1, 2, 3
 
 
+_REFINE = {"auto": "auto", "on": True, "off": False}
+
+
 def _cmd_segment(args) -> int:
     from ._utils import progress
     from .io import iter_chunks, read_image, resolve_inputs
@@ -37,7 +40,8 @@ def _cmd_segment(args) -> int:
         from .segmentation.unet import segment_unet_batch
 
         def seg_many(imgs):
-            return segment_unet_batch(imgs, args.model, tta=args.tta)
+            return segment_unet_batch(imgs, args.model, tta=args.tta,
+                                      refine=_REFINE[args.refine])
     else:
         def seg_many(imgs):
             return [segment(im, method=args.method) for im in imgs]
@@ -87,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="U-Net weights file (method unet)")
     p.add_argument("--tta", action="store_true",
                    help="method unet: average over the 8 rotations/flips (8x slower)")
+    p.add_argument("--refine", default="auto", choices=sorted(_REFINE),
+                   help="method unet: re-decide the nucleus boundary at the image's resolution "
+                   "from its colours (auto: when the image is >= 1.5x the network input)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 

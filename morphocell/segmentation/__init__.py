@@ -30,7 +30,8 @@ def segment(image: np.ndarray, method: str = "otsu", model=None, **params) -> Ce
         ``"otsu"``: classical thresholds (:mod:`morphocell.segmentation.otsu`), no training.
         ``"unet"``: a Keras U-Net (needs the ``deep`` extra and a weights file via ``model``).
     **params
-        Method parameters (for ``"otsu"``: fields of :class:`~.otsu.OtsuParams`).
+        Method parameters (for ``"otsu"``: fields of :class:`~.otsu.OtsuParams`; for
+        ``"unet"``: ``tta`` and ``refine``, see :func:`~.unet.segment_unet_batch`).
 
     Returns
     -------

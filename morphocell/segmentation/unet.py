@@ -3,8 +3,10 @@
 The network predicts 3 classes per pixel — 0 background, 1 cytoplasm, 2 nucleus — on the
 image resized to ``INPUT_SIZE`` x ``INPUT_SIZE`` (128; area interpolation). Class
 probabilities are resized back to the image's size (bilinear) before the arg-max, then the
-same post-processing as the classical method: the cell component nearest the image centre is
-kept, holes are filled, the nucleus is restricted to that cell.
+post-processing: the cell component nearest the image centre is kept (holes filled), the nucleus
+is restricted to that cell (pinholes filled, specks dropped) and, for images larger than
+the network's input, its boundary is re-decided at the image's resolution from the image's
+own colours (:func:`refine_nucleus`).
 
 Training (:func:`train_unet`, CLI ``morphocell train-segmenter``) uses the expert masks of
 segwbc plus optional pseudo-labels: PBC images that the classical method segments
@@ -33,7 +35,7 @@ from ..errors import ModelFileError, SegmentationError
 from .masks import CellMasks
 
 __all__ = ["INPUT_SIZE", "build_unet", "load_unet", "predict_probabilities", "segment_unet",
-           "segment_unet_batch", "train_unet", "load_segwbc", "pseudo_labels",
+           "segment_unet_batch", "refine_nucleus", "train_unet", "load_segwbc", "pseudo_labels",
            "train_command", "BUNDLED_WEIGHTS"]
 
 INPUT_SIZE = 128
@@ -199,16 +201,92 @@ def _central_component(mask: np.ndarray) -> np.ndarray:
     return lab == best
 
 
-def postprocess(prob: np.ndarray) -> CellMasks:
-    """Arg-max, keep the central cell, fill holes, restrict the nucleus to the cell and drop
-    nucleus specks (components under ``SPECK_FRACTION`` of the largest)."""
+def postprocess(prob: np.ndarray, image: np.ndarray | None = None,
+                refine_px: float = 0.0) -> CellMasks:
+    """Arg-max, keep the central cell (holes filled), restrict the nucleus to the cell, fill
+    only its pinholes (under ``HOLE_FRACTION`` of its area: the space a lobed nucleus wraps
+    around is cytoplasm), drop nucleus specks (components under ``SPECK_FRACTION`` of the
+    largest); with ``image`` and ``refine_px > 0``, re-decide the nucleus boundary at the
+    image's resolution (:func:`refine_nucleus`, a band of ``refine_px`` pixels)."""
     label = np.argmax(prob, axis=-1)
     cell = label > 0
     if not cell.any():
         return CellMasks.empty(label.shape, reason="U-Net found no cell")
     cell = ndi.binary_fill_holes(_central_component(cell))
-    nucleus = _drop_specks(ndi.binary_fill_holes((label == 2) & cell))
-    return CellMasks(nucleus, cell & ~nucleus, found=True, info={"method": "unet"})
+    nucleus = _drop_specks(_fill_pinholes((label == 2) & cell))
+    info = {"method": "unet"}
+    if image is not None and refine_px > 0:
+        nucleus = refine_nucleus(image, prob, nucleus, cell, refine_px)
+        info["refined_px"] = float(refine_px)
+    return CellMasks(nucleus, cell & ~nucleus, found=True, info=info)
+
+
+#: Holes of the nucleus smaller than this share of its area are filled (pinholes); larger
+#: ones are kept as cytoplasm. Filling every hole (as the classical method does) filled the
+#: cytoplasm between the lobes of eosinophils and band neutrophils: mean nucleus Dice on the
+#: even (training) segwbc ids 0.9658 -> 0.9665 (dataset1), 0.9675 -> 0.9696 (dataset2)
+#: without the fill, same or better on the held-out odd ids (docs/segmentation.md).
+HOLE_FRACTION = 0.005
+
+
+def _fill_pinholes(mask: np.ndarray) -> np.ndarray:
+    filled = ndi.binary_fill_holes(mask)
+    holes = filled & ~mask
+    if not holes.any():
+        return mask
+    lab, _ = ndi.label(holes)
+    sizes = np.bincount(lab.ravel())
+    small = sizes < HOLE_FRACTION * max(int(mask.sum()), 1)
+    small[0] = False
+    return mask | small[lab]
+
+
+#: When ``refine="auto"``: refine the nucleus boundary when the image's shorter side is at
+#: least this many times the network's input size (the network saw a shrunken image).
+REFINE_MIN_SCALE = 1.5
+#: Weight of the network's nucleus log-odds next to the colour log-likelihood ratio, and the
+#: Gaussian smoothing (image pixels) of the optical density, in :func:`refine_nucleus`.
+REFINE_NET_WEIGHT = 3.0
+REFINE_SIGMA = 0.7
+
+
+def refine_nucleus(image: np.ndarray, prob: np.ndarray, nucleus: np.ndarray, cell: np.ndarray,
+                   band_px: float) -> np.ndarray:
+    """Re-decide the nucleus boundary at the image's own resolution.
+
+    The network sees the image shrunk to its input size, so its boundary is only as sharp as
+    one network pixel (``band_px`` image pixels). Within ``band_px`` of the arg-max nucleus
+    boundary (inside the cell) each pixel is re-classified by a per-image two-class linear
+    discriminant on optical density ``-log((I + 1) / 256)`` (Gaussian, ``REFINE_SIGMA``),
+    fitted on the confident nucleus (farther than ``band_px`` inside) and the cytoplasm next
+    to it (``band_px`` to ``4 band_px`` outside): nucleus where
+    ``LLR_colour + REFINE_NET_WEIGHT * logit(p_nucleus) > 0``. Then pinholes are filled and
+    specks dropped again. Too few pixels on either side: the nucleus is returned unchanged.
+    """
+    import cv2
+
+    n0 = nucleus.astype(np.uint8)
+    din = cv2.distanceTransform(n0, cv2.DIST_L2, 5)
+    dout = cv2.distanceTransform(1 - n0, cv2.DIST_L2, 5)
+    band = (((din > 0) & (din <= band_px)) | ((dout > 0) & (dout <= band_px))) & cell
+    core_n = din > band_px
+    core_c = (dout > band_px) & (dout <= 4 * band_px) & cell
+    if core_n.sum() < 20 or core_c.sum() < 20 or not band.any():
+        return nucleus
+    od = -np.log((image.astype(np.float32) + 1.0) / 256.0)
+    if REFINE_SIGMA > 0:
+        od = cv2.GaussianBlur(od, (0, 0), REFINE_SIGMA)
+    xn, xc = od[core_n].astype(np.float64), od[core_c].astype(np.float64)
+    mn, mc = xn.mean(0), xc.mean(0)
+    pooled = ((xn - mn).T @ (xn - mn) + (xc - mc).T @ (xc - mc)) / (len(xn) + len(xc) - 2)
+    wv = np.linalg.solve(pooled + 1e-6 * np.eye(3), mn - mc)
+    xb = od[band].astype(np.float64)
+    llr = xb @ wv - 0.5 * float((mn + mc) @ wv)
+    pb = prob[band]
+    pn = np.clip(pb[:, 2] / np.maximum(pb.sum(-1), 1e-6), 1e-4, 1 - 1e-4)
+    out = nucleus.copy()
+    out[band] = llr + REFINE_NET_WEIGHT * np.log(pn / (1.0 - pn)) > 0
+    return _drop_specks(_fill_pinholes(out & cell))
 
 
 #: Nucleus components smaller than this share of the largest one are dropped (dark granules
@@ -225,18 +303,39 @@ def _drop_specks(nucleus: np.ndarray) -> np.ndarray:
     return np.isin(lab, keep)
 
 
+def _refine_px(shape, size: int, refine) -> float:
+    scale = min(shape[:2]) / float(size)
+    if refine is None or refine == "auto":
+        return scale if scale >= REFINE_MIN_SCALE else 0.0
+    return max(scale, 1.0) if refine else 0.0
+
+
 def segment_unet_batch(images: list[np.ndarray], model=None, batch_size: int = 32,
-                       tta: bool = False) -> list[CellMasks]:
-    """Segment many images in batches (faster than one by one)."""
-    return [postprocess(p) for p in predict_probabilities(model, images, batch_size, tta)]
+                       tta: bool = False, refine: bool | str = "auto") -> list[CellMasks]:
+    """Segment many images in batches (faster than one by one).
+
+    ``refine``: re-decide the nucleus boundary at the image's resolution
+    (:func:`refine_nucleus`); ``"auto"`` (default) does it when the image's shorter side is at
+    least ``REFINE_MIN_SCALE`` times the network's input size, ``True`` / ``False`` always /
+    never.
+    """
+    if refine not in (True, False, "auto", None):
+        raise SegmentationError(f"refine must be True, False or 'auto', not {refine!r}")
+    model = _resolve_model(model)
+    size = int(model.input_shape[1])
+    probs = predict_probabilities(model, images, batch_size, tta)
+    return [postprocess(p, im, _refine_px(im.shape, size, refine))
+            for p, im in zip(probs, images, strict=True)]
 
 
-def segment_unet(image: np.ndarray, model=None, tta: bool = False, **params) -> CellMasks:
+def segment_unet(image: np.ndarray, model=None, tta: bool = False, refine: bool | str = "auto",
+                 **params) -> CellMasks:
     """Segment one image with a U-Net (``model``: a path, a loaded model, or None for the
-    bundled weights; ``tta``: average over the 8 rotations/flips)."""
+    bundled weights; ``tta``: average over the 8 rotations/flips; ``refine``: see
+    :func:`segment_unet_batch`)."""
     if params:
         raise SegmentationError(f"unknown parameter(s) for method 'unet': {sorted(params)}")
-    return segment_unet_batch([image], model, tta=tta)[0]
+    return segment_unet_batch([image], model, tta=tta, refine=refine)[0]
 
 
 # ---- data -------------------------------------------------------------------------------
