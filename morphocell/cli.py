@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "evaluate_command"))
 
-    p = sub.add_parser("demo", help="the whole job on the bundled sample, in under a minute")
+    p = sub.add_parser("demo", help="the whole job on the bundled sample, in under a minute "
+                       "(the first run also compiles the numba kernels, once)")
     p.add_argument("--out", default="morphocell-demo", help="output folder")
     p.set_defaults(func=_lazy("morphocell.workflow", "demo_command"))
 

@@ -574,6 +574,10 @@ def evaluate_command(args) -> int:
 
 
 # -- demo -------------------------------------------------------------------------------------
+#: ``morphocell demo`` says that the kernels were being compiled when its first image took longer
+FIRST_RUN_NOTICE_S = 5.0
+
+
 def demo_command(args) -> int:
     """``morphocell demo``: the whole job on the bundled sample (80 images, 8 classes).
 
@@ -581,10 +585,13 @@ def demo_command(args) -> int:
     the stacked classifier with 5-fold CV, saves the model and its explanation, and writes the
     predictions and differential count of the sample images. Those predictions are in-sample
     (the model was trained on these very images): the honest scores are the CV ones.
+    The first run after installing also compiles the numba kernels (about a minute on 2 cores,
+    once; they are cached on disk).
     """
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
+    from ._utils import progress
     from .datasets import sample_folder
     from .ensembles.stacking import StackedCellClassifier
     from .features.extractor import DEFAULT_FAMILIES, FeatureExtractor, extract_array
@@ -598,7 +605,10 @@ def demo_command(args) -> int:
     paths, labels = load_folder(sample_folder())
     print(f"demo: {len(paths)} bundled images of {len(set(labels))} classes -> {out}")
     rows, st, er = [], [], []
-    for p in paths:
+    for i, p in enumerate(progress(paths, desc="segment + measure")):
+        if i == 1 and time.perf_counter() - t0 > FIRST_RUN_NOTICE_S:
+            print(f"(first image took {time.perf_counter() - t0:.0f} s: the numba kernels were "
+                  "compiled and cached on disk; later runs skip this)", flush=True)
         try:
             img = read_image(p)
             masks = segment(img)
