@@ -58,14 +58,18 @@ def _compile_group(families: tuple[str, ...]) -> None:
 def compile_kernels(n_jobs: int | None = None) -> bool:
     """Compile every numba kernel into the on-disk cache, families in parallel processes.
 
+    ``n_jobs``: worker processes as in joblib (-1: all CPUs); ``None``: all CPUs.
+
     Does nothing (returns ``False``) when the cache already holds the kernels, when it cannot be
     written (each process would compile for itself anyway) or with one CPU / ``n_jobs=1``.
     Returns ``True`` when it compiled. Results never depend on it: it only fills the cache.
     """
-    n = min(len(_GROUPS), n_jobs if n_jobs is not None else (os.cpu_count() or 1))
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    cpus = effective_n_jobs(n_jobs) if n_jobs is not None else (os.cpu_count() or 1)
+    n = min(len(_GROUPS), cpus)
     if n < 2 or not cache_is_cold() or not _cache_writable():
         return False
-    from joblib import Parallel, delayed
 
     Parallel(n_jobs=n, backend="loky")(delayed(_compile_group)(g) for g in _GROUPS)
     return True

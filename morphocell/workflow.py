@@ -617,8 +617,8 @@ def demo_command(args) -> int:
     rows, st, er = [], [], []
     for i, p in enumerate(progress(paths, desc="segment + measure")):
         if i == 1 and not compiled and time.perf_counter() - t_loop > FIRST_RUN_NOTICE_S:
-            print(f"(first image took {time.perf_counter() - t_loop:.0f} s: the numba kernels were "
-                  "compiled and cached on disk; later runs skip this)", flush=True)
+            print(f"(first image took {time.perf_counter() - t_loop:.0f} s: the numba kernels "
+                  "were compiled and cached on disk; later runs skip this)", flush=True)
         try:
             img = read_image(p)
             masks = segment(img)

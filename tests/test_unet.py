@@ -242,7 +242,8 @@ def test_refinement_improves_the_dataset2_nucleus_on_held_out_expert_masks(data_
     for refine in (False, "auto"):
         masks = [unet.postprocess(p, im, unet._refine_px(im.shape, unet.INPUT_SIZE, refine))
                  for p, im in zip(probs, imgs, strict=True)]
-        scores[refine] = [region_scores(m, ref) for m, (_, _, ref) in zip(masks, data, strict=True)]
+        scores[refine] = [region_scores(m, ref)
+                          for m, (_, _, ref) in zip(masks, data, strict=True)]
     mean = {k: float(np.mean([r["nucleus_dice"] for r in v])) for k, v in scores.items()}
     assert mean["auto"] > mean[False] + 0.002, mean
     assert [r["cell_dice"] for r in scores["auto"]] == [r["cell_dice"] for r in scores[False]]

@@ -28,3 +28,16 @@ def test_compile_kernels_does_nothing_with_one_job_or_a_warm_or_unwritable_cache
 def test_compile_group_measures_the_bundled_images_without_error():
     # in this process the kernels are compiled (or loaded) already: this checks the code path
     _warmup._compile_group(("shape", "color", "texture"))
+
+
+def test_compile_kernels_reads_n_jobs_as_joblib_does(monkeypatch):
+    import joblib
+    import pytest
+
+    if joblib.cpu_count() < 2:
+        pytest.skip("needs 2 CPUs: with one, compile_kernels never starts worker processes")
+    monkeypatch.setattr(_warmup, "cache_is_cold", lambda: True)
+    monkeypatch.setattr(_warmup, "_cache_writable", lambda: True)
+    monkeypatch.setattr(_warmup, "_compile_group", lambda g: None)  # runs in the workers
+    assert _warmup.compile_kernels(n_jobs=-1) is True  # -1: all CPUs, as in joblib
+    assert _warmup.compile_kernels(n_jobs=1) is False

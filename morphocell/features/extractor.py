@@ -156,6 +156,11 @@ def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs
         results = [_chunk(c, fams, method)
                    for c in progress(chunks, desc="features", verbose=verbose, unit="chunk")]
     else:
+        from .._warmup import compile_kernels
+
+        # a fresh install: compile the families side by side once instead of every worker
+        # compiling all of them (no-op when the on-disk kernel cache is warm)
+        compile_kernels(n_jobs)
         par = Parallel(n_jobs=n_jobs, return_as="generator")
         gen = par(delayed(_chunk)(c, fams, method) for c in chunks)
         results = list(progress(gen, total=len(chunks), desc="features", verbose=verbose,
