@@ -12,22 +12,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: The kernel modules whose compiled code is cached; a fresh install has no index file of the
-#: colour kernel, the longest to compile.
-_SENTINEL = ("features/_kernels", "color.color_stats-")
+#: numba's index files of the colour kernel (the longest to compile) are named
+#: ``color.color_stats-<line>.<python>.nbi``; a fresh install has none.
+_SENTINEL_INDEX = "color.color_stats-*.nbi"
 _GROUPS = (("color",), ("shape",), ("texture",))
 
 
 def _kernel_dir() -> Path:
-    return Path(__file__).resolve().parent / _SENTINEL[0]
+    return Path(__file__).resolve().parent / "features" / "_kernels"
 
 
 def cache_is_cold() -> bool:
     """True when no cached machine code of the colour kernel exists where numba would write it."""
     root = os.environ.get("NUMBA_CACHE_DIR")
     if root:
-        return not any(Path(root).rglob(f"{_SENTINEL[1]}*.nbi"))
-    return not any((_kernel_dir() / "__pycache__").glob(f"{_SENTINEL[1]}*.nbi"))
+        return not any(Path(root).rglob(_SENTINEL_INDEX))
+    return not any((_kernel_dir() / "__pycache__").glob(_SENTINEL_INDEX))
 
 
 def _cache_writable() -> bool:

@@ -574,7 +574,8 @@ def evaluate_command(args) -> int:
 
 
 # -- demo -------------------------------------------------------------------------------------
-#: ``morphocell demo`` says that the kernels were being compiled when its first image took longer
+#: ``morphocell demo`` says that kernels were compiled when its first image took longer than this
+#: (a cache it did not recognise as cold, e.g. stale after an upgrade)
 FIRST_RUN_NOTICE_S = 5.0
 
 
@@ -585,8 +586,8 @@ def demo_command(args) -> int:
     the stacked classifier with 5-fold CV, saves the model and its explanation, and writes the
     predictions and differential count of the sample images. Those predictions are in-sample
     (the model was trained on these very images): the honest scores are the CV ones.
-    The first run after installing also compiles the numba kernels (about a minute on 2 cores,
-    once; they are cached on disk).
+    The first run after installing also compiles the numba kernels (about half a minute on 2
+    cores, feature families in parallel processes, once; they are cached on disk).
     """
     import pandas as pd
     from sklearn.pipeline import Pipeline
@@ -605,18 +606,18 @@ def demo_command(args) -> int:
     out = Path(args.out)
     paths, labels = load_folder(sample_folder())
     print(f"demo: {len(paths)} bundled images of {len(set(labels))} classes -> {out}")
-    compiled = False
-    if cache_is_cold():
-        print("first run: compiling the numba kernels (feature families in parallel; cached on "
-              "disk for later runs) ...", flush=True)
+    announced = cache_is_cold()
+    if announced:
+        print("first run: compiling the numba kernels (cached on disk for later runs) ...",
+              flush=True)
         t1 = time.perf_counter()
-        compiled = compile_kernels()
-        if compiled:
-            print(f"compiled in {time.perf_counter() - t1:.1f} s", flush=True)
+        if compile_kernels():
+            print(f"compiled in {time.perf_counter() - t1:.1f} s (feature families in parallel)",
+                  flush=True)
     t_loop = time.perf_counter()
     rows, st, er = [], [], []
     for i, p in enumerate(progress(paths, desc="segment + measure")):
-        if i == 1 and not compiled and time.perf_counter() - t_loop > FIRST_RUN_NOTICE_S:
+        if i == 1 and not announced and time.perf_counter() - t_loop > FIRST_RUN_NOTICE_S:
             print(f"(first image took {time.perf_counter() - t_loop:.0f} s: the numba kernels "
                   "were compiled and cached on disk; later runs skip this)", flush=True)
         try:
