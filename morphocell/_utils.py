@@ -12,6 +12,19 @@ from typing import IO, TypeVar
 
 T = TypeVar("T")
 
+#: The 8 symmetries of the square as ``(quarter turns, mirrored)``; ``(0, False)`` first.
+DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))
+
+
+def dihedral(a, k: int, flip: bool, axes: tuple[int, int] = (0, 1)):
+    """``a`` rotated by ``k`` quarter turns in the plane of ``axes``, then mirrored along
+    ``axes[1]`` if ``flip``; contiguous. Works on one image (``axes=(0, 1)``) or a batch
+    (``axes=(1, 2)``)."""
+    import numpy as np
+
+    t = np.rot90(a, k, axes=axes)
+    return np.ascontiguousarray(np.flip(t, axis=axes[1]) if flip else t)
+
 
 def _default_file_mode() -> int:
     """``0o666`` minus the process umask: the mode ``open()`` gives a new file."""

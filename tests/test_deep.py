@@ -129,6 +129,28 @@ def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
         CNNEmbedder.load(tmp_path / "missing.mcnn")
 
 
+def test_tta_averages_the_eight_symmetries_and_is_invariant_to_them(fitted, train_set):
+    from morphocell._utils import DIHEDRAL, dihedral
+
+    paths, _ = train_set
+    imgs, _, _ = decode_images(paths[:6], fitted.input_size)
+    views = [fitted.transform(dihedral(imgs, k, flip, axes=(1, 2))).to_numpy()
+             for k, flip in DIHEDRAL]
+    # the network is not itself invariant: the views differ, so the checks below are not void
+    assert not np.allclose(views[0], views[1], atol=1e-3)
+    tta = pickle.loads(pickle.dumps(fitted)).set_params(tta=True)
+    e = tta.transform(imgs).to_numpy()
+    np.testing.assert_allclose(e, np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
+    turned = dihedral(imgs, 3, True, axes=(1, 2))
+    np.testing.assert_allclose(tta.transform(turned).to_numpy(), e, rtol=1e-5, atol=1e-6)
+    p = tta.predict_proba(paths[:6])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(tta.predict_proba(turned), p, rtol=1e-5, atol=1e-6)
+    # the fitted embedder itself is untouched, and the switch survives saving
+    np.testing.assert_array_equal(fitted.transform(imgs).to_numpy(), views[0])
+    assert CNNEmbedder.from_bytes(tta.to_bytes()).tta is True
+
+
 def test_weights_file_errors_and_warm_start(fitted, tmp_path, train_set):
     from morphocell.deep.embedder import _load_weights_into
     from morphocell.deep.models import build_model
@@ -191,6 +213,26 @@ def test_crossfit_gives_every_image_an_embedding_from_a_network_that_did_not_see
         # ... and not the other network's (different, unaligned embedding space)
         other = cf.embedders[1 - k]
         assert not np.allclose(other.transform(cf.images[held]).to_numpy(), cf.embeddings[held])
+
+
+def test_crossfit_with_tta_trains_the_same_networks_and_averages_their_views(
+        crossfit, train_set):
+    from morphocell._utils import DIHEDRAL, dihedral
+
+    paths, y = train_set
+    params = {k: v for k, v in SMALL.items() if k != "verbose"}
+    cf = crossfit_embeddings(paths, y, cv=2, random_state=0, verbose=0, epochs=3, tta=True,
+                             **params)
+    np.testing.assert_array_equal(cf.fold, crossfit.fold)
+    for k, (net, ref) in enumerate(zip(cf.embedders, crossfit.embedders, strict=True)):
+        assert net.tta is True
+        for a, b in zip(net.model_.get_weights(), ref.model_.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)  # TTA changes inference only
+        held = np.flatnonzero(cf.fold == k)
+        views = [ref.transform(dihedral(cf.images[held], t, flip, axes=(1, 2))).to_numpy()
+                 for t, flip in DIHEDRAL]
+        np.testing.assert_allclose(cf.embeddings[held], np.mean(views, axis=0), rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):

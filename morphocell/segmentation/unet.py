@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._utils import DIHEDRAL, dihedral
 from ..errors import ModelFileError, SegmentationError
 from .masks import CellMasks
 
@@ -147,14 +148,6 @@ def _prepare(images: list[np.ndarray], size: int) -> np.ndarray:
                      for im in images]).astype(np.float32) / 255.0
 
 
-_DIHEDRAL = [(k, flip) for k in range(4) for flip in (False, True)]
-
-
-def _transform(im: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    t = np.rot90(im, k)
-    return np.ascontiguousarray(t[:, ::-1] if flip else t)
-
-
 def _untransform(p: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.rot90(p[:, ::-1] if flip else p, -k)
 
@@ -170,13 +163,13 @@ def predict_probabilities(model, images: list[np.ndarray], batch_size: int = 32,
 
     model = _resolve_model(model)
     size = int(model.input_shape[1])
-    views = _DIHEDRAL if tta else [(0, False)]
+    views = DIHEDRAL if tta else DIHEDRAL[:1]
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
         acc = [0.0] * len(chunk)
         for k, flip in views:
-            x = _prepare([_transform(im, k, flip) for im in chunk], size)
+            x = _prepare([dihedral(im, k, flip) for im in chunk], size)
             prob = np.asarray(model(x, training=False), dtype=np.float32)
             for j, p in enumerate(prob):
                 acc[j] = acc[j] + _untransform(p, k, flip)
