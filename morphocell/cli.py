@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="feature cache folder "
                    "(default: ~/.cache/morphocell)")
     p.add_argument("--epochs", type=int, default=None, help="CNN epochs (deep/fused)")
+    p.add_argument("--domain-copies", type=float, default=0.0, metavar="FRACTION",
+                   help="handcrafted: also train on one domain-randomised copy (other stain, "
+                   "illumination, blur, scale) of this fraction of the images, for images "
+                   "from other labs (default: 0, none)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "train_command"))
 

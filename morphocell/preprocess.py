@@ -37,7 +37,8 @@ cell ignored) against the training images' median gives the factor by which to r
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,7 @@ __all__ = [
     "macenko_stains",
     "normalize_scale",
     "reinhard_normalize",
+    "write_domain_copies",
 ]
 
 
@@ -356,3 +358,61 @@ def domain_augment(image: np.ndarray, rng: np.random.Generator,
     f = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     f = np.power(np.clip(f, 0.0, 1.0), p["gamma"]) * np.asarray(p["tint"], np.float32)
     return np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8), p
+
+
+def write_domain_copies(paths: Sequence[str | os.PathLike], folder: str | os.PathLike,
+                        seed: int = 0, config: DomainAugmentConfig = DomainAugmentConfig(),
+                        n_threads: int | None = None, verbose: int = 0) -> list[str | None]:
+    """One :func:`domain_augment` copy of each image file, written as JPEG (quality 95).
+
+    The copy of an image depends only on its content, ``seed`` and ``config``: it is drawn
+    with ``numpy.random.default_rng([seed, <64 bits of the image's SHA-256>])`` and stored as
+    ``folder/<image sha256 prefix>-<settings hash>.jpg``; a file already there is reused, so
+    a rerun (e.g. a second ``morphocell train`` with the same images) writes nothing and its
+    features come from the feature cache. Files are written atomically.
+
+    Returns the copy's path per input, ``None`` where the image could not be read.
+    """
+    import hashlib
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import cv2
+
+    from ._utils import atomic_path, file_sha256, progress
+    from .io import read_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha256(json.dumps({"seed": int(seed), "config": asdict(config),
+                                     "format": 1}, sort_keys=True).encode()).hexdigest()[:10]
+
+    def one(path) -> str | None:
+        try:
+            digest = file_sha256(path)
+        except OSError:
+            return None
+        dst = folder / f"{digest[:24]}-{tag}.jpg"
+        if dst.is_file():
+            return str(dst)
+        try:
+            img = read_image(path)
+        except MorphocellError:
+            return None
+        rng = np.random.default_rng([int(seed), int(digest[:16], 16)])
+        out, _ = domain_augment(img, rng, config)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB image
+            return None
+        with atomic_path(dst) as tmp:
+            Path(tmp).write_bytes(buf.tobytes())
+        return str(dst)
+
+    paths = [os.fspath(p) for p in paths]
+    n_threads = n_threads or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        return list(progress(pool.map(one, paths), total=len(paths), desc="domain copies",
+                             verbose=verbose))

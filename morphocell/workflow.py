@@ -121,15 +121,23 @@ def _report_failures(paths, statuses, errors, what: str, limit: int = 20) -> int
 def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 5,
                       random_state: int | None = 0, n_jobs=None, families=None,
                       method: str = "otsu", cache_dir=None, verbose: int = 0,
-                      estimator_params: dict | None = None):
+                      estimator_params: dict | None = None, domain_copies: float = 0.0):
     """Extract (or fetch) features and fit the stacked classifier on the images that worked.
+
+    ``domain_copies``: fraction (0..1] of the training images, drawn per class with
+    ``random_state``, that also enter training as one domain-randomised copy each
+    (:func:`morphocell.preprocess.write_domain_copies`: random hue, saturation, tint,
+    gamma, blur, scale), so that the model sees other stains and optics than its own lab's.
+    A copy always falls in the same cross-validation fold as its image
+    (``StackedCellClassifier.fit(groups=...)``). The copies are JPEG files under
+    ``cache_dir/domain_copies`` (a temporary folder without ``cache_dir``).
 
     Returns
     -------
     (SavedModel, info)
         ``info``: ``statuses``, ``errors``, ``n_failed``, ``feature_stats`` (cache hits),
-        ``seconds_features``, ``seconds_fit``, the training feature table ``X`` and labels
-        ``y`` of the images used.
+        ``seconds_features``, ``seconds_fit``, ``n_domain_copies``, the training feature
+        table ``X`` and labels ``y`` of the images used (copies last).
     """
     from sklearn.pipeline import Pipeline
 
@@ -137,6 +145,7 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     from .features.extractor import DEFAULT_FAMILIES, FeatureExtractor
     from .model_io import SavedModel, default_atypical_classes
 
+    _check_fraction(domain_copies)
     fams = tuple(families or DEFAULT_FAMILIES)
     t0 = time.perf_counter()
     X, st, er, stats = compute_features(paths, fams, method, cache_dir, n_jobs, verbose)
@@ -145,14 +154,28 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     y = np.asarray(labels, dtype=object)[ok]
     Xok = X[ok].reset_index(drop=True)
     _check_trainable(y)
+    groups = None
+    n_copies = 0
+    if domain_copies:
+        import pandas as pd
+
+        ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
+        Xc, yc, src = _domain_copy_features(ok_paths, y, domain_copies, random_state, fams,
+                                            method, cache_dir, n_jobs, verbose)
+        n_copies = len(yc)
+        groups = np.concatenate([np.arange(len(y)), src])
+        Xok = pd.concat([Xok, Xc], ignore_index=True)
+        y = np.concatenate([y, yc])
+        t_feat = time.perf_counter() - t0
     clf = StackedCellClassifier(cv=cv, random_state=random_state, n_jobs=n_jobs,
                                 **(estimator_params or {}))
     if verbose:
         _eprint(f"features of {len(paths)} images in {t_feat:.1f} s; fitting the stack "
                 f"({len(clf.estimators)} base learners x {cv} folds, then refit) on "
-                f"{int(ok.sum())} images ...")
+                f"{int(ok.sum())} images" + (f" + {n_copies} domain-randomised copies"
+                                              if domain_copies else "") + " ...")
     t0 = time.perf_counter()
-    clf.fit(Xok, y.astype(str))
+    clf.fit(Xok, y.astype(str), groups=groups)
     t_fit = time.perf_counter() - t0
     pipe = Pipeline([("features", FeatureExtractor(families=fams, method=method).fit()),
                      ("clf", clf)])
@@ -166,7 +189,9 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
         "n_images": len(paths),
         "n_used": int(ok.sum()),
         "n_failed": int((~ok).sum()),
-        "class_counts": {c: int((y == c).sum()) for c in classes},
+        "class_counts": {c: int((y[:int(ok.sum())] == c).sum()) for c in classes},
+        "domain_copies": float(domain_copies),
+        "n_domain_copies": n_copies,
         "cv": cv,
         "random_state": random_state,
         "cv_scores": clf.cv_scores_,
@@ -174,8 +199,43 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     }
     model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)
     info = {"statuses": st, "errors": er, "n_failed": int((~ok).sum()), "feature_stats": stats,
-            "seconds_features": t_feat, "seconds_fit": t_fit, "X": Xok, "y": y}
+            "seconds_features": t_feat, "seconds_fit": t_fit, "n_domain_copies": n_copies,
+            "X": Xok, "y": y}
     return model, info
+
+
+def _check_fraction(fraction) -> None:
+    if not 0 <= float(fraction) <= 1:
+        raise MorphocellError(f"domain copies: the fraction must lie in [0, 1] (got {fraction!r})")
+
+
+def _domain_copy_features(paths, y, fraction, random_state, families, method, cache_dir,
+                          n_jobs, verbose):
+    """Features of one domain-randomised copy of a per-class ``fraction`` of ``paths``:
+    ``(X, labels, index of each copy's source image)``, copies that fail dropped."""
+    import tempfile
+
+    from .preprocess import write_domain_copies
+
+    seed = random_state if isinstance(random_state, (int, np.integer)) else 0
+    rng = np.random.default_rng([int(seed), 0x646F6D])
+    src = []
+    for c in sorted(set(y)):
+        idx = np.flatnonzero(y == c)
+        k = int(round(float(fraction) * len(idx)))
+        src.extend(rng.choice(idx, size=k, replace=False).tolist())
+    src = np.sort(np.asarray(src, dtype=np.int64))
+    with tempfile.TemporaryDirectory(prefix="morphocell-copies-") as tmp:
+        folder = Path(cache_dir) / "domain_copies" if cache_dir is not None else Path(tmp)
+        copies = write_domain_copies([paths[i] for i in src], folder, seed=int(seed),
+                                     n_threads=n_jobs if n_jobs and n_jobs > 0 else None,
+                                     verbose=verbose)
+        have = np.array([c is not None for c in copies], dtype=bool)
+        src = src[have]
+        Xc, st, _, _ = compute_features([c for c in copies if c is not None], families, method,
+                                        cache_dir, n_jobs, verbose)
+    good = np.array([s == "ok" for s in st], dtype=bool)
+    return Xc[good].reset_index(drop=True), y[src[good]], src[good]
 
 
 def _readability(paths: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -316,6 +376,11 @@ def train_command(args) -> int:
     from .model_io import save_model
 
     verbose = 0 if args.quiet else 1
+    copies = float(getattr(args, "domain_copies", 0.0) or 0.0)
+    _check_fraction(copies)
+    if copies and args.features != "handcrafted":
+        raise MorphocellError("--domain-copies is implemented for --features handcrafted "
+                              "only (the CNN of deep/fused models has its own augmentation)")
     paths, labels = load_labelled(args.data)
     out = Path(args.out)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -326,7 +391,8 @@ def train_command(args) -> int:
     if args.features == "handcrafted":
         model, info = train_handcrafted(paths, labels, cv=args.cv,
                                         random_state=args.random_state, n_jobs=args.n_jobs,
-                                        cache_dir=cache_dir, verbose=verbose)
+                                        cache_dir=cache_dir, verbose=verbose,
+                                        domain_copies=copies)
     else:
         model, info = train_deep(paths, labels, features=args.features, cv=args.cv,
                                  random_state=args.random_state, epochs=args.epochs,
@@ -338,7 +404,10 @@ def train_command(args) -> int:
               f"({cache_dir})")
     scores = model.metadata.get("cv_scores") or {}
     if scores:
-        print("cross-validated scores (out-of-fold):")
+        n_copies = int(info.get("n_domain_copies") or 0)
+        print("cross-validated scores (out-of-fold" + (
+            f"; over the images and their {n_copies} domain-randomised copies, each copy in "
+            "its image's fold" if n_copies else "") + "):")
         print(_format_cv(scores))
     save_model(model, out)
     written = write_explanation(model, _explain_dir(out))

@@ -164,3 +164,34 @@ def test_domain_augment_is_seeded(real):
     assert pa == pb and np.array_equal(a, b) and a.dtype == np.uint8
     assert a.shape[:2] == tuple(round(s * pa["scale"]) for s in img.shape[:2])
     assert not np.array_equal(a, c) or a.shape != c.shape
+
+
+def test_domain_copies_are_reproducible_cached_and_named_by_content(data_dir, tmp_path):
+    import os
+    import shutil
+
+    src = [p for p, _ in pbc_subset(1)][:3]
+    twin = tmp_path / "same_content_other_name.jpg"
+    shutil.copyfile(src[0], twin)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    out = pp.write_domain_copies([*src, str(twin), str(bad), str(tmp_path / "missing.jpg")],
+                                 tmp_path / "copies", seed=3)
+    assert out[4] is None and out[5] is None
+    assert out[3] == out[0]  # a copy depends on the image's content, not its name
+    assert len(set(out[:3])) == 3
+    for p, c in zip(src, out[:3]):
+        a, b = read_image(p), read_image(c)
+        assert b.ndim == 3 and b.shape[2] == 3
+        if a.shape == b.shape:  # (a drawn scale of ~1 keeps the size)
+            assert np.abs(a.astype(int) - b.astype(int)).mean() > 1
+    stamps = [os.stat(c).st_mtime_ns for c in out[:3]]
+    again = pp.write_domain_copies(src, tmp_path / "copies", seed=3)
+    assert again == out[:3] and [os.stat(c).st_mtime_ns for c in again] == stamps
+    fresh = pp.write_domain_copies(src, tmp_path / "fresh", seed=3)
+    for c, f in zip(out[:3], fresh):
+        assert open(c, "rb").read() == open(f, "rb").read()  # same seed: same bytes
+    other = pp.write_domain_copies(src, tmp_path / "copies", seed=4)
+    assert not set(other) & set(out)
+    assert sorted(os.listdir(tmp_path / "copies")) == sorted(
+        os.path.basename(c) for c in [*out[:3], *other])  # nothing half-written left

@@ -71,6 +71,25 @@ def test_out_of_fold_meta_features_are_honest():
     assert (clf.classes_[rf.predict(X)] == y).mean() > 0.9
 
 
+def test_groups_keep_copies_in_their_originals_fold():
+    """Augmented copies (here: exact twins) of noise samples: without ``groups`` a twin sits
+    in the training part of its sibling's fold and the out-of-fold scores leak to near 100%;
+    with ``groups`` both stay in one fold and the scores fall back to chance."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(150, 6))
+    y = rng.choice(["a", "b", "c"], size=150)
+    X2, y2 = np.vstack([X, X + 1e-9]), np.concatenate([y, y])
+    groups = np.concatenate([np.arange(150), np.arange(150)])
+    leaky = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=0).fit(X2, y2)
+    honest = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=0).fit(
+        X2, y2, groups=groups)
+    assert leaky.cv_scores_["rf"]["accuracy"] > 0.6
+    for name, sc in honest.cv_scores_.items():
+        assert sc["accuracy"] < 0.5, name
+    with pytest.raises(ValueError, match="one entry per sample"):
+        StackedCellClassifier(estimators=small_learners(), cv=3).fit(X2, y2, groups=groups[:9])
+
+
 def test_deterministic_with_random_state():
     X, y = _data()
     a = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=7).fit(X, y)

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import pbc_subset
 from morphocell.cli import main
+from morphocell.errors import MorphocellError
 from morphocell.report import (atypical_probability, classification_metrics,
                                differential_count)
 
@@ -210,6 +211,33 @@ def test_second_training_reuses_cached_features(monkeypatch, tmp_path):
     # another family set is another cache table: computed again
     train_handcrafted(paths, labels, **{**kw, "families": ("shape",)})
     assert seen == [16, 16]
+
+
+def test_training_with_domain_copies(tmp_path, capsys):
+    from morphocell.ensembles import BaseLearner
+    from morphocell.workflow import train_handcrafted
+
+    rows = pbc_subset(4)
+    paths, labels = [p for p, _ in rows], [lab for _, lab in rows]
+    small = {"estimators": [("rf", BaseLearner("rf", params={"n_estimators": 10}))]}
+    kw = dict(cv=2, random_state=0, families=("shape", "color"), cache_dir=tmp_path / "c",
+              estimator_params=small)
+    m, info = train_handcrafted(paths, labels, domain_copies=0.5, **kw)
+    n = len(paths)
+    assert 0 < info["n_domain_copies"] <= n // 2  # 2 of 4 per class, minus any that failed
+    assert len(info["X"]) == len(info["y"]) == n + info["n_domain_copies"]
+    assert m.metadata["n_domain_copies"] == info["n_domain_copies"]
+    assert m.metadata["class_counts"] == {c: 4 for c in sorted(set(labels))}
+    assert len(list((tmp_path / "c" / "domain_copies").glob("*.jpg"))) == n // 2
+    # drawn per class: at most 2 of each class's 4 images
+    copies = pd.Series(info["y"][n:]).value_counts()
+    assert set(copies.index) <= set(labels) and copies.max() <= 2
+    assert m.predict_proba(paths[:2]).shape == (2, 8)
+    with pytest.raises(MorphocellError, match="fraction"):
+        train_handcrafted(paths, labels, domain_copies=1.5, **kw)
+    rc = main(["train", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m.mcm"),
+               "--features", "fused", "--domain-copies", "0.3"])
+    assert rc != 0 and "--features handcrafted only" in capsys.readouterr().err
 
 
 def test_interrupted_extraction_keeps_finished_chunks(monkeypatch, tmp_path):

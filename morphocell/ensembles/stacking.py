@@ -343,8 +343,8 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"base learner names must be unique, got {names}")
         return out
 
-    def _splitter(self, y: np.ndarray, seed: int):
-        from sklearn.model_selection import KFold, StratifiedKFold
+    def _splitter(self, y: np.ndarray, seed: int, groups=None):
+        from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 
         if not isinstance(self.cv, numbers.Integral):
             if not hasattr(self.cv, "split"):
@@ -353,6 +353,10 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         if self.cv < 2:
             raise ValueError(f"cv must be >= 2, got {self.cv}")
         min_count = np.bincount(y).min()
+        if groups is not None:
+            n_groups = len(np.unique(groups))
+            return StratifiedGroupKFold(int(min(self.cv, n_groups)), shuffle=True,
+                                        random_state=seed)
         if min_count >= 2:
             return StratifiedKFold(int(min(self.cv, min_count)), shuffle=True, random_state=seed)
         # a class with one sample cannot be stratified; folds may then miss a class
@@ -383,8 +387,12 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         return LogisticRegression(max_iter=2000, class_weight=self._cw)
 
     # -- fit ------------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Cross-fit the base learners, fit the meta-learner, refit the base learners.
+
+        ``groups`` (optional, one label per sample): samples of a group never fall in
+        different folds, e.g. an image and its augmented copies; an int ``cv`` then means
+        ``StratifiedGroupKFold`` (a splitter given as ``cv`` gets ``groups`` passed on).
 
         ``cv_scores_["stack"]`` is the accuracy of ``cross_val_predict(meta, Z, y)`` on the
         out-of-fold probabilities ``Z``: no base learner predicted a sample it was fitted on,
@@ -394,6 +402,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.metrics import accuracy_score, f1_score
         from sklearn.model_selection import cross_val_predict
 
+        sample_groups = None if groups is None else np.asarray(groups)
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         check_classification_targets(y)
         le = LabelEncoder().fit(y)
@@ -413,7 +422,11 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         split_seed = int(rng.randint(np.iinfo(np.int32).max))
         seeds = rng.randint(np.iinfo(np.int32).max, size=len(specs))
-        splits = list(self._splitter(yi, split_seed).split(X, yi))
+        if sample_groups is not None and sample_groups.shape != (len(yi),):
+            raise ValueError(f"groups must have one entry per sample ({len(yi)}), "
+                             f"got shape {sample_groups.shape}")
+        splits = list(self._splitter(yi, split_seed, sample_groups)
+                      .split(X, yi, sample_groups))
 
         # every (learner, fold) fit and every final refit is one job; with n_jobs > 1 the
         # jobs run in parallel processes, each learner single-threaded (no oversubscription)
