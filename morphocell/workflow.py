@@ -215,6 +215,8 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
     ``(X, labels, index of each copy's source image)``, copies that fail dropped."""
     import tempfile
 
+    import pandas as pd
+
     from .preprocess import write_domain_copies
 
     seed = random_state if isinstance(random_state, (int, np.integer)) else 0
@@ -225,6 +227,10 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
         k = int(round(float(fraction) * len(idx)))
         src.extend(rng.choice(idx, size=k, replace=False).tolist())
     src = np.sort(np.asarray(src, dtype=np.int64))
+    if len(src) == 0:  # every class too small for one copy at this fraction
+        from .features.extractor import feature_names
+
+        return (pd.DataFrame(columns=feature_names(families), dtype=float), y[:0], src)
     with tempfile.TemporaryDirectory(prefix="morphocell-copies-") as tmp:
         folder = Path(cache_dir) / "domain_copies" if cache_dir is not None else Path(tmp)
         copies = write_domain_copies([paths[i] for i in src], folder, seed=int(seed),

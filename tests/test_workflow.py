@@ -233,6 +233,9 @@ def test_training_with_domain_copies(tmp_path, capsys):
     copies = pd.Series(info["y"][n:]).value_counts()
     assert set(copies.index) <= set(labels) and copies.max() <= 2
     assert m.predict_proba(paths[:2]).shape == (2, 8)
+    # a fraction too small for one copy per class trains on the images alone
+    m0, info0 = train_handcrafted(paths, labels, domain_copies=0.1, **kw)
+    assert info0["n_domain_copies"] == 0 and len(info0["X"]) == n
     with pytest.raises(MorphocellError, match="fraction"):
         train_handcrafted(paths, labels, domain_copies=1.5, **kw)
     rc = main(["train", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m.mcm"),
