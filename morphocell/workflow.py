@@ -197,6 +197,11 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
         "cv_scores": clf.cv_scores_,
         "versions": _versions(),
     }
+    from .domain import fit_domain_reference
+
+    ref = fit_domain_reference(Xok, y)
+    if ref is not None:
+        meta["domain_reference"] = ref
     model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)
     info = {"statuses": st, "errors": er, "n_failed": int((~ok).sum()), "feature_stats": stats,
             "seconds_features": t_feat, "seconds_fit": t_fit, "n_domain_copies": n_copies,
@@ -435,7 +440,8 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     -------
     dict with ``proba`` ``(n, C)`` (NaN rows for failed images), ``statuses``, ``errors`` and,
     with ``base_learners`` and a stacked model on hand-crafted features, ``base`` =
-    ``{learner: (n, C) probabilities}``.
+    ``{learner: (n, C) probabilities}``; for a hand-crafted model whose file holds a domain
+    reference (:mod:`morphocell.domain`), ``domain_score`` and ``unlike_training`` per image.
     """
     from .features.extractor import FeatureExtractor
 
@@ -454,6 +460,15 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
         if ok.any():
             Xok = X[ok].reset_index(drop=True)
             proba[ok] = rest.predict_proba(Xok)
+            ref = (model.metadata or {}).get("domain_reference")
+            if ref:
+                from .domain import domain_scores
+
+                score, unlike = domain_scores(ref, Xok)
+                out["domain_score"] = np.full(n, np.nan)
+                out["domain_score"][ok] = score
+                out["unlike_training"] = np.zeros(n, dtype=bool)
+                out["unlike_training"][ok] = unlike
             clf = _final_classifier(est)
             if base_learners and clf is not None and len(steps) == 2:
                 out["base"] = {}
@@ -491,6 +506,11 @@ def predictions_frame(paths, proba, statuses, errors, classes, atypical_classes)
     return df
 
 
+#: ``morphocell predict`` warns when more than this share of the cells is unlike the training
+#: images (about 1% is expected for images like them; see :mod:`morphocell.domain`).
+UNLIKE_WARN_SHARE = 0.05
+
+
 def predict_command(args) -> int:
     """``morphocell predict MODEL INPUT... --out predictions.csv``."""
     from .io import resolve_inputs
@@ -510,15 +530,37 @@ def predict_command(args) -> int:
                         cache_dir=getattr(args, "cache_dir", None))
     df = predictions_frame(paths, res["proba"], res["statuses"], res["errors"], model.classes,
                            model.atypical_classes)
+    if "domain_score" in res:
+        df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
+        df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
     out = Path(args.out)
     _write_csv(df, out, float_format="%.6f")
     count = differential_count([p or None for p in df["predicted"]], model.classes,
                                model.atypical_classes, df["p_atypical"].to_numpy())
     count_out = Path(args.count_out) if args.count_out else out.with_name(
         out.stem + "_differential.json")
+    n_unlike = None
+    if "unlike_training" in res:
+        n_unlike = int(res["unlike_training"].sum())
+        count["unlike_training"] = {
+            "n": n_unlike, "n_scored": int(np.isfinite(res["domain_score"]).sum()),
+            "threshold": model.metadata["domain_reference"]["threshold"]}
     _write_json(count, count_out)
     n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
     print(format_differential(count))
+    if n_unlike is not None:
+        n_scored = count["unlike_training"]["n_scored"]
+        share = n_unlike / max(n_scored, 1)
+        msg = (f"{n_unlike} of {n_scored} cells ({100 * share:.1f}%) are unlike the training "
+               "images in stain or size (column unlike_training; about 1% of images like the "
+               "training ones are)")
+        if share > UNLIKE_WARN_SHARE:
+            _eprint(f"warning: {msg}. These images probably come from another lab, stain or "
+                    "scanner than the model was trained on, and the differential count may be "
+                    "unreliable; a model trained on this lab's images, or with "
+                    "--domain-copies, copes better (docs/cross_lab.md).")
+        else:
+            print(msg)
     print(f"predictions written to {out}; differential count to {count_out}")
     return EXIT_PARTIAL if n_failed else EXIT_OK
 

@@ -67,9 +67,12 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     df = pd.read_csv(out_csv, keep_default_na=False)
     classes = sorted({lab for _, lab in test_rows})
     assert list(df.columns) == (["path", "predicted"] + [f"p_{c}" for c in classes]
-                                + ["p_atypical", "status", "error"])
+                                + ["p_atypical", "domain_score", "unlike_training", "status",
+                                   "error"])
     ok = df[df["status"] == "ok"]
     assert len(ok) == 16 and df.iloc[-1]["status"] == "error"
+    assert np.isfinite(ok["domain_score"].astype(float)).all()
+    assert df.iloc[-1]["domain_score"] == "" and str(df.iloc[-1]["unlike_training"]) == "False"
     assert "empty file" in df.iloc[-1]["error"]
     P = ok[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
     np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
@@ -85,6 +88,9 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     assert abs(sum(count["percent"].values()) - 100) < 0.05
     assert count["flagged"] == [c for c in ("erythroblast", "ig") if vc.get(c, 0) > 0]
     assert "Differential count (16 cells classified, 1 failed)" in out
+    assert count["unlike_training"]["n_scored"] == 16
+    assert count["unlike_training"]["n"] == int((ok["unlike_training"].astype(str) == "True").sum())
+    assert "are unlike the training images" in out + err
     # a user-chosen atypical set
     rc = main(["predict", str(model), test_rows[0][0], "--out", str(tmp_path / "p2.csv"),
                "--atypical", "basophil", "-q"])
