@@ -218,6 +218,7 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
                           n_jobs, verbose):
     """Features of one domain-randomised copy of a per-class ``fraction`` of ``paths``:
     ``(X, labels, index of each copy's source image)``, copies that fail dropped."""
+    import contextlib
     import tempfile
 
     import pandas as pd
@@ -236,7 +237,10 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
         from .features.extractor import feature_names
 
         return (pd.DataFrame(columns=feature_names(families), dtype=float), y[:0], src)
-    with tempfile.TemporaryDirectory(prefix="morphocell-copies-") as tmp:
+    # without a cache folder the copies live in a temporary folder for this training only
+    scratch = (contextlib.nullcontext(None) if cache_dir is not None
+               else tempfile.TemporaryDirectory(prefix="morphocell-copies-"))
+    with scratch as tmp:
         folder = Path(cache_dir) / "domain_copies" if cache_dir is not None else Path(tmp)
         copies = write_domain_copies([paths[i] for i in src], folder, seed=int(seed),
                                      n_threads=n_jobs if n_jobs and n_jobs > 0 else None,
@@ -539,17 +543,16 @@ def predict_command(args) -> int:
                                model.atypical_classes, df["p_atypical"].to_numpy())
     count_out = Path(args.count_out) if args.count_out else out.with_name(
         out.stem + "_differential.json")
-    n_unlike = None
     if "unlike_training" in res:
-        n_unlike = int(res["unlike_training"].sum())
         count["unlike_training"] = {
-            "n": n_unlike, "n_scored": int(np.isfinite(res["domain_score"]).sum()),
+            "n": int(res["unlike_training"].sum()),
+            "n_scored": int(np.isfinite(res["domain_score"]).sum()),
             "threshold": model.metadata["domain_reference"]["threshold"]}
     _write_json(count, count_out)
     n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
     print(format_differential(count))
-    if n_unlike is not None:
-        n_scored = count["unlike_training"]["n_scored"]
+    if "unlike_training" in count:
+        n_unlike, n_scored = count["unlike_training"]["n"], count["unlike_training"]["n_scored"]
         share = n_unlike / max(n_scored, 1)
         msg = (f"{n_unlike} of {n_scored} cells ({100 * share:.1f}%) are unlike the training "
                "images in stain or size (column unlike_training; about 1% of images like the "
