@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="feature cache folder "
                    "(default: ~/.cache/morphocell)")
     p.add_argument("--epochs", type=int, default=None, help="CNN epochs (deep/fused)")
+    p.add_argument("--cnn-crop", type=float, default=None, metavar="SHARE",
+                   help="deep/fused: share of each image's shorter side the CNN sees, as a "
+                   "square around the centre (default 0.75; 1: the whole image)")
     p.add_argument("--domain-copies", type=float, default=0.0, metavar="FRACTION",
                    help="handcrafted: also train on one domain-randomised copy (other stain, "
                    "illumination, blur, scale) of this fraction of the images, for images "

@@ -295,8 +295,11 @@ def _versions() -> dict:
 
 
 def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epochs=None,
-               n_jobs=None, cache_dir=None, verbose: int = 0):
+               n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None):
     """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
+
+    ``epochs`` and ``cnn_crop`` (the :class:`~morphocell.deep.CNNEmbedder` ``crop``) default to
+    ``morphocell.deep.fusion.DEFAULT_EMBEDDER``.
 
     Raises
     ------
@@ -327,6 +330,8 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     if features == "fused":
         handcrafted = X[ok].reset_index(drop=True)
     kw = {"epochs": epochs} if epochs is not None else {}
+    if cnn_crop is not None:
+        kw["crop"] = float(cnn_crop)
     est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
                          random_state=random_state, verbose=verbose, n_jobs=n_jobs, **kw)
     classes = [str(c) for c in est.classes_]
@@ -334,6 +339,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "n_images": len(paths), "n_used": int(ok.sum()), "n_failed": int((~ok).sum()),
             "cv": cv, "random_state": random_state, "epochs": epochs,
+            "cnn_crop": getattr(est, "deep_", est).crop_,
             "cv_scores": getattr(est, "cv_scores_", {}), "versions": _versions()}
     feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
@@ -411,7 +417,8 @@ def train_command(args) -> int:
     else:
         model, info = train_deep(paths, labels, features=args.features, cv=args.cv,
                                  random_state=args.random_state, epochs=args.epochs,
-                                 n_jobs=args.n_jobs, cache_dir=cache_dir, verbose=verbose)
+                                 n_jobs=args.n_jobs, cache_dir=cache_dir, verbose=verbose,
+                                 cnn_crop=args.cnn_crop)
     n_failed = _report_failures(paths, info["statuses"], info["errors"], "train")
     fs = info.get("feature_stats") or {}
     if fs:

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from conftest import REPO, pbc_subset
 
@@ -127,6 +128,35 @@ def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
         CNNEmbedder.from_bytes(b"not a zip", "x.bin")
     with pytest.raises(ModelFileError, match="model file not found"):
         CNNEmbedder.load(tmp_path / "missing.mcnn")
+
+
+def test_crop_keeps_the_centre_of_the_image(fitted, train_set, tmp_path):
+    import cv2
+
+    from morphocell.io import read_image
+
+    paths, y = train_set
+    img = read_image(paths[0])
+    h, w = img.shape[:2]
+    got, ok, _ = decode_images([img[:, : w - 20]], 32, crop=0.5)  # non-square input
+    side = round(min(h, w - 20) * 0.5)  # of the shorter side
+    y0, x0 = (h - side) // 2, (w - 20 - side) // 2
+    ref = cv2.resize(img[y0:y0 + side, x0:x0 + side], (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(got[0], ref)
+    full, _, _ = decode_images([img], 32)
+    assert not np.array_equal(got[0], full[0])
+    # a fitted embedder crops every input the same way, and the crop survives save/load
+    emb = clone(fitted).set_params(crop=0.6, epochs=2).fit(paths, y)
+    pre, _, _ = decode_images(paths, 32, crop=0.6)
+    np.testing.assert_array_equal(emb.transform(paths).to_numpy(),
+                                  emb.transform(pre).to_numpy())
+    back = CNNEmbedder.from_bytes(emb.to_bytes())
+    assert back.crop == 0.6
+    np.testing.assert_array_equal(back.transform(paths).to_numpy(),
+                                  emb.transform(paths).to_numpy())
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(MorphocellError, match="crop must be a number in"):
+            clone(fitted).set_params(crop=bad).fit(paths, y)
 
 
 def test_tta_averages_the_eight_symmetries_and_is_invariant_to_them(fitted, train_set):
@@ -252,7 +282,7 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     assert p.shape == (len(test_paths), 3)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
     # p(x) is the mean over the K (network, classifier) pairs
-    imgs, _, _ = decode_images(test_paths, 32)
+    imgs, _, _ = decode_images(test_paths, 32, crop=deep.crop_)
     manual = np.mean([g.predict_proba(f.transform(imgs).to_numpy())
                       for f, g in zip(deep.embedders_, deep.classifiers_, strict=True)], axis=0)
     np.testing.assert_allclose(p, manual, atol=1e-10)

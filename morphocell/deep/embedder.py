@@ -105,12 +105,18 @@ def _gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Pad ``img`` to a square with the median colour of its border, then resize to
+def _square_resize(img: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+    """Keep the central ``crop`` share of ``img``'s shorter side (a square; ``crop=1``: the whole
+    image), pad to a square with the median colour of its border, then resize to
     ``size x size`` (area interpolation when shrinking, bilinear when enlarging)."""
     import cv2
 
     h, w = img.shape[:2]
+    if crop < 1.0:
+        side = max(1, int(round(min(h, w) * crop)))
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        img = img[y0:y0 + side, x0:x0 + side]
+        h = w = side
     if h != w:
         border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
         fill = np.median(border, axis=0).astype(np.uint8)
@@ -136,7 +142,8 @@ def _as_sources(X) -> list:
     return as_sources(X)
 
 
-def decode_images(X, size: int, n_threads: int | None = None, verbose: int = 0
+def decode_images(X, size: int, n_threads: int | None = None, verbose: int = 0,
+                  crop: float = 1.0
                   ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """Read and resize images for the CNN.
 
@@ -147,6 +154,9 @@ def decode_images(X, size: int, n_threads: int | None = None, verbose: int = 0
         several networks).
     size : int
         Output side.
+    crop : float in (0, 1]
+        Share of each image's shorter side kept around its centre before resizing
+        (:class:`CNNEmbedder` ``crop``; not applied to the ``(n, size, size, 3)`` fast path).
     n_threads : int, optional
         Decoding threads (default ``min(4, os.cpu_count())``).
 
@@ -169,7 +179,7 @@ def decode_images(X, size: int, n_threads: int | None = None, verbose: int = 0
     def one(src):
         try:
             img = read_image(src) if isinstance(src, (str, os.PathLike)) else validate_image(src)
-            return _square_resize(img, size), ""
+            return _square_resize(img, size, crop), ""
         except MorphocellError as exc:
             return None, str(exc)
 
@@ -378,6 +388,13 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         ``"densenet121"``); see :mod:`morphocell.deep.models`.
     input_size : int, default 128
         Images are padded to a square and resized to ``input_size x input_size``.
+    crop : float in (0, 1], default 1.0
+        Share of the image's shorter side kept, as a square around the image centre, before
+        the resize (1.0: the whole image). Cell images from analysers are centred on the
+        cell; on PBC (256 px images, cells ~60-150 px) the whole frame at 64 px leaves a cell
+        ~35 px wide, and ``crop=0.75`` gives the network a third more pixels of the cell at
+        the same cost: one network, 10 epochs, 80/20 split of the ``train`` rows, accuracy
+        0.953 -> 0.963 (docs/deep.md). A cell larger than the kept square loses its rim.
     embedding_dim : int, default 256
         Number of embedding columns.
     epochs : int, default 30
@@ -431,12 +448,13 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
     mixed_precision_ : bool
     """
 
-    def __init__(self, architecture="small-resnet", input_size=128, embedding_dim=256,
+    def __init__(self, architecture="small-resnet", input_size=128, crop=1.0, embedding_dim=256,
                  epochs=30, batch_size=32, augment=True, weights=None, learning_rate=1e-3,
                  validation_fraction=0.1, patience=5, class_weight=None, precise_bn=True,
                  tta=False, random_state=None, verbose=1):
         self.architecture = architecture
         self.input_size = input_size
+        self.crop = crop
         self.embedding_dim = embedding_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -462,6 +480,9 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise MorphocellError(f"{name} must be a positive integer (got {v!r})")
+        if not isinstance(self.crop, (int, float, np.integer, np.floating)) \
+                or not 0 < float(self.crop) <= 1:
+            raise MorphocellError(f"crop must be a number in (0, 1] (got {self.crop!r})")
         if not 0 <= float(self.validation_fraction) < 1:
             raise MorphocellError("validation_fraction must lie in [0, 1)")
         if self.class_weight not in (None, "balanced"):
@@ -484,7 +505,8 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         self._check_params()
         y = np.asarray(y)
         n_in = len(y)
-        images, ok, failures = decode_images(X, int(self.input_size), verbose=self.verbose)
+        images, ok, failures = decode_images(X, int(self.input_size), verbose=self.verbose,
+                                             crop=float(self.crop))
         if len(ok) + len(failures) != n_in:
             raise DataError(f"got {len(ok) + len(failures)} images but {n_in} labels")
         if len(ok) == 0:
@@ -609,7 +631,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         bs = max(int(self.batch_size), 64)
         for start in range(0, n, chunk):
             part = sources[start:start + chunk]
-            images, ok, fails = decode_images(part, int(self.input_size))
+            images, ok, fails = decode_images(part, int(self.input_size), crop=float(self.crop))
             failures.extend(fails)
             if len(ok) == 0:
                 continue
@@ -764,7 +786,8 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
 
     def __setstate__(self, state):
         data = state.pop("_model_keras_bytes", None)
-        state.setdefault("tta", False)  # pickled before the parameter existed
+        state.setdefault("tta", False)  # pickled before these parameters existed
+        state.setdefault("crop", 1.0)
         self.__dict__.update(state)
         if data is not None:
             self._set_model(_keras_from_bytes(data))
