@@ -100,10 +100,11 @@ class BenchmarkError(MorphocellError):
 # ---- settings --------------------------------------------------------------------------------
 
 QUICK = {"n_train_per_class": 10, "n_test_per_class": 5, "cv": 3, "deep_cv": 2,
-         "architecture": "small-cnn", "input_size": 32, "epochs": 2, "speed_n": 40,
+         "architecture": "small-cnn", "input_size": 32, "crop": 1.0, "epochs": 2, "speed_n": 40,
          "speed_n_slow": 4, "speed_n_peers": 3, "seg_n_per_dataset": 10, "tsne_per_class": 5}
 FULL = {"n_train_per_class": None, "n_test_per_class": None, "cv": 5, "deep_cv": 3,
-        "architecture": "small-resnet", "input_size": 64, "epochs": 8, "speed_n": 500,
+        "architecture": "small-resnet", "input_size": 64, "crop": 1.0, "epochs": 8,
+        "speed_n": 500,
         "speed_n_slow": 100, "speed_n_peers": 30, "seg_n_per_dataset": None,
         "tsne_per_class": 100}
 
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "quick 32)")
     ap.add_argument("--epochs", type=int, default=None, help="max CNN epochs (default 8; "
                                                              "quick 2)")
+    ap.add_argument("--crop", type=float, default=None,
+                    help="CNN centre crop, share of the shorter side (default 1.0: the whole "
+                         "image, as in the README's full run; morphocell train uses 0.75)")
     ap.add_argument("--grey-size", type=int, default=32, help="side of the grey-pixel baseline")
     ap.add_argument("--speed-n", type=int, default=None, help="images of the speed section")
     ap.add_argument("-v", "--verbose", type=int, default=1, help="0 silent, 1 progress")
@@ -150,7 +154,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     """Defaults of the mode (quick / full) overridden by the explicit options."""
     cfg = dict(QUICK if args.quick else FULL)
     for k in ("n_train_per_class", "n_test_per_class", "cv", "deep_cv", "architecture",
-              "input_size", "epochs", "speed_n"):
+              "input_size", "crop", "epochs", "speed_n"):
         v = getattr(args, k)
         if v is not None:
             cfg[k] = v
@@ -384,14 +388,17 @@ class Run:
         cfg, seed = self.cfg, self.cfg["random_state"]
         (trp, trl), (tep, tel) = self.split["train"], self.split["test"]
         params = dict(architecture=cfg["architecture"], input_size=cfg["input_size"],
-                      embedding_dim=cfg["embedding_dim"], epochs=cfg["epochs"],
+                      crop=cfg.get("crop", 1.0), embedding_dim=cfg["embedding_dim"], epochs=cfg["epochs"],
                       batch_size=cfg["batch_size"], augment=True)
         info: dict = {"embedder": params, "deep_cv": cfg["deep_cv"],
                       "tensorflow": tf.__version__, "keras": keras.__version__,
                       "gpu": bool(tf.config.list_physical_devices("GPU"))}
         t = time.perf_counter()
-        tr_img, tr_ok, tr_fail = decode_images(trp, cfg["input_size"], verbose=self.verbose)
-        te_img, te_ok, te_fail = decode_images(tep, cfg["input_size"], verbose=self.verbose)
+        crop = float(params["crop"])
+        tr_img, tr_ok, tr_fail = decode_images(trp, cfg["input_size"], verbose=self.verbose,
+                                               crop=crop)
+        te_img, te_ok, te_fail = decode_images(tep, cfg["input_size"], verbose=self.verbose,
+                                               crop=crop)
         info["decode_s"] = time.perf_counter() - t
         info["decode_failures"] = len(tr_fail) + len(te_fail)
         ytr = np.asarray(trl, dtype=object)[tr_ok].astype(str)
@@ -834,7 +841,10 @@ def to_markdown(res: dict) -> str:
                          f"{cfg['cv']}-fold out-of-fold meta-learner.")
         if deep.get("embedder"):
             e = deep["embedder"]
-            lines.append(f"Deep settings: {e['architecture']} at {e['input_size']} px, "
+            crop = float(e.get("crop", 1.0))
+            lines.append(f"Deep settings: {e['architecture']} at {e['input_size']} px "
+                         + ("(whole image)" if crop == 1 else f"(central {crop:g} of the image)")
+                         + ", "
                          f"embedding {e['embedding_dim']}, at most {e['epochs']} epochs "
                          f"(early stopping on a 10% validation split), batch "
                          f"{e['batch_size']}, augmentation on; cross-fitted deep path with "

@@ -154,6 +154,12 @@ def test_crop_keeps_the_centre_of_the_image(fitted, train_set, tmp_path):
     assert back.crop == 0.6
     np.testing.assert_array_equal(back.transform(paths).to_numpy(),
                                   emb.transform(paths).to_numpy())
+    # embedders pickled before the parameter existed load as whole-image ones
+    state = emb.__getstate__()
+    del state["crop"]
+    old = CNNEmbedder.__new__(CNNEmbedder)
+    old.__setstate__(state)
+    assert old.crop == 1.0 and old.get_params()["crop"] == 1.0
     for bad in (0, 1.5, "half"):
         with pytest.raises(MorphocellError, match="crop must be a number in"):
             clone(fitted).set_params(crop=bad).fit(paths, y)
