@@ -91,6 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test-per-class", type=int, default=None, help="test images per class "
                     "(default: all)")
     ap.add_argument("--input-size", type=int, default=64)
+    ap.add_argument("--crop", type=float, default=0.75,
+                    help="CNN centre crop, share of the shorter side (default 0.75, as "
+                         "morphocell train; 1: the whole image)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--cv", type=int, default=5)
     ap.add_argument("--architecture", default="small-resnet")
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
     reduced = bool(args.quick or args.n_per_class or args.n_test_per_class
                    or args.input_size < 128 or args.epochs < 20)
     emb_params = dict(architecture=args.architecture, input_size=args.input_size,
-                      embedding_dim=256, epochs=args.epochs, batch_size=32, augment=True)
+                      crop=args.crop, embedding_dim=256, epochs=args.epochs, batch_size=32, augment=True)
     print(f"train {len(tr_paths)} images, test {len(te_paths)} images; {emb_params}; "
           f"cv={args.cv}; reduced={reduced}", flush=True)
     res: dict = {"config": {**emb_params, "cv": args.cv, "n_train": len(tr_paths),
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
 
     # decoded test images (shared by every network)
     t = time.perf_counter()
-    te_img, te_ok, te_fail = decode_images(te_paths, args.input_size)
+    te_img, te_ok, te_fail = decode_images(te_paths, args.input_size, crop=args.crop)
     T["decode_test"] = time.perf_counter() - t
     assert not te_fail, te_fail[:3]
 
@@ -242,7 +245,8 @@ def write(res: dict, outd: Path, stem: str, quiet: bool = False) -> None:
              "",
              f"train {c['n_train']} images ({'all' if not c['n_per_class'] else c['n_per_class']}"
              f" per class), test {c['n_test']} images; {c['architecture']} at "
-             f"{c['input_size']} px, max {c['epochs']} epochs, cv={c['cv']}; "
+             f"{c['input_size']} px (centre crop {c.get('crop', 1.0):g}), max {c['epochs']} "
+             f"epochs, cv={c['cv']}; "
              f"TensorFlow {res['machine']['tensorflow']}, Keras {res['machine']['keras']}, "
              f"{res['machine']['cpus']} CPUs, GPU: {res['machine']['gpu']}, load average "
              f"{res['machine']['loadavg_start'][0]:.1f} at start (shared machine).",
