@@ -260,7 +260,7 @@ class DeepModel(ClassifierMixin, BaseEstimator):
 
     @property
     def crop_(self) -> float:
-        return float(getattr(self.embedders_[0], "crop", 1.0))
+        return float(self.embedders_[0].crop)
 
     def _proba_decoded(self, images: np.ndarray) -> np.ndarray:
         p = np.zeros((len(images), len(self.classes_)))
