@@ -127,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cnn-crop", type=float, default=None, metavar="SHARE",
                    help="deep/fused: share of each image's shorter side the CNN sees, as a "
                    "square around the centre (default 0.75; 1: the whole image)")
-    p.add_argument("--domain-copies", type=float, default=0.0, metavar="FRACTION",
+    p.add_argument("--domain-copies", type=float, default=None, metavar="FRACTION",
                    help="handcrafted: also train on one domain-randomised copy (other stain, "
-                   "illumination, blur, scale) of this fraction of the images, for images "
-                   "from other labs (default: 0, none)")
+                   "illumination, blur, scale) of this fraction of the images, so the model "
+                   "holds up on other labs' images (default: 0.35; 0: none)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "train_command"))
 

@@ -20,12 +20,13 @@ train --features handcrafted``; ``morphocell predict`` writes ``domain_score`` a
 ``unlike_training`` columns and says how many cells are flagged, with a warning above 5%.
 
 It is a signal about a *batch* of images, not a per-cell error detector. Measured
-(2026-11-30, reference from the 10,936 PBC ``train`` rows): PBC ``test`` rows 1.5% flagged,
+(2026-11-30, reference from the 10,936 PBC ``train`` rows, no domain copies): PBC ``test`` rows 1.5% flagged,
 segwbc dataset1 (another lab and stain, where that model's accuracy is 0.32) 63% flagged,
 segwbc dataset2 (CellaVision like PBC; accuracy 0.65 for other reasons) 0% flagged. Within
 a dataset, flagged and unflagged cells were classified about equally well (PBC test 1.000 /
-0.985, dataset1 0.33 / 0.32). A model trained with ``--domain-copies`` has a wider
-reference (dataset1 18% flagged).
+0.985, dataset1 0.33 / 0.32). A model trained with domain copies (``--domain-copies``, the
+default of ``morphocell train`` since 2026-11-30) has a wider reference (dataset1 18% flagged,
+PBC test none).
 """
 from __future__ import annotations
 

@@ -52,6 +52,9 @@ def test_train_cli(trained, capsys):
     assert (explain / "top_features.png").stat().st_size > 1000
     meta = json.loads((explain / "training.json").read_text())["metadata"]
     assert meta["n_used"] == 40 and meta["n_failed"] == 2 and len(meta["data_sha256"]) == 64
+    # on by default: one domain-randomised copy of round(0.35 * 5) = 2 images per class
+    assert meta["domain_copies"] == 0.35 and meta["n_domain_copies"] == 16
+    assert "over the images and their 16 domain-randomised copies" in out
 
 
 def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
@@ -206,7 +209,7 @@ def test_second_training_reuses_cached_features(monkeypatch, tmp_path):
     monkeypatch.setattr(extractor, "extract_batch", counting)
     small = {"estimators": [("rf", BaseLearner("rf", params={"n_estimators": 10}))]}
     kw = dict(cv=2, random_state=0, families=("shape", "color"), cache_dir=tmp_path / "c",
-              estimator_params=small)
+              estimator_params=small, domain_copies=0)
     m1, info1 = train_handcrafted(paths, labels, **kw)
     assert seen == [16] and info1["feature_stats"]["computed"] == 16
     m2, info2 = train_handcrafted(list(reversed(paths)), list(reversed(labels)), **kw)
