@@ -110,6 +110,35 @@ def test_augmented_stream_is_deterministic_and_valid(data_dir):
     assert np.abs(a.mean((0, 1)) - img[0].mean((0, 1))).max() < 40
 
 
+
+def test_stain_augmentation_adds_gamma_and_tint_and_keeps_the_standard_draws(data_dir):
+    from morphocell.deep.augment import STAIN, STANDARD, AugmentConfig, augment_config, augment_image
+
+    img, _, _ = decode_images(_subset(1)[0][:1], 48)
+    x, seed = tf.constant(img[0]), tf.constant([3, 7])
+    std = augment_image(x, seed, STANDARD).numpy()
+    # gamma and tint act after the standard steps, whose draws they leave as they were:
+    # with a tint of exactly 1 and gamma 1 the "stain" path gives the standard image
+    neutral = AugmentConfig(gamma=(1.0, 1.0 + 1e-9), tint=1e-9)
+    np.testing.assert_allclose(augment_image(x, seed, neutral).numpy(), std, atol=1e-3)
+    stain = [augment_image(x, tf.constant([3, s]), STAIN).numpy() for s in range(16)]
+    assert all(a.shape == (48, 48, 3) and a.min() >= 0 and a.max() <= 255 for a in stain)
+    np.testing.assert_array_equal(stain[7], augment_image(x, seed, STAIN).numpy())
+    # per-channel gains move the channels apart: the spread of the mean colour ratios over
+    # seeds is wider than with the standard jitter
+    def ratio_spread(imgs):
+        m = np.array([a.mean((0, 1)) for a in imgs])
+        return np.std(m[:, 0] / m[:, 2])
+    std16 = [augment_image(x, tf.constant([3, s]), STANDARD).numpy() for s in range(16)]
+    assert ratio_spread(stain) > 1.5 * ratio_spread(std16)
+    assert augment_config(True) is STANDARD and augment_config("standard") is STANDARD
+    assert augment_config("stain") is STAIN
+    assert augment_config(False) is None and augment_config("none") is None
+    with pytest.raises(MorphocellError, match="augment="):
+        augment_config("strong")
+    with pytest.raises(MorphocellError, match="augment="):
+        CNNEmbedder(augment="strong").fit(_subset(1)[0][:2], ["a", "b"])
+
 def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
     paths, _ = train_set
     ref = fitted.transform(paths).to_numpy()

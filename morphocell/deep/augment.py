@@ -11,7 +11,16 @@ image is, independently and on the fly:
 * colour-jittered to mimic stain variation: brightness ``x + d``, ``d ~ U(-b, b)``; contrast
   ``(x - mean) * c + mean``, ``c ~ U(1 - c0, 1 + c0)``; hue shift ``h ~ U(-h0, h0)`` (fraction of
   the colour wheel); saturation ``* s``, ``s ~ U(1 - s0, 1 + s0)``; the result is clipped to
-  ``[0, 1]`` (``tf.image.stateless_random_*`` semantics, applied to ``x / 255``).
+  ``[0, 1]`` (``tf.image.stateless_random_*`` semantics, applied to ``x / 255``);
+* optionally (off in the standard configuration, on in :data:`STAIN`), the optics and stain of
+  another lab, with the ranges of :func:`morphocell.preprocess.domain_augment`: gamma
+  ``x ** g``, ``g ~ U(g0, g1)``, then a per-channel gain (illumination tint)
+  ``x_c * t_c``, ``t_c ~ U(1 - t0, 1 + t0)``, clipped to ``[0, 1]``.
+
+Two presets: :data:`STANDARD` (``CNNEmbedder(augment=True)``: mild jitter within one lab's
+stain) and :data:`STAIN` (``augment="stain"``: hue +-0.08 of the wheel, saturation x0.6-1.4,
+gamma 0.7-1.4, tint x0.85-1.15 -- what the domain-randomised copies of the hand-crafted
+models use, for images from other labs; docs/cross_lab.md).
 
 Every random draw comes from ``tf.random.stateless_*`` ops keyed by ``(random_state, i)``
 where ``i`` counts the images streamed so far (across epochs). The augmented stream is
@@ -23,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["AugmentConfig", "augment_image"]
+__all__ = ["AugmentConfig", "augment_image", "STANDARD", "STAIN", "augment_config"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,34 @@ class AugmentConfig:
     contrast: float = 0.15
     hue: float = 0.03
     saturation: float = 0.15
+    gamma: tuple[float, float] = (1.0, 1.0)
+    tint: float = 0.0
+
+
+#: ``CNNEmbedder(augment=True)``: mild colour jitter.
+STANDARD = AugmentConfig()
+#: ``CNNEmbedder(augment="stain")``: other labs' stains and optics (the ranges of
+#: :class:`morphocell.preprocess.DomainAugmentConfig`, less blur and rescaling).
+STAIN = AugmentConfig(hue=0.08, saturation=0.4, gamma=(0.7, 1.4), tint=0.15)
+
+
+def augment_config(augment) -> AugmentConfig | None:
+    """The configuration a ``CNNEmbedder(augment=...)`` value stands for (``None``: no
+    augmentation): ``True`` / ``"standard"`` -> :data:`STANDARD`, ``"stain"`` ->
+    :data:`STAIN`, ``False`` / ``"none"`` -> ``None``. (Names rather than config objects, so
+    the parameter stays JSON in a saved embedder.)"""
+    from ..errors import MorphocellError
+
+    presets = {"standard": STANDARD, "stain": STAIN, "none": None}
+    if isinstance(augment, str):
+        if augment not in presets:
+            raise MorphocellError(f"augment={augment!r}: expected True, False, 'standard', "
+                                  "'stain' or 'none'")
+        return presets[augment]
+    if isinstance(augment, (bool, int)):
+        return STANDARD if augment else None
+    raise MorphocellError(f"augment={augment!r}: expected True, False, 'standard', 'stain' "
+                          "or 'none'")
 
 
 def _rotate(image, angle, tf):
@@ -59,7 +96,7 @@ def _rotate(image, angle, tf):
     return out[0]
 
 
-def augment_image(image, seed, config: AugmentConfig = AugmentConfig()):
+def augment_image(image, seed, config: AugmentConfig = STANDARD):
     """Augment one ``(S, S, 3)`` image (any real dtype, values in [0, 255]).
 
     Parameters
@@ -96,4 +133,12 @@ def augment_image(image, seed, config: AugmentConfig = AugmentConfig()):
     if config.saturation > 0:
         x = tf.image.stateless_random_saturation(x, 1.0 - config.saturation,
                                                  1.0 + config.saturation, seeds[7])
+    if config.gamma != (1.0, 1.0) or config.tint > 0:
+        # extra keys folded in from the seed: the draws above stay what they were
+        seed64 = tf.cast(seed, tf.int64)
+        g = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(seed64, 8),
+                                        minval=config.gamma[0], maxval=config.gamma[1])
+        t = tf.random.stateless_uniform((3,), tf.random.experimental.stateless_fold_in(seed64, 9),
+                                        minval=1.0 - config.tint, maxval=1.0 + config.tint)
+        x = tf.pow(tf.clip_by_value(x, 0.0, 1.0), g) * t
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0

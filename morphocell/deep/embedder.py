@@ -70,6 +70,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import DataError, ImageReadError, ModelFileError, MorphocellError
+from .augment import augment_config
 
 __all__ = ["CNNEmbedder", "decode_images", "embedding_names", "FORMAT", "FORMAT_VERSION"]
 
@@ -199,8 +200,9 @@ def decode_images(X, size: int, n_threads: int | None = None, verbose: int = 0,
 
 
 def _make_train_dataset(images: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                        augment: bool):
-    """Infinite, seeded, augmented training stream of ``(float32 images, int labels)``."""
+                        augment):
+    """Infinite, seeded, augmented training stream of ``(float32 images, int labels)``;
+    ``augment``: an :class:`~morphocell.deep.augment.AugmentConfig` or ``None``."""
     tf, _ = _tf()
     from .augment import augment_image
 
@@ -211,8 +213,8 @@ def _make_train_dataset(images: np.ndarray, y: np.ndarray, batch_size: int, seed
 
     def prep(xy, i):
         x, label = xy
-        if augment:
-            return augment_image(x, tf.stack([seed_t, i])), label
+        if augment is not None:
+            return augment_image(x, tf.stack([seed_t, i]), augment), label
         return tf.cast(x, tf.float32), label
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -400,9 +402,12 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
     epochs : int, default 30
         Maximum epochs (early stopping may stop sooner).
     batch_size : int, default 32
-    augment : bool, default True
+    augment : bool, "standard", "stain" or "none", default True
         Flips, 90-degree and small rotations, stain (colour) jitter
-        (:mod:`morphocell.deep.augment`).
+        (:mod:`morphocell.deep.augment`). ``True`` / ``"standard"``: mild colour jitter;
+        ``"stain"``: also other labs' stains and optics (hue +-0.08, saturation x0.6-1.4,
+        gamma 0.7-1.4, per-channel tint x0.85-1.15), for models meant for images from other
+        labs; ``False``: none.
     weights : path, optional
         Local file to initialise the backbone from (a saved CNNEmbedder, a ``.keras`` model or a
         Keras ``.weights.h5``/``.h5`` file such as ImageNet ``*_notop.h5`` weights). ``None``:
@@ -487,6 +492,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
             raise MorphocellError("validation_fraction must lie in [0, 1)")
         if self.class_weight not in (None, "balanced"):
             raise MorphocellError("class_weight must be None or 'balanced'")
+        augment_config(self.augment)  # raises on an unknown preset
         if self.weights is not None and not Path(self.weights).is_file():
             raise ModelFileError("weights file not found", self.weights)
 
@@ -574,7 +580,8 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
                       loss=keras.losses.SparseCategoricalCrossentropy(),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                       jit_compile=gpu)  # XLA: seconds of compile per fit, pays off on GPU only
-        train_ds = _make_train_dataset(images[tr], y_idx[tr], bs, seed, bool(self.augment))
+        train_ds = _make_train_dataset(images[tr], y_idx[tr], bs, seed,
+                                       augment_config(self.augment))
         callbacks = [_progress_callback(int(self.verbose), len(tr), epochs)]
         val_ds = None
         if len(va):
