@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cnn-crop", type=float, default=None, metavar="SHARE",
                    help="deep/fused: share of each image's shorter side the CNN sees, as a "
                    "square around the centre (default 0.75; 1: the whole image)")
+    p.add_argument("--cnn-augment", default=None, choices=["standard", "stain", "none"],
+                   help="deep/fused: CNN training augmentation; 'stain' adds other labs' "
+                   "stains and optics (stronger hue/saturation, gamma, tint) (default: "
+                   "standard)")
     p.add_argument("--domain-copies", type=float, default=None, metavar="FRACTION",
                    help="handcrafted: also train on one domain-randomised copy (other stain, "
                    "illumination, blur, scale) of this fraction of the images, so the model "

@@ -307,11 +307,12 @@ def _versions() -> dict:
 
 
 def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epochs=None,
-               n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None):
+               n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None,
+               cnn_augment=None):
     """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
 
-    ``epochs`` and ``cnn_crop`` (the :class:`~morphocell.deep.CNNEmbedder` ``crop``) default to
-    ``morphocell.deep.fusion.DEFAULT_EMBEDDER``.
+    ``epochs``, ``cnn_crop`` and ``cnn_augment`` (the :class:`~morphocell.deep.CNNEmbedder`
+    ``crop`` and ``augment``) default to ``morphocell.deep.fusion.DEFAULT_EMBEDDER``.
 
     Raises
     ------
@@ -344,6 +345,8 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     kw = {"epochs": epochs} if epochs is not None else {}
     if cnn_crop is not None:
         kw["crop"] = float(cnn_crop)
+    if cnn_augment is not None:
+        kw["augment"] = cnn_augment
     est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
                          random_state=random_state, verbose=verbose, n_jobs=n_jobs, **kw)
     classes = [str(c) for c in est.classes_]
@@ -352,6 +355,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             "n_images": len(paths), "n_used": int(ok.sum()), "n_failed": int((~ok).sum()),
             "cv": cv, "random_state": random_state, "epochs": epochs,
             "cnn_crop": getattr(est, "deep_", est).crop_,
+            "cnn_augment": getattr(est, "deep_", est).embedders_[0].augment,
             "cv_scores": getattr(est, "cv_scores_", {}), "versions": _versions()}
     feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
@@ -433,7 +437,8 @@ def train_command(args) -> int:
         model, info = train_deep(paths, labels, features=args.features, cv=args.cv,
                                  random_state=args.random_state, epochs=args.epochs,
                                  n_jobs=args.n_jobs, cache_dir=cache_dir, verbose=verbose,
-                                 cnn_crop=args.cnn_crop)
+                                 cnn_crop=args.cnn_crop,
+                                 cnn_augment=getattr(args, "cnn_augment", None))
     n_failed = _report_failures(paths, info["statuses"], info["errors"], "train")
     fs = info.get("feature_stats") or {}
     if fs:

@@ -277,3 +277,28 @@ def test_interrupted_extraction_keeps_finished_chunks(monkeypatch, tmp_path):
     assert st == ["ok"] * 8 and X.notna().all().all()
     np.testing.assert_array_equal(X.to_numpy(),
                                   real(paths, ("shape",))[0])
+
+
+def test_train_cli_deep_with_cnn_options(tmp_path, capsys):
+    """`morphocell train --features deep` end to end, with the CNN crop and augmentation
+    options recorded in the model (tiny: 3 classes x 6 images, 2 folds, 1 epoch)."""
+    pytest.importorskip("tensorflow")
+    from morphocell.model_io import load_model
+
+    rows = [r for r in pbc_subset(6) if r[1] in ("lymphocyte", "neutrophil", "platelet")]
+    man = _manifest(tmp_path / "train.csv", rows)
+    model = tmp_path / "deep.mcm"
+    rc = main(["train", str(man), "--out", str(model), "--features", "deep", "--cv", "2",
+               "--epochs", "1", "--cnn-crop", "0.8", "--cnn-augment", "stain", "-q",
+               "--cache-dir", str(tmp_path / "cache")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    m = load_model(model)
+    assert m.metadata["cnn_crop"] == 0.8 and m.metadata["cnn_augment"] == "stain"
+    assert m.metadata["n_used"] == 18 and m.classes == ["lymphocyte", "neutrophil", "platelet"]
+    assert all(e.augment == "stain" for e in m.estimator.embedders_)
+    assert m.predict_proba([p for p, _ in rows[:2]]).shape == (2, 3)
+    with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
+        main(["train", str(man), "--out", str(model), "--features", "deep",
+              "--cnn-augment", "strong"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
