@@ -16,7 +16,7 @@ stain is far from every class. The threshold is the 99th percentile of the train
 own scores, so about 1% of images like the training ones are flagged.
 
 Stored in the model file's metadata (``metadata["domain_reference"]``) by ``morphocell
-train --features handcrafted``; ``morphocell predict`` writes ``domain_score`` and
+train`` (hand-crafted, deep and fused models); ``morphocell predict`` writes ``domain_score`` and
 ``unlike_training`` columns and says how many cells are flagged, with a warning above 5%.
 
 It is a signal about a *batch* of images, not a per-cell error detector. Measured

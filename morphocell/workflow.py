@@ -357,10 +357,26 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             "cnn_crop": getattr(est, "deep_", est).crop_,
             "cnn_augment": getattr(est, "deep_", est).embedders_[0].augment,
             "cv_scores": getattr(est, "cv_scores_", {}), "versions": _versions()}
+    ref = _deep_domain_reference(handcrafted, ok_paths, y, cache_dir, n_jobs, verbose)
+    if ref is not None:
+        meta["domain_reference"] = ref
     feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
     return model, {"statuses": st, "errors": er, "n_failed": int((~ok).sum()),
                    "feature_stats": stats}
+
+
+def _deep_domain_reference(handcrafted, paths, y, cache_dir, n_jobs, verbose):
+    """The :mod:`morphocell.domain` reference of a deep or fused model: from the fused
+    model's hand-crafted table, or (deep) from the stain and size features computed here."""
+    from .domain import fit_domain_reference
+
+    if handcrafted is None:
+        X, st, _, _ = compute_features(paths, DOMAIN_FAMILIES, "otsu", cache_dir, n_jobs,
+                                       verbose)
+        good = np.array([s == "ok" for s in st], dtype=bool)
+        return fit_domain_reference(X[good], np.asarray(y)[good])
+    return fit_domain_reference(handcrafted, y)
 
 
 def write_explanation(model, folder: str | os.PathLike, top: int = 15) -> list[Path]:
@@ -471,8 +487,15 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     -------
     dict with ``proba`` ``(n, C)`` (NaN rows for failed images), ``statuses``, ``errors`` and,
     with ``base_learners`` and a stacked model on hand-crafted features, ``base`` =
-    ``{learner: (n, C) probabilities}``; for a hand-crafted model whose file holds a domain
-    reference (:mod:`morphocell.domain`), ``domain_score`` and ``unlike_training`` per image.
+    ``{learner: (n, C) probabilities}``; for a model whose file holds a domain reference
+    (:mod:`morphocell.domain`; hand-crafted, deep and fused models trained by this version),
+    ``domain_score`` and ``unlike_training`` per image.
+
+    Hand-crafted features go through the feature cache (``cache_dir``), for fused models too
+    (their stack's hand-crafted columns); a deep model with a domain reference computes the
+    shape and colour families for it. For deep and fused models an image in which
+    segmentation finds no cell is still classified (NaN hand-crafted features, as in
+    training).
     """
     from .features.extractor import FeatureExtractor
 
@@ -493,13 +516,7 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
             proba[ok] = rest.predict_proba(Xok)
             ref = (model.metadata or {}).get("domain_reference")
             if ref:
-                from .domain import domain_scores
-
-                score, unlike = domain_scores(ref, Xok)
-                out["domain_score"] = np.full(n, np.nan)
-                out["domain_score"][ok] = score
-                out["unlike_training"] = np.zeros(n, dtype=bool)
-                out["unlike_training"][ok] = unlike
+                _add_domain_scores(out, ref, Xok, ok)
             clf = _final_classifier(est)
             if base_learners and clf is not None and len(steps) == 2:
                 out["base"] = {}
@@ -507,13 +524,51 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
                     full = np.full((n, C), np.nan)
                     full[ok] = p
                     out["base"][name] = full
-    else:
-        st, er = _readability(paths)
+    else:  # deep / fused models: the network reads the images itself
+        ref = (model.metadata or {}).get("domain_reference")
+        fused = hasattr(est, "handcrafted_columns_")
+        hc = None
+        if fused or ref:
+            # hand-crafted features through the cache: the fused stack's inputs and/or the
+            # domain check's stain and size features
+            fams = getattr(est, "families_", None) if fused else DOMAIN_FAMILIES
+            hc, st, er, _ = compute_features(paths, fams, getattr(est, "method_", "otsu"),
+                                             cache_dir, n_jobs, verbose)
+            # a readable image in which segmentation found no cell is still classified (its
+            # hand-crafted features are NaN, as in training)
+            er = ["" if s == "no_cell" else e for s, e in zip(st, er, strict=True)]
+            st = ["ok" if s == "no_cell" else s for s in st]
+        else:
+            st, er = _readability(paths)
         ok = np.array([s == "ok" for s in st], dtype=bool)
         if ok.any():
-            proba[ok] = est.predict_proba([p for p, k in zip(paths, ok, strict=True) if k])
+            ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
+            if fused:
+                proba[ok] = est.predict_proba(ok_paths,
+                                              handcrafted=hc[ok].reset_index(drop=True))
+            else:
+                proba[ok] = est.predict_proba(ok_paths)
+            if ref:
+                _add_domain_scores(out, ref, hc[ok].reset_index(drop=True), ok)
     out["statuses"], out["errors"] = st, er
     return out
+
+
+#: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
+DOMAIN_FAMILIES = ("shape", "color")
+
+
+def _add_domain_scores(out: dict, ref: dict, X, ok: np.ndarray) -> None:
+    """``out["domain_score"]`` / ``out["unlike_training"]`` for all rows; ``X``: the rows
+    where ``ok``."""
+    from .domain import domain_scores
+
+    n = len(ok)
+    score, unlike = domain_scores(ref, X)
+    out["domain_score"] = np.full(n, np.nan)
+    out["domain_score"][ok] = score
+    out["unlike_training"] = np.zeros(n, dtype=bool)
+    out["unlike_training"][ok] = unlike
 
 
 def predictions_frame(paths, proba, statuses, errors, classes, atypical_classes):

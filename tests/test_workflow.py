@@ -279,25 +279,46 @@ def test_interrupted_extraction_keeps_finished_chunks(monkeypatch, tmp_path):
                                   real(paths, ("shape",))[0])
 
 
-def test_train_cli_deep_with_cnn_options(tmp_path, capsys):
-    """`morphocell train --features deep` end to end, with the CNN crop and augmentation
-    options recorded in the model (tiny: 3 classes x 6 images, 2 folds, 1 epoch)."""
+@pytest.mark.parametrize("features", ["deep", "fused"])
+def test_train_cli_deep_with_cnn_options(features, tmp_path, capsys):
+    """`morphocell train --features deep|fused` end to end, with the CNN crop and augmentation
+    options recorded in the model, and `predict` with the domain check (tiny: 3 classes x 6
+    images, 2 folds, 1 epoch)."""
     pytest.importorskip("tensorflow")
     from morphocell.model_io import load_model
 
     rows = [r for r in pbc_subset(6) if r[1] in ("lymphocyte", "neutrophil", "platelet")]
     man = _manifest(tmp_path / "train.csv", rows)
     model = tmp_path / "deep.mcm"
-    rc = main(["train", str(man), "--out", str(model), "--features", "deep", "--cv", "2",
+    cache = str(tmp_path / "cache")
+    rc = main(["train", str(man), "--out", str(model), "--features", features, "--cv", "2",
                "--epochs", "1", "--cnn-crop", "0.8", "--cnn-augment", "stain", "-q",
-               "--cache-dir", str(tmp_path / "cache")])
+               "--cache-dir", cache])
     out, err = capsys.readouterr()
     assert rc == 0, err
     m = load_model(model)
     assert m.metadata["cnn_crop"] == 0.8 and m.metadata["cnn_augment"] == "stain"
     assert m.metadata["n_used"] == 18 and m.classes == ["lymphocyte", "neutrophil", "platelet"]
-    assert all(e.augment == "stain" for e in m.estimator.embedders_)
-    assert m.predict_proba([p for p, _ in rows[:2]]).shape == (2, 3)
+    deep = getattr(m.estimator, "deep_", m.estimator)
+    assert all(e.augment == "stain" for e in deep.embedders_)
+    # a stain / size reference like the hand-crafted models', from the training cells
+    ref = m.metadata["domain_reference"]
+    assert ref["classes"] == m.classes and np.isfinite(ref["threshold"])
+    # predict: the hand-crafted features come from the cache filled by training
+    test = [p for p, _ in pbc_subset(1, split="test")][:3] + [str(tmp_path / "missing.jpg")]
+    rc = main(["predict", str(model), *test, "--out", str(tmp_path / "p.csv"),
+               "--cache-dir", cache])
+    out, err = capsys.readouterr()
+    assert rc == 3 and "missing.jpg" in err
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert list(df["status"]) == ["ok", "ok", "ok", "error"]
+    assert df.loc[:2, ["p_lymphocyte", "p_neutrophil", "p_platelet"]].notna().all().all()
+    assert df["domain_score"][:3].notna().all() and np.isnan(df["domain_score"][3])
+    assert "unlike the training images" in out + err
+    # the same probabilities as the estimator's own feature extraction (the CSV keeps 6
+    # decimals)
+    np.testing.assert_allclose(df.loc[:2, ["p_lymphocyte", "p_neutrophil", "p_platelet"]],
+                               m.predict_proba(test[:3]), rtol=0, atol=1e-6)
     with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
         main(["train", str(man), "--out", str(model), "--features", "deep",
               "--cnn-augment", "strong"])
