@@ -366,6 +366,10 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
                    "feature_stats": stats}
 
 
+#: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
+DOMAIN_FAMILIES = ("shape", "color")
+
+
 def _deep_domain_reference(handcrafted, paths, y, cache_dir, n_jobs, verbose):
     """The :mod:`morphocell.domain` reference of a deep or fused model: from the fused
     model's hand-crafted table, or (deep) from the stain and size features computed here."""
@@ -527,7 +531,6 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     else:  # deep / fused models: the network reads the images itself
         ref = (model.metadata or {}).get("domain_reference")
         fused = hasattr(est, "handcrafted_columns_")
-        hc = None
         if fused or ref:
             # hand-crafted features through the cache: the fused stack's inputs and/or the
             # domain check's stain and size features
@@ -552,10 +555,6 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
                 _add_domain_scores(out, ref, hc[ok].reset_index(drop=True), ok)
     out["statuses"], out["errors"] = st, er
     return out
-
-
-#: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
-DOMAIN_FAMILIES = ("shape", "color")
 
 
 def _add_domain_scores(out: dict, ref: dict, X, ok: np.ndarray) -> None:
