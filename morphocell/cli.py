@@ -128,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deep/fused: share of each image's shorter side the CNN sees, as a "
                    "square around the centre (default 0.75; 1: the whole image)")
     p.add_argument("--cnn-augment", default=None, choices=["standard", "stain", "none"],
-                   help="deep/fused: CNN training augmentation; 'stain' adds other labs' "
-                   "stains and optics (stronger hue/saturation, gamma, tint) (default: "
-                   "standard)")
+                   help="deep/fused: CNN training augmentation; 'stain' (the default) adds "
+                   "other labs' stains and optics (stronger hue/saturation, gamma, tint) to "
+                   "the flips, rotations and mild colour jitter of 'standard'")
     p.add_argument("--domain-copies", type=float, default=None, metavar="FRACTION",
                    help="handcrafted: also train on one domain-randomised copy (other stain, "
                    "illumination, blur, scale) of this fraction of the images, so the model "
