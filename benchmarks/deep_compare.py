@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=float, default=0.75,
                     help="CNN centre crop, share of the shorter side (default 0.75, as "
                          "morphocell train; 1: the whole image)")
+    ap.add_argument("--augment", default="stain", choices=["standard", "stain", "none"],
+                    help="CNN training augmentation (default stain, as morphocell train)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--cv", type=int, default=5)
     ap.add_argument("--architecture", default="small-resnet")
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
     reduced = bool(args.quick or args.n_per_class or args.n_test_per_class
                    or args.input_size < 128 or args.epochs < 20)
     emb_params = dict(architecture=args.architecture, input_size=args.input_size,
-                      crop=args.crop, embedding_dim=256, epochs=args.epochs, batch_size=32, augment=True)
+                      crop=args.crop, embedding_dim=256, epochs=args.epochs, batch_size=32,
+                      augment=args.augment)
     print(f"train {len(tr_paths)} images, test {len(te_paths)} images; {emb_params}; "
           f"cv={args.cv}; reduced={reduced}", flush=True)
     res: dict = {"config": {**emb_params, "cv": args.cv, "n_train": len(tr_paths),
@@ -245,7 +248,9 @@ def write(res: dict, outd: Path, stem: str, quiet: bool = False) -> None:
              "",
              f"train {c['n_train']} images ({'all' if not c['n_per_class'] else c['n_per_class']}"
              f" per class), test {c['n_test']} images; {c['architecture']} at "
-             f"{c['input_size']} px (centre crop {c.get('crop', 1.0):g}), max {c['epochs']} "
+             f"{c['input_size']} px (centre crop {c.get('crop', 1.0):g}, "
+             f"{'standard' if c.get('augment', True) is True else c['augment']} "
+             f"augmentation), max {c['epochs']} "
              f"epochs, cv={c['cv']}; "
              f"TensorFlow {res['machine']['tensorflow']}, Keras {res['machine']['keras']}, "
              f"{res['machine']['cpus']} CPUs, GPU: {res['machine']['gpu']}, load average "
