@@ -66,11 +66,9 @@ def augment_config(augment) -> AugmentConfig | None:
 
     presets = {"standard": STANDARD, "stain": STAIN, "none": None}
     if isinstance(augment, str):
-        if augment not in presets:
-            raise MorphocellError(f"augment={augment!r}: expected True, False, 'standard', "
-                                  "'stain' or 'none'")
-        return presets[augment]
-    if isinstance(augment, (bool, int)):
+        if augment in presets:
+            return presets[augment]
+    elif isinstance(augment, (bool, int)):
         return STANDARD if augment else None
     raise MorphocellError(f"augment={augment!r}: expected True, False, 'standard', 'stain' "
                           "or 'none'")
