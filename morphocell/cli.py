@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "other labs' stains and optics (stronger hue/saturation, gamma, tint) to "
                    "the flips, rotations and mild colour jitter of 'standard'")
     p.add_argument("--domain-copies", type=float, default=None, metavar="FRACTION",
-                   help="handcrafted: also train on one domain-randomised copy (other stain, "
-                   "illumination, blur, scale) of this fraction of the images, so the model "
-                   "holds up on other labs' images (default: 0.35; 0: none)")
+                   help="handcrafted/fused: also train the hand-crafted learners on one "
+                   "domain-randomised copy (other stain, illumination, blur, scale) of this "
+                   "fraction of the images, so the model holds up on other labs' images "
+                   "(default: 0.35 for handcrafted, 0 for fused; 0: none)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "train_command"))
 

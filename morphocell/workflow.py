@@ -308,11 +308,14 @@ def _versions() -> dict:
 
 def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epochs=None,
                n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None,
-               cnn_augment=None):
+               cnn_augment=None, domain_copies: float = 0.0):
     """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
 
     ``epochs``, ``cnn_crop`` and ``cnn_augment`` (the :class:`~morphocell.deep.CNNEmbedder`
     ``crop`` and ``augment``) default to ``morphocell.deep.fusion.DEFAULT_EMBEDDER``.
+    ``domain_copies`` (``"fused"`` only): fraction of the images that get one
+    domain-randomised copy, as in :func:`train_handcrafted`; the copies train the stack's
+    hand-crafted learners only (:meth:`morphocell.deep.fusion.FusedModel.fit`).
 
     Raises
     ------
@@ -330,6 +333,10 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             f"pip install 'morphocell[deep]' (TensorFlow/Keras) and a morphocell with "
             f"morphocell.deep.fusion.fit_deep_model ({exc})") from None
     labels = np.asarray(labels, dtype=object)
+    _check_fraction(domain_copies)
+    if domain_copies and features != "fused":
+        raise MorphocellError("domain copies train hand-crafted learners: use --features "
+                              "fused or handcrafted (a deep model has none)")
     handcrafted = None
     if features == "fused":
         X, st, er, stats = compute_features(paths, None, "otsu", cache_dir, n_jobs, verbose)
@@ -347,8 +354,17 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
         kw["crop"] = float(cnn_crop)
     if cnn_augment is not None:
         kw["augment"] = cnn_augment
+    copies = None
+    if domain_copies:
+        if verbose:
+            _eprint(f"hand-crafted features of domain-randomised copies of "
+                    f"{domain_copies:.0%} of the images ...")
+        Xc, _, src = _domain_copy_features(ok_paths, y, domain_copies, random_state, None,
+                                           "otsu", cache_dir, n_jobs, verbose)
+        copies = (Xc, src)
     est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
-                         random_state=random_state, verbose=verbose, n_jobs=n_jobs, **kw)
+                         random_state=random_state, verbose=verbose, n_jobs=n_jobs,
+                         copies=copies, **kw)
     classes = [str(c) for c in est.classes_]
     meta = {"features": features, "data_sha256": _data_sha256(paths, list(labels)),
             "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -356,6 +372,8 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             "cv": cv, "random_state": random_state, "epochs": epochs,
             "cnn_crop": getattr(est, "deep_", est).crop_,
             "cnn_augment": getattr(est, "deep_", est).embedders_[0].augment,
+            "domain_copies": float(domain_copies),
+            "n_domain_copies": int(getattr(est, "n_domain_copies_", 0)),
             "cv_scores": getattr(est, "cv_scores_", {}), "versions": _versions()}
     ref = _deep_domain_reference(handcrafted, ok_paths, y, cache_dir, n_jobs, verbose)
     if ref is not None:
@@ -438,9 +456,10 @@ def train_command(args) -> int:
         copies = DEFAULT_DOMAIN_COPIES if args.features == "handcrafted" else 0.0
     copies = float(copies)
     _check_fraction(copies)
-    if copies and args.features != "handcrafted":
-        raise MorphocellError("--domain-copies is implemented for --features handcrafted "
-                              "only (the CNN of deep/fused models has its own augmentation)")
+    if copies and args.features == "deep":
+        raise MorphocellError("--domain-copies trains hand-crafted learners: use it with "
+                              "--features handcrafted or fused (the CNN of a deep model has "
+                              "its own augmentation, --cnn-augment)")
     paths, labels = load_labelled(args.data)
     out = Path(args.out)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -458,7 +477,8 @@ def train_command(args) -> int:
                                  random_state=args.random_state, epochs=args.epochs,
                                  n_jobs=args.n_jobs, cache_dir=cache_dir, verbose=verbose,
                                  cnn_crop=args.cnn_crop,
-                                 cnn_augment=getattr(args, "cnn_augment", None))
+                                 cnn_augment=getattr(args, "cnn_augment", None),
+                                 domain_copies=copies)
     n_failed = _report_failures(paths, info["statuses"], info["errors"], "train")
     fs = info.get("feature_stats") or {}
     if fs:

@@ -305,6 +305,7 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
 
     from morphocell import model_io
     from morphocell.deep.fusion import TRUSTED_TYPES, DeepModel, FusedModel, proba_names
+    from morphocell.errors import DataError
     from morphocell.features.extractor import extract_batch, feature_names
 
     cf = crossfit
@@ -331,6 +332,23 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     pf = fused.predict_proba(test_paths, handcrafted=hct)
     assert pf.shape == (len(test_paths), 3) and np.isfinite(pf).all()
 
+    # domain copies (here: the hand-crafted rows of 4 images, perturbed) train the
+    # hand-crafted learner only; the deep learner is the one fitted without them
+    src = np.array([0, 3, 5, 6])
+    rng = np.random.default_rng(0)
+    hcc = hc.iloc[src].reset_index(drop=True) * rng.uniform(0.9, 1.1, size=(4, hc.shape[1]))
+    fc = FusedModel(cv=2, stack_params={"estimators": ("svc",)}, random_state=0)
+    fc._fit_tables(deep, hc, cf.y, (hcc, src))
+    assert fc.n_domain_copies_ == 4 and fused.n_domain_copies_ == 0
+    learners = [dict((n, e) for n, e, _ in m.stack_.learners_) for m in (fused, fc)]
+    dp = deep.oof_proba_
+    np.testing.assert_allclose(learners[0]["svc_deep"].predict_proba(dp),  # float noise
+                               learners[1]["svc_deep"].predict_proba(dp), rtol=0, atol=1e-7)
+    assert not np.array_equal(learners[0]["svc_handcrafted"].predict_proba(hc.to_numpy()),
+                              learners[1]["svc_handcrafted"].predict_proba(hc.to_numpy()))
+    with pytest.raises(DataError, match="copies lack"):
+        FusedModel(cv=2)._fit_tables(deep, hc, cf.y, (hcc.iloc[:, 1:], src))
+
     model_io.register_trusted_types(TRUSTED_TYPES)
     f = tmp_path / "fused.mcm"
     model_io.save_model(fused, f)
@@ -347,6 +365,8 @@ def test_fit_deep_model_rejects_bad_arguments(train_set):
         fit_deep_model(paths, y, features="cnn")
     with pytest.raises(DataError, match="images but"):
         fit_deep_model(paths, y[:-1])
+    with pytest.raises(MorphocellError, match="domain copies need hand-crafted learners"):
+        fit_deep_model(paths, y, features="deep", copies=(None, []))
     with pytest.raises(DataError, match="at least 9 images per class"):
         crossfit_embeddings(paths, y, cv=9, input_size=32, verbose=0)
     with pytest.raises(MorphocellError, match="cv must be an integer >= 2"):

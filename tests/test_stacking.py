@@ -154,6 +154,48 @@ def test_late_fusion_groups_by_regex_and_prefix():
         StackedCellClassifier(feature_groups={"x": "Nope_"}).fit(Xdf, y)
 
 
+def test_rows_missing_a_whole_group_train_only_the_other_groups_learners():
+    """Extra rows whose "deep" columns are all NaN (domain copies of a fused model) train the
+    hand-crafted learners only: the deep learners and the meta-learner are fitted on the
+    complete rows, exactly as without the extra rows."""
+    X, y = _data(n_features=10, n_informative=4)
+    cols = ([f"Nucleus_Shape_F{i}" for i in range(5)]
+            + [f"Cell_Embedding_CnnProba_{i:02d}" for i in range(5)])
+    base = pd.DataFrame(X, columns=cols)
+    rng = np.random.default_rng(0)
+    src = rng.choice(len(base), size=40, replace=False)
+    extra = base.iloc[src].copy().reset_index(drop=True)
+    extra.iloc[:, :5] += rng.normal(scale=0.5, size=(40, 5))   # "another stain"
+    extra.iloc[:, 5:] = np.nan                                  # no deep columns
+    table = pd.concat([base, extra], ignore_index=True)
+    y2 = np.concatenate([y, y[src]])
+    groups = np.concatenate([np.arange(len(base)), src])
+    fg = {"handcrafted": HANDCRAFTED, "deep": "Cell_Embedding_"}
+    kw = dict(estimators=small_learners()[:2], cv=3, feature_groups=fg, random_state=0)
+    ref = StackedCellClassifier(**kw).fit(base, y, groups=np.arange(len(base)))
+    clf = StackedCellClassifier(**kw).fit(table, y2, groups=groups)
+    # the deep learners never saw the extra rows: the same fitted models as without them
+    for name in ("rf_deep", "svc_deep"):
+        a = dict((n, e) for n, e, _ in ref.learners_)[name]
+        b = dict((n, e) for n, e, _ in clf.learners_)[name]
+        np.testing.assert_array_equal(a.predict_proba(base.iloc[:, 5:].to_numpy()),
+                                      b.predict_proba(base.iloc[:, 5:].to_numpy()))
+    # the hand-crafted ones did
+    a = dict((n, e) for n, e, _ in ref.learners_)["rf_handcrafted"]
+    b = dict((n, e) for n, e, _ in clf.learners_)["rf_handcrafted"]
+    assert not np.array_equal(a.predict_proba(base.iloc[:, :5].to_numpy()),
+                              b.predict_proba(base.iloc[:, :5].to_numpy()))
+    # the meta-learner and the scores are over the complete rows only
+    assert clf.final_estimator_.n_features_in_ == 4 * 3
+    assert set(clf.cv_scores_) == {"rf_handcrafted", "svc_handcrafted", "rf_deep", "svc_deep",
+                                   "stack"}
+    assert np.isfinite(clf.predict_proba(table)).all()
+    # no complete row: nothing to fit the meta-learner on
+    table.iloc[:, 5:] = np.nan
+    with pytest.raises(ValueError, match="every feature group"):
+        StackedCellClassifier(**kw).fit(table, y2, groups=groups)
+
+
 def test_pipeline_gridsearch_cross_val_clone(pbc_small):
     """Image paths -> FeatureExtractor -> StackedCellClassifier, tuned with GridSearchCV."""
     from morphocell import FeatureExtractor

@@ -248,8 +248,8 @@ def test_training_with_domain_copies(tmp_path, capsys):
     with pytest.raises(MorphocellError, match="fraction"):
         train_handcrafted(paths, labels, domain_copies=1.5, **kw)
     rc = main(["train", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m.mcm"),
-               "--features", "fused", "--domain-copies", "0.3"])
-    assert rc != 0 and "--features handcrafted only" in capsys.readouterr().err
+               "--features", "deep", "--domain-copies", "0.3"])
+    assert rc != 0 and "hand-crafted learners" in capsys.readouterr().err
 
 
 def test_interrupted_extraction_keeps_finished_chunks(monkeypatch, tmp_path):
@@ -291,13 +291,19 @@ def test_train_cli_deep_with_cnn_options(features, tmp_path, capsys):
     man = _manifest(tmp_path / "train.csv", rows)
     model = tmp_path / "deep.mcm"
     cache = str(tmp_path / "cache")
+    copies = ["--domain-copies", "0.5"] if features == "fused" else []
     rc = main(["train", str(man), "--out", str(model), "--features", features, "--cv", "2",
                "--epochs", "1", "--cnn-crop", "0.8", "--cnn-augment", "stain", "-q",
-               "--cache-dir", cache])
+               "--cache-dir", cache, *copies])
     out, err = capsys.readouterr()
     assert rc == 0, err
     m = load_model(model)
     assert m.metadata["cnn_crop"] == 0.8 and m.metadata["cnn_augment"] == "stain"
+    if features == "fused":  # 3 of 6 images per class copied; the copies train the
+        # hand-crafted learners, the meta-learner is fitted on the 18 images only
+        assert m.metadata["domain_copies"] == 0.5 and m.metadata["n_domain_copies"] == 9
+        assert m.estimator.n_domain_copies_ == 9
+        assert len(list((tmp_path / "cache" / "domain_copies").glob("*.jpg"))) == 9
     assert m.metadata["n_used"] == 18 and m.classes == ["lymphocyte", "neutrophil", "platelet"]
     deep = getattr(m.estimator, "deep_", m.estimator)
     assert all(e.augment == "stain" for e in deep.embedders_)

@@ -334,7 +334,7 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
 
-    def fit(self, X, y, handcrafted=None, **embedder_params):
+    def fit(self, X, y, handcrafted=None, copies=None, **embedder_params):
         """Cross-fit the deep path, then fit the late-fusion stack.
 
         Parameters
@@ -344,6 +344,12 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         handcrafted : DataFrame, optional
             Hand-crafted features of ``X`` (same row order); computed with
             :func:`~morphocell.features.extractor.extract_batch` when omitted.
+        copies : (DataFrame, int array), optional
+            Hand-crafted features of domain-randomised copies of some images of ``X`` and the
+            position in ``X`` of each copy's source image (``morphocell train --domain-copies``).
+            They train the hand-crafted learners only: the deep columns of a copy are missing
+            (NaN), so it trains neither the deep learners nor the meta-learner
+            (:meth:`StackedCellClassifier.fit`), and it is kept in its source image's fold.
         **embedder_params : :class:`CNNEmbedder` parameters.
         """
         import pandas as pd
@@ -377,11 +383,21 @@ class FusedModel(ClassifierMixin, BaseEstimator):
             handcrafted = handcrafted[keep].reset_index(drop=True)
             self.families_ = None
         self.method_ = "otsu"
-        self._fit_tables(deep, handcrafted, cf.y)
+        if copies is not None:
+            # positions into X -> positions among the kept images; copies of dropped images go
+            Xc, src = pd.DataFrame(copies[0]).reset_index(drop=True), np.asarray(copies[1])
+            if len(Xc) != len(src):
+                raise DataError(f"copies: {len(Xc)} rows but {len(src)} source positions")
+            pos = np.cumsum(keep) - 1
+            ok = keep[src]
+            copies = (Xc[ok].reset_index(drop=True), pos[src[ok]])
+        self._fit_tables(deep, handcrafted, cf.y, copies)
         self.train_time_s_ = time.perf_counter() - t0
         return self
 
-    def _fit_tables(self, deep: DeepModel, handcrafted, y):
+    def _fit_tables(self, deep: DeepModel, handcrafted, y, copies=None):
+        """Fit the stack on ``[hand-crafted | deep out-of-fold probabilities]`` (+ ``copies``,
+        ``(hand-crafted table, source positions)``, with missing deep columns)."""
         import pandas as pd
 
         from ..ensembles.fusion import HANDCRAFTED
@@ -391,13 +407,28 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         self.classes_ = deep.classes_
         hc = pd.DataFrame(handcrafted).reset_index(drop=True)
         self.handcrafted_columns_ = [str(c) for c in hc.columns]
-        table = pd.concat([hc, pd.DataFrame(deep.oof_proba_, columns=proba_names(
-            len(deep.classes_)))], axis=1)
+        names = proba_names(len(deep.classes_))
+        table = pd.concat([hc, pd.DataFrame(deep.oof_proba_, columns=names)], axis=1)
+        y = np.asarray(y)
+        groups = None
+        self.n_domain_copies_ = 0
+        if copies is not None and len(copies[1]):
+            Xc, src = pd.DataFrame(copies[0]).reset_index(drop=True), np.asarray(copies[1])
+            missing = [c for c in self.handcrafted_columns_ if c not in Xc.columns]
+            if missing:
+                raise DataError(f"copies lack {len(missing)} hand-crafted columns, e.g. "
+                                f"{missing[:3]}")
+            extra = pd.concat([Xc[self.handcrafted_columns_],
+                               pd.DataFrame(np.nan, index=Xc.index, columns=names)], axis=1)
+            table = pd.concat([table, extra], axis=0, ignore_index=True)
+            groups = np.concatenate([np.arange(len(y)), src])
+            y = np.concatenate([y, y[src]])
+            self.n_domain_copies_ = len(src)
         self.stack_ = StackedCellClassifier(
             cv=self.cv, feature_groups={"handcrafted": HANDCRAFTED,
                                         "deep": r"^Cell_Embedding_CnnProba_"},
             random_state=self.random_state, n_jobs=self.n_jobs,
-            **(self.stack_params or {})).fit(table, np.asarray(y))
+            **(self.stack_params or {})).fit(table, y, groups=groups)
         self.feature_names_in_ = np.asarray(table.columns, dtype=object)
         self.cv_scores_ = {**deep.cv_scores_, **getattr(self.stack_, "cv_scores_", {})}
         return self
@@ -477,7 +508,8 @@ def _deep_summary(deep) -> str:
 
 def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: int = 5,
                    random_state=0, epochs: int | None = None, verbose: int = 1,
-                   n_jobs=None, inner_cv: int = 5, stack_params=None, **embedder_params):
+                   n_jobs=None, inner_cv: int = 5, stack_params=None, copies=None,
+                   **embedder_params):
     """Train the deep (``"deep"``) or fused (``"fused"``) classifier without leakage.
 
     Parameters
@@ -499,6 +531,9 @@ def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: 
         Folds of the SVC cross-validation inside each network's held-out fold.
     stack_params : dict, optional
         ``"fused"`` only: extra :class:`StackedCellClassifier` parameters (e.g. ``estimators``).
+    copies : (DataFrame, int array), optional
+        ``"fused"`` only: hand-crafted features of domain-randomised copies and the position
+        of each copy's source image in ``paths`` (see :meth:`FusedModel.fit`).
     **embedder_params
         Other :class:`CNNEmbedder` parameters (``architecture``, ``input_size``, ...).
 
@@ -517,6 +552,9 @@ def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: 
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} images but {len(labels)} labels")
     if features == "deep":
+        if copies is not None:
+            raise MorphocellError("domain copies need hand-crafted learners: use "
+                                  "features='fused' (or a hand-crafted model)")
         t0 = time.perf_counter()
         deep = DeepModel(cv=cv, inner_cv=inner_cv, random_state=random_state,
                          verbose=verbose).fit(paths, labels, **embedder_params)
@@ -525,4 +563,5 @@ def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: 
         return deep
     return FusedModel(cv=cv, inner_cv=inner_cv, stack_params=stack_params,
                       random_state=random_state, n_jobs=n_jobs, verbose=verbose
-                      ).fit(paths, labels, handcrafted=handcrafted, **embedder_params)
+                      ).fit(paths, labels, handcrafted=handcrafted, copies=copies,
+                            **embedder_params)

@@ -398,6 +398,14 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         out-of-fold probabilities ``Z``: no base learner predicted a sample it was fitted on,
         but the meta-learner of one fold saw base learners fitted on the others, so it is a
         close, slightly optimistic estimate (a nested CV would cost ``cv`` times more).
+
+        Missing groups (late fusion): a sample whose columns of a learner's group are *all*
+        NaN does not train that learner, and -- as it has no out-of-fold probability from that
+        learner -- does not train the meta-learner either; the base-learner and stack scores
+        are then over the samples that train the meta-learner. E.g. domain-randomised copies
+        that only the hand-crafted group describes train the hand-crafted learners only
+        (:class:`morphocell.deep.fusion.FusedModel` with ``copies``). Without such samples
+        nothing changes.
         """
         from sklearn.metrics import accuracy_score, f1_score
         from sklearn.model_selection import cross_val_predict
@@ -427,6 +435,17 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
                              f"got shape {sample_groups.shape}")
         splits = list(self._splitter(yi, split_seed, sample_groups)
                       .split(X, yi, sample_groups))
+        # rows where a learner's whole group is missing train neither it nor the meta-learner
+        present = [~np.all(np.isnan(X[:, idx]), axis=1) if len(idx) else
+                   np.ones(len(yi), bool) for _, _, idx in specs]
+        meta_rows = np.logical_and.reduce(present)
+        if not meta_rows.any():
+            raise ValueError("no sample has values in every feature group; the meta-learner "
+                             "cannot be fitted")
+        if len(np.unique(yi[meta_rows])) < n_classes:
+            raise ValueError("the samples with values in every feature group miss a class; "
+                             "the meta-learner cannot be fitted")
+        masks = None if meta_rows.all() else present
 
         # every (learner, fold) fit and every final refit is one job; with n_jobs > 1 the
         # jobs run in parallel processes, each learner single-threaded (no oversubscription)
@@ -437,11 +456,11 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
 
             results = Parallel(n_jobs=self.n_jobs)(
                 delayed(self._fit_job)(specs[s], int(seeds[s]), X, yi,
-                                       None if f is None else splits[f], n_classes, 1)
+                                       self._split(splits, f, masks, s), n_classes, 1)
                 for s, f in jobs)
         else:
             results = [self._fit_job(specs[s], int(seeds[s]), X, yi,
-                                     None if f is None else splits[f], n_classes, None)
+                                     self._split(splits, f, masks, s), n_classes, None)
                        for s, f in jobs]
         done = dict(zip(jobs, results, strict=True))
         oof = []
@@ -450,22 +469,39 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
             Z = np.zeros((len(yi), n_classes))
             for f, (_, te) in enumerate(splits):
                 Z[te] = done[(s, f)]
-            oof.append(Z)
-            pred = Z.argmax(axis=1)
-            scores[name] = {"accuracy": float(accuracy_score(yi, pred)),
-                            "macro_f1": float(f1_score(yi, pred, average="macro"))}
+            oof.append(Z[meta_rows])
+            pred = Z[meta_rows].argmax(axis=1)
+            scores[name] = {"accuracy": float(accuracy_score(yi[meta_rows], pred)),
+                            "macro_f1": float(f1_score(yi[meta_rows], pred, average="macro"))}
         Z = np.hstack(oof)
-        self.final_estimator_ = self._meta().fit(Z, yi)
+        ym = yi[meta_rows]
+        self.final_estimator_ = self._meta().fit(Z, ym)
         if len(splits) >= 2:
-            meta_pred = cross_val_predict(self._meta(), Z, yi, cv=splits)
-            scores["stack"] = {"accuracy": float(accuracy_score(yi, meta_pred)),
-                               "macro_f1": float(f1_score(yi, meta_pred, average="macro"))}
+            # the same folds, restricted to the rows that train the meta-learner
+            pos = np.cumsum(meta_rows) - 1
+            msplits = [(pos[tr[meta_rows[tr]]], pos[te[meta_rows[te]]]) for tr, te in splits]
+            meta_pred = cross_val_predict(self._meta(), Z, ym, cv=msplits)
+            scores["stack"] = {"accuracy": float(accuracy_score(ym, meta_pred)),
+                               "macro_f1": float(f1_score(ym, meta_pred, average="macro"))}
         self.cv_scores_ = scores
         self.learners_ = [(name, done[(s, None)], idx)
                           for s, (name, _, idx) in enumerate(specs)]
         self.learner_names_ = [n for n, _, _ in self.learners_]
         self.feature_importances_ = self._importances()
         return self
+
+    @staticmethod
+    def _split(splits, f, masks, s):
+        """Fold ``f`` of learner ``s`` (``None``: all data), without the rows where its group
+        is missing (``masks``; ``None`` when no row misses a group). The test part keeps
+        every row so that out-of-fold tables keep their shape."""
+        if masks is None:
+            return None if f is None else splits[f]
+        rows = masks[s]
+        if f is None:
+            return (np.flatnonzero(rows), None)
+        tr, te = splits[f]
+        return (tr[rows[tr]], te)
 
     def _fit_job(self, spec, seed, X, yi, split, n_classes, inner_jobs):
         """Fit one learner: on a fold's training part (returns out-of-fold probabilities of
@@ -478,6 +514,8 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         if split is None:
             return m.fit(Xg, yi)
         tr, te = split
+        if te is None:  # all data, some rows left out (see ``_split``)
+            return m.fit(Xg[tr], yi[tr])
         m.fit(Xg[tr], yi[tr])
         return self._proba_full(m, Xg[te], n_classes)
 
