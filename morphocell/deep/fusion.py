@@ -43,11 +43,7 @@ The scheme (K = ``cv`` folds, ``StratifiedKFold(shuffle=True, random_state)``)
    is valid. :class:`~morphocell.ensembles.stacking.StackedCellClassifier` is then fitted on
    ``[hand-crafted columns | deep probability columns]`` with late fusion
    (``feature_groups={"handcrafted": ..., "deep": ...}``): RF/SVC/XGBoost per group, cross-fitted
-   again inside the stack (on folds drawn to differ from the networks' folds, so that a
-   deep learner is trained and scored on outputs of all K networks, as when it predicts),
-   and a meta-learner on their out-of-fold probabilities. Domain-randomised copies
-   (``copies``) add hand-crafted rows without deep columns: they train the hand-crafted
-   learners only. For a new
+   again inside the stack, and a meta-learner on their out-of-fold probabilities. For a new
    image the deep columns are :meth:`DeepModel.predict_proba` (the average over the K pairs,
    each ``g_k`` refitted on all of fold k) -- the usual stacking approximation (a model
    fitted on slightly more data at prediction time than in cross-fitting), with no leakage.
@@ -414,13 +410,7 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         names = proba_names(len(deep.classes_))
         table = pd.concat([hc, pd.DataFrame(deep.oof_proba_, columns=names)], axis=1)
         y = np.asarray(y)
-        # One group per image (copies join their source's group): StratifiedGroupKFold then
-        # draws the stack's folds. With StratifiedKFold and the same seed they would be
-        # exactly the networks' cross-fitting folds (both take the first draw of the seed),
-        # and each fold's deep learners would be scored only on outputs of the one network
-        # whose outputs they never saw -- while at prediction time their input is the average
-        # over all K networks, each of which they did see in training.
-        groups = np.arange(len(y))
+        groups = None
         self.n_domain_copies_ = 0
         if copies is not None and len(copies[1]):
             Xc, src = pd.DataFrame(copies[0]).reset_index(drop=True), np.asarray(copies[1])
@@ -431,7 +421,7 @@ class FusedModel(ClassifierMixin, BaseEstimator):
             extra = pd.concat([Xc[self.handcrafted_columns_],
                                pd.DataFrame(np.nan, index=Xc.index, columns=names)], axis=1)
             table = pd.concat([table, extra], axis=0, ignore_index=True)
-            groups = np.concatenate([groups, src])
+            groups = np.concatenate([np.arange(len(y)), src])
             y = np.concatenate([y, y[src]])
             self.n_domain_copies_ = len(src)
         self.stack_ = StackedCellClassifier(
