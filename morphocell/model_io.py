@@ -68,6 +68,7 @@ TRUSTED_TYPES: set[str] = {
     "sklearn.calibration._TemperatureScaling",
     "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.model_selection._split.KFold",
+    "sklearn.model_selection._split.PredefinedSplit",  # fused stacks: the networks' folds
     "sklearn.tree._tree.Tree",
 }
 

@@ -332,6 +332,11 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     pf = fused.predict_proba(test_paths, handcrafted=hct)
     assert pf.shape == (len(test_paths), 3) and np.isfinite(pf).all()
 
+    # the stack's folds are the networks' folds
+    stack_folds = np.empty(len(cf.y), int)
+    for k, (_, te) in enumerate(fused.stack_.cv.split()):
+        stack_folds[te] = k
+    np.testing.assert_array_equal(stack_folds, cf.fold)
     # domain copies (here: the hand-crafted rows of 4 images, perturbed) train the
     # hand-crafted learner only; the deep learner is the one fitted without them
     src = np.array([0, 3, 5, 6])
@@ -340,6 +345,8 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     fc = FusedModel(cv=2, stack_params={"estimators": ("svc",)}, random_state=0)
     fc._fit_tables(deep, hc, cf.y, (hcc, src))
     assert fc.n_domain_copies_ == 4 and fused.n_domain_copies_ == 0
+    # ... each copy in its source image's fold
+    np.testing.assert_array_equal(fc.stack_.cv.test_fold, np.r_[cf.fold, cf.fold[src]])
     learners = [dict((n, e) for n, e, _ in m.stack_.learners_) for m in (fused, fc)]
     dp = deep.oof_proba_
     np.testing.assert_allclose(learners[0]["svc_deep"].predict_proba(dp),  # float noise

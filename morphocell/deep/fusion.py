@@ -43,7 +43,10 @@ The scheme (K = ``cv`` folds, ``StratifiedKFold(shuffle=True, random_state)``)
    is valid. :class:`~morphocell.ensembles.stacking.StackedCellClassifier` is then fitted on
    ``[hand-crafted columns | deep probability columns]`` with late fusion
    (``feature_groups={"handcrafted": ..., "deep": ...}``): RF/SVC/XGBoost per group, cross-fitted
-   again inside the stack, and a meta-learner on their out-of-fold probabilities. For a new
+   again inside the stack on the networks' own folds (so a deep learner is scored on the
+   outputs of a network it never saw outputs of), and a meta-learner on their out-of-fold
+   probabilities. Domain-randomised copies (``copies``) add hand-crafted rows without deep
+   columns, in their source image's fold: they train the hand-crafted learners only. For a new
    image the deep columns are :meth:`DeepModel.predict_proba` (the average over the K pairs,
    each ``g_k`` refitted on all of fold k) -- the usual stacking approximation (a model
    fitted on slightly more data at prediction time than in cross-fitting), with no leakage.
@@ -400,6 +403,8 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         ``(hand-crafted table, source positions)``, with missing deep columns)."""
         import pandas as pd
 
+        from sklearn.model_selection import PredefinedSplit
+
         from ..ensembles.fusion import HANDCRAFTED
         from ..ensembles.stacking import StackedCellClassifier
 
@@ -410,7 +415,13 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         names = proba_names(len(deep.classes_))
         table = pd.concat([hc, pd.DataFrame(deep.oof_proba_, columns=names)], axis=1)
         y = np.asarray(y)
-        groups = None
+        # The stack's folds are the networks' cross-fitting folds (copies join their source
+        # image's fold): in fold k the deep learners are trained on the outputs of the other
+        # networks and scored on network k's, which they never saw -- a shift like a new
+        # lab's images, so the meta-learner weighs the deep learners as they hold up under it.
+        # (Measured, docs/deep.md "Stack folds": the same PBC test accuracy as folds drawn
+        # apart from the networks', and better on other labs' images.)
+        fold = np.asarray(deep.fold_)
         self.n_domain_copies_ = 0
         if copies is not None and len(copies[1]):
             Xc, src = pd.DataFrame(copies[0]).reset_index(drop=True), np.asarray(copies[1])
@@ -421,14 +432,14 @@ class FusedModel(ClassifierMixin, BaseEstimator):
             extra = pd.concat([Xc[self.handcrafted_columns_],
                                pd.DataFrame(np.nan, index=Xc.index, columns=names)], axis=1)
             table = pd.concat([table, extra], axis=0, ignore_index=True)
-            groups = np.concatenate([np.arange(len(y)), src])
+            fold = np.concatenate([fold, fold[src]])
             y = np.concatenate([y, y[src]])
             self.n_domain_copies_ = len(src)
         self.stack_ = StackedCellClassifier(
-            cv=self.cv, feature_groups={"handcrafted": HANDCRAFTED,
-                                        "deep": r"^Cell_Embedding_CnnProba_"},
+            cv=PredefinedSplit(fold), feature_groups={"handcrafted": HANDCRAFTED,
+                                                      "deep": r"^Cell_Embedding_CnnProba_"},
             random_state=self.random_state, n_jobs=self.n_jobs,
-            **(self.stack_params or {})).fit(table, y, groups=groups)
+            **(self.stack_params or {})).fit(table, y)
         self.feature_names_in_ = np.asarray(table.columns, dtype=object)
         self.cv_scores_ = {**deep.cv_scores_, **getattr(self.stack_, "cv_scores_", {})}
         return self
