@@ -13,6 +13,10 @@ Compared, all trained on the same training images with the same seed:
 ``fused_stack``
     the late-fusion stack on hand-crafted features + the deep path's out-of-fold
     probabilities (:class:`~morphocell.deep.fusion.FusedModel`);
+``handcrafted_stack_copies``, ``fused_stack_copies`` (with ``--domain-copies F``)
+    the same two stacks also trained on one domain-randomised copy of a fraction ``F`` of the
+    training images (``morphocell train --domain-copies``; in the fused stack the copies train
+    the hand-crafted learners only), on the same split and the same cross-fitted deep path;
 ``naive_final_net_svc`` (ablation, not a product)
     an SVC fitted on the *out-of-fold* embeddings of the K networks, applied to the
     embeddings of the all-data network (``cnn_softmax``'s): the "K folds + final network"
@@ -100,6 +104,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cv", type=int, default=5)
     ap.add_argument("--architecture", default="small-resnet")
     ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--domain-copies", type=float, default=0.0, metavar="FRACTION",
+                    help="also fit both stacks with domain-randomised copies of this fraction "
+                    "of the training images (extra rows *_copies; default 0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -128,6 +135,7 @@ def main(argv=None) -> int:
     print(f"train {len(tr_paths)} images, test {len(te_paths)} images; {emb_params}; "
           f"cv={args.cv}; reduced={reduced}", flush=True)
     res: dict = {"config": {**emb_params, "cv": args.cv, "n_train": len(tr_paths),
+                            "domain_copies": args.domain_copies,
                             "n_test": len(te_paths), "n_per_class": args.n_per_class,
                             "n_test_per_class": args.n_test_per_class, "seed": args.seed,
                             "reduced": reduced, "quick": args.quick},
@@ -222,6 +230,40 @@ def main(argv=None) -> int:
     res["models"]["fused_stack"] = {**scores(te_y, p_fused, fused.classes_),
                                     "train_s": fused_total, "oof": fused.cv_scores_}
     print("fused_stack", res["models"]["fused_stack"], flush=True)
+    checkpoint()
+
+    # 5. both stacks with domain-randomised copies (same split, same deep path)
+    if args.domain_copies:
+        from morphocell.workflow import _domain_copy_features
+
+        t = time.perf_counter()
+        Xc, yc, src = _domain_copy_features(list(tr_paths), np.asarray(tr_y, dtype=object),
+                                            args.domain_copies, args.seed, None, "otsu", None,
+                                            args.n_jobs, 0)
+        T["domain_copies_features"] = time.perf_counter() - t
+        print(f"{len(src)} domain-randomised copies: {T['domain_copies_features']:.0f} s",
+              flush=True)
+        t = time.perf_counter()
+        hc_c = StackedCellClassifier(cv=args.cv, random_state=args.seed, n_jobs=args.n_jobs).fit(
+            pd.concat([hc_tr, Xc], ignore_index=True), np.r_[np.asarray(tr_y), yc],
+            groups=np.r_[np.arange(len(tr_y)), src])
+        T["handcrafted_stack_copies_fit"] = time.perf_counter() - t
+        res["models"]["handcrafted_stack_copies"] = {
+            **scores(te_y, hc_c.predict_proba(hc_te), hc_c.classes_),
+            "train_s": (T["handcrafted_stack_copies_fit"] + T["handcrafted_features_train"]
+                        + T["domain_copies_features"]), "n_copies": len(src)}
+        print("handcrafted_stack_copies", res["models"]["handcrafted_stack_copies"], flush=True)
+        checkpoint()
+        t = time.perf_counter()
+        fused_c = FusedModel(cv=args.cv, random_state=args.seed, n_jobs=args.n_jobs)
+        fused_c._fit_tables(deep, hc_tr, cf.y, (Xc, src))
+        T["fused_stack_copies_fit"] = time.perf_counter() - t
+        res["models"]["fused_stack_copies"] = {
+            **scores(te_y, fused_c.predict_proba(te_paths, handcrafted=hc_te), fused_c.classes_),
+            "train_s": (T["deep_fit"] + T["handcrafted_features_train"]
+                        + T["domain_copies_features"] + T["fused_stack_copies_fit"]),
+            "n_copies": len(src), "oof": fused_c.cv_scores_}
+        print("fused_stack_copies", res["models"]["fused_stack_copies"], flush=True)
     res["machine"]["loadavg_end"] = os.getloadavg()
     f, h, d = (res["models"][k] for k in ("fused_stack", "handcrafted_stack", "cnn_svc"))
     res["targets"] = {"fused_accuracy>=0.990": f["accuracy"] >= 0.990,

@@ -76,3 +76,30 @@ def test_run_all_quick(data_dir, tmp_path):
     assert all((out / p).stat().st_size > 1000 for p in pngs)
     assert res["top20_importances"]["hc_rf"][0]["feature"].count("_") >= 2
     assert not list(out.glob(".*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_deep_compare_quick_with_domain_copies(data_dir, tmp_path):
+    """benchmarks/deep_compare.py --quick --domain-copies: every row on the same split, the
+    *_copies rows with their copies counted (12 training images per class, half copied)."""
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "results"
+    env = {**os.environ, "MORPHOCELL_DATA": str(DATA), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "deep_compare.py"), "--data", str(data_dir),
+         "--quick", "--domain-copies", "0.5", "--out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / "deep_compare_quick.json").read_text())
+    assert res["config"]["domain_copies"] == 0.5 and res["config"]["reduced"] is True
+    models = res["models"]
+    assert set(models) == {"cnn_softmax", "cnn_svc", "naive_final_net_svc", "handcrafted_stack",
+                           "fused_stack", "handcrafted_stack_copies", "fused_stack_copies"}
+    assert all(0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+               for m in models.values())
+    assert models["handcrafted_stack_copies"]["n_copies"] == 8 * 6
+    assert models["fused_stack_copies"]["n_copies"] == 8 * 6
+    # hand-crafted features beat chance (1/8) clearly, with or without copies
+    assert models["handcrafted_stack_copies"]["accuracy"] > 0.4
+    assert "| fused_stack_copies |" in (out / "deep_compare_quick.md").read_text()
+    assert not list(out.glob("*_partial.*")), "partial results left behind"
