@@ -446,6 +446,8 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("the samples with values in every feature group miss a class; "
                              "the meta-learner cannot be fitted")
         masks = None if meta_rows.all() else present
+        if masks is not None:  # out-of-fold probabilities are needed where the meta trains only
+            splits = [(tr, te[meta_rows[te]]) for tr, te in splits]
 
         # every (learner, fold) fit and every final refit is one job; with n_jobs > 1 the
         # jobs run in parallel processes, each learner single-threaded (no oversubscription)
@@ -492,9 +494,8 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _split(splits, f, masks, s):
-        """Fold ``f`` of learner ``s`` (``None``: all data), without the rows where its group
-        is missing (``masks``; ``None`` when no row misses a group). The test part keeps
-        every row so that out-of-fold tables keep their shape."""
+        """Fold ``f`` of learner ``s`` (``None``: all data), its training part without the rows
+        where its group is missing (``masks``; ``None`` when no row misses a group)."""
         if masks is None:
             return None if f is None else splits[f]
         rows = masks[s]
