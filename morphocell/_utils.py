@@ -80,14 +80,65 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+#: Seconds between two progress lines when stderr is not a terminal (a log file, a batch job).
+LOG_PROGRESS_EVERY = 60.0
+
+
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
              verbose: int = 1, unit: str = "img") -> Iterable[T]:
-    """Wrap ``iterable`` in a tqdm bar when ``verbose`` and stderr is a terminal."""
-    if not verbose or not sys.stderr.isatty():
+    """Wrap ``iterable`` in a tqdm bar when ``verbose`` and stderr is a terminal.
+
+    When stderr is not a terminal (``nohup``, a SLURM log, a pipe) a bar's carriage returns
+    would fill the log, so a plain line is written instead, at most every
+    :data:`LOG_PROGRESS_EVERY` seconds and only once that much time has passed: ``features:
+    1200/10936 img (11%), 61 s, ~8 min left``; short runs print nothing.
+    """
+    if not verbose:
         return iterable
+    if not sys.stderr.isatty():
+        return _log_progress(iterable, total=total, desc=desc, unit=unit)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False)
+
+
+def _log_progress(iterable: Iterable[T], *, total: int | None, desc: str, unit: str,
+                  every: float | None = None, clock=None) -> Iterator[T]:
+    """Yield from ``iterable``, writing a progress line to stderr every ``every`` seconds."""
+    import time
+
+    every = LOG_PROGRESS_EVERY if every is None else float(every)
+    clock = time.monotonic if clock is None else clock
+    if total is None:
+        with contextlib.suppress(TypeError):
+            total = len(iterable)  # type: ignore[arg-type]
+    t0 = last = clock()
+    n = 0
+    said = False
+    for item in iterable:
+        yield item
+        n += 1
+        now = clock()
+        if now - last >= every:
+            last, said = now, True
+            sys.stderr.write(_progress_line(desc, n, total, unit, now - t0) + "\n")
+            sys.stderr.flush()
+    if said:  # close what the lines above opened
+        sys.stderr.write(f"{desc or 'progress'}: {n} {unit} done in {_duration(clock() - t0)}\n")
+        sys.stderr.flush()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _progress_line(desc: str, n: int, total: int | None, unit: str, elapsed: float) -> str:
+    head = f"{desc or 'progress'}: {n}"
+    if not total:
+        return f"{head} {unit}, {_duration(elapsed)}"
+    left = elapsed * (total - n) / n if n else float("nan")
+    return (f"{head}/{total} {unit} ({100 * n / total:.0f}%), {_duration(elapsed)}, "
+            f"~{_duration(left)} left")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

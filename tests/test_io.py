@@ -294,3 +294,24 @@ def test_atomic_writes_get_the_umask_mode(tmp_path):
         assert not list(tmp_path.glob(".*"))
     finally:
         os.umask(old)
+
+
+def test_progress_lines_when_stderr_is_a_log(capsys):
+    """Without a terminal (nohup, a batch job's log) progress comes as plain lines at most every
+    ``every`` seconds, after that much time only; all items pass through, in order."""
+    import morphocell._utils as u
+
+    ticks = iter(range(0, 1000, 10))  # the clock advances 10 s per call
+    out = list(u._log_progress(range(12), total=None, desc="features", unit="img", every=25,
+                               clock=lambda: next(ticks)))
+    assert out == list(range(12))
+    lines = capsys.readouterr().err.splitlines()
+    # t0 = 0; after item n the clock reads 10 n: lines at 30, 60, 90, 120 s, then the summary
+    assert lines[0] == "features: 3/12 img (25%), 30 s, ~90 s left"
+    assert lines[3] == "features: 12/12 img (100%), 2 min, ~0 s left"
+    assert lines[-1] == "features: 12 img done in 2 min" and len(lines) == 5
+    # a short run says nothing, and verbose=0 or a generator of unknown length is handled
+    assert list(u._log_progress(iter("abc"), total=None, desc="x", unit="img", every=60)) \
+        == ["a", "b", "c"]
+    assert list(u.progress([1, 2], verbose=0)) == [1, 2]
+    assert capsys.readouterr().err == ""
