@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="handcrafted/fused: also train the hand-crafted learners on one "
                    "domain-randomised copy (other stain, illumination, blur, scale) of this "
                    "fraction of the images, so the model holds up on other labs' images "
-                   "(default: 0.35 for handcrafted, 0 for fused; 0: none)")
+                   "(default: 0.35 for handcrafted and fused; 0: none)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "train_command"))
 

@@ -308,12 +308,13 @@ def _versions() -> dict:
 
 def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epochs=None,
                n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None,
-               cnn_augment=None, domain_copies: float = 0.0):
+               cnn_augment=None, domain_copies: float | None = None):
     """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
 
     ``epochs``, ``cnn_crop`` and ``cnn_augment`` (the :class:`~morphocell.deep.CNNEmbedder`
     ``crop`` and ``augment``) default to ``morphocell.deep.fusion.DEFAULT_EMBEDDER``.
-    ``domain_copies`` (``"fused"`` only): fraction of the images that get one
+    ``domain_copies`` (``"fused"`` only; default :data:`DEFAULT_DOMAIN_COPIES` for
+    ``"fused"`` and 0 for ``"deep"``): fraction of the images that get one
     domain-randomised copy, as in :func:`train_handcrafted`; the copies train the stack's
     hand-crafted learners only (:meth:`morphocell.deep.fusion.FusedModel.fit`).
 
@@ -333,6 +334,8 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             f"pip install 'morphocell[deep]' (TensorFlow/Keras) and a morphocell with "
             f"morphocell.deep.fusion.fit_deep_model ({exc})") from None
     labels = np.asarray(labels, dtype=object)
+    if domain_copies is None:
+        domain_copies = DEFAULT_DOMAIN_COPIES if features == "fused" else 0.0
     _check_fraction(domain_copies)
     if domain_copies and features != "fused":
         raise MorphocellError("domain copies train hand-crafted learners: use --features "
@@ -381,7 +384,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
     return model, {"statuses": st, "errors": er, "n_failed": int((~ok).sum()),
-                   "feature_stats": stats}
+                   "feature_stats": stats, "n_copies_handcrafted": meta["n_domain_copies"]}
 
 
 #: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
@@ -452,8 +455,8 @@ def train_command(args) -> int:
 
     verbose = 0 if args.quiet else 1
     copies = getattr(args, "domain_copies", None)
-    if copies is None:  # the default: copies for hand-crafted models only
-        copies = DEFAULT_DOMAIN_COPIES if args.features == "handcrafted" else 0.0
+    if copies is None:  # the default: copies for the models with hand-crafted learners
+        copies = DEFAULT_DOMAIN_COPIES if args.features in ("handcrafted", "fused") else 0.0
     copies = float(copies)
     _check_fraction(copies)
     if copies and args.features == "deep":
@@ -491,6 +494,10 @@ def train_command(args) -> int:
             f"; over the images and their {n_copies} domain-randomised copies, each copy in "
             "its image's fold" if n_copies else "") + "):")
         print(_format_cv(scores))
+        n_hc = int(info.get("n_copies_handcrafted") or 0)
+        if n_hc:  # fused: the copies train the hand-crafted learners, not the scores above
+            print(f"(the hand-crafted learners also trained on {n_hc} domain-randomised "
+                  "copies; the scores above are over the images only)")
     save_model(model, out)
     written = write_explanation(model, _explain_dir(out))
     print(f"model written to {out} ({len(model.classes)} classes, "

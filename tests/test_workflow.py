@@ -291,19 +291,22 @@ def test_train_cli_deep_with_cnn_options(features, tmp_path, capsys):
     man = _manifest(tmp_path / "train.csv", rows)
     model = tmp_path / "deep.mcm"
     cache = str(tmp_path / "cache")
-    copies = ["--domain-copies", "0.5"] if features == "fused" else []
     rc = main(["train", str(man), "--out", str(model), "--features", features, "--cv", "2",
                "--epochs", "1", "--cnn-crop", "0.8", "--cnn-augment", "stain", "-q",
-               "--cache-dir", cache, *copies])
+               "--cache-dir", cache])
     out, err = capsys.readouterr()
     assert rc == 0, err
     m = load_model(model)
     assert m.metadata["cnn_crop"] == 0.8 and m.metadata["cnn_augment"] == "stain"
-    if features == "fused":  # 3 of 6 images per class copied; the copies train the
-        # hand-crafted learners, the meta-learner is fitted on the 18 images only
-        assert m.metadata["domain_copies"] == 0.5 and m.metadata["n_domain_copies"] == 9
-        assert m.estimator.n_domain_copies_ == 9
-        assert len(list((tmp_path / "cache" / "domain_copies").glob("*.jpg"))) == 9
+    if features == "fused":  # domain copies by default (0.35): round(0.35 x 6) = 2 images
+        # per class copied; the copies train the hand-crafted learners, the meta-learner is
+        # fitted on the 18 images only
+        assert m.metadata["domain_copies"] == 0.35 and m.metadata["n_domain_copies"] == 6
+        assert m.estimator.n_domain_copies_ == 6
+        assert len(list((tmp_path / "cache" / "domain_copies").glob("*.jpg"))) == 6
+        assert "also trained on 6 domain-randomised copies" in out
+    else:  # a deep model has no hand-crafted learner to train on copies
+        assert m.metadata["domain_copies"] == 0 and m.metadata["n_domain_copies"] == 0
     assert m.metadata["n_used"] == 18 and m.classes == ["lymphocyte", "neutrophil", "platelet"]
     deep = getattr(m.estimator, "deep_", m.estimator)
     assert all(e.augment == "stain" for e in deep.embedders_)
