@@ -105,40 +105,62 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
 def _log_progress(iterable: Iterable[T], *, total: int | None, desc: str, unit: str,
                   every: float | None = None, clock=None) -> Iterator[T]:
     """Yield from ``iterable``, writing a progress line to stderr every ``every`` seconds."""
-    import time
-
-    every = LOG_PROGRESS_EVERY if every is None else float(every)
-    clock = time.monotonic if clock is None else clock
     if total is None:
         with contextlib.suppress(TypeError):
             total = len(iterable)  # type: ignore[arg-type]
-    t0 = last = clock()
-    n = 0
-    said = False
+    counter = LogCounter(desc, total=total, unit=unit, every=every, clock=clock)
     for item in iterable:
         yield item
-        n += 1
-        now = clock()
-        if now - last >= every:
-            last, said = now, True
-            sys.stderr.write(_progress_line(desc, n, total, unit, now - t0) + "\n")
-            sys.stderr.flush()
-    if said:  # close what the lines above opened
-        sys.stderr.write(f"{desc or 'progress'}: {n} {unit} done in {_duration(clock() - t0)}\n")
+        counter.update(1)
+    counter.close()
+
+
+class LogCounter:
+    """A progress counter for logs: ``update(n)`` as work finishes; a line on stderr at most
+    every ``every`` seconds (default :data:`LOG_PROGRESS_EVERY`), once that much time has
+    passed; ``close()`` writes a closing line if any line was written."""
+
+    def __init__(self, desc: str = "", *, total: int | None = None, unit: str = "img",
+                 every: float | None = None, clock=None):
+        import time
+
+        self.desc, self.total, self.unit = desc or "progress", total, unit
+        self.every = LOG_PROGRESS_EVERY if every is None else float(every)
+        self.clock = time.monotonic if clock is None else clock
+        self.n = 0
+        self.said = False
+        self.t0 = self.last = self.clock()
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last, self.said = now, True
+            self._write(self._line(now - self.t0))
+
+    def close(self) -> None:
+        if self.said:
+            self.said = False
+            self._write(f"{self.desc}: {self.n} {self.unit} done in "
+                        f"{_duration(self.clock() - self.t0)}")
+
+    def _line(self, elapsed: float) -> str:
+        head = f"{self.desc}: {self.n}"
+        if not self.total:
+            rate = f" ({self.n / elapsed:.0f} {self.unit}/s)" if elapsed > 0 else ""
+            return f"{head} {self.unit}, {_duration(elapsed)}{rate}"
+        left = elapsed * (self.total - self.n) / self.n if self.n else float("nan")
+        return (f"{head}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%), "
+                f"{_duration(elapsed)}, ~{_duration(left)} left")
+
+    @staticmethod
+    def _write(line: str) -> None:
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _progress_line(desc: str, n: int, total: int | None, unit: str, elapsed: float) -> str:
-    head = f"{desc or 'progress'}: {n}"
-    if not total:
-        return f"{head} {unit}, {_duration(elapsed)}"
-    left = elapsed * (total - n) / n if n else float("nan")
-    return (f"{head}/{total} {unit} ({100 * n / total:.0f}%), {_duration(elapsed)}, "
-            f"~{_duration(left)} left")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -774,8 +774,13 @@ def extract_to_parquet(inputs: Sequence[str | os.PathLike] | str | os.PathLike |
 
 
 def _bar(verbose: int):
-    if not verbose or not sys.stderr.isatty():
+    """A tqdm counter on a terminal; plain lines (``LogCounter``) in a log; None if quiet."""
+    if not verbose:
         return None
+    if not sys.stderr.isatty():
+        from ._utils import LogCounter
+
+        return LogCounter("features")
     from tqdm.auto import tqdm
 
     return tqdm(desc="features", unit="img", leave=False)

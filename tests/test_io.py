@@ -315,3 +315,11 @@ def test_progress_lines_when_stderr_is_a_log(capsys):
         == ["a", "b", "c"]
     assert list(u.progress([1, 2], verbose=0)) == [1, 2]
     assert capsys.readouterr().err == ""
+    # the streaming counter (`morphocell features` in a log): no total, a rate instead
+    ticks = iter(range(0, 1000, 20))
+    c = u.LogCounter("features", every=60, clock=lambda: next(ticks))
+    for _ in range(4):
+        c.update(500)  # clock 20, 40, 60, 80 s
+    c.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "features: 1500 img, 60 s (25 img/s)", "features: 2000 img done in 100 s"]
