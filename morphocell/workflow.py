@@ -128,6 +128,13 @@ def _report_failures(paths, statuses, errors, what: str, limit: int = 20) -> int
 DEFAULT_DOMAIN_COPIES = 0.35
 
 
+def default_domain_copies(features: str) -> float:
+    """The ``domain_copies`` a model of ``features`` gets by default:
+    :data:`DEFAULT_DOMAIN_COPIES` where it has hand-crafted learners (``"handcrafted"``,
+    ``"fused"``), 0 for ``"deep"`` (the CNN has its own augmentation)."""
+    return DEFAULT_DOMAIN_COPIES if features in ("handcrafted", "fused") else 0.0
+
+
 def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 5,
                       random_state: int | None = 0, n_jobs=None, families=None,
                       method: str = "otsu", cache_dir=None, verbose: int = 0,
@@ -335,7 +342,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
             f"morphocell.deep.fusion.fit_deep_model ({exc})") from None
     labels = np.asarray(labels, dtype=object)
     if domain_copies is None:
-        domain_copies = DEFAULT_DOMAIN_COPIES if features == "fused" else 0.0
+        domain_copies = default_domain_copies(features)
     _check_fraction(domain_copies)
     if domain_copies and features != "fused":
         raise MorphocellError("domain copies train hand-crafted learners: use --features "
@@ -455,9 +462,7 @@ def train_command(args) -> int:
 
     verbose = 0 if args.quiet else 1
     copies = getattr(args, "domain_copies", None)
-    if copies is None:  # the default: copies for the models with hand-crafted learners
-        copies = DEFAULT_DOMAIN_COPIES if args.features in ("handcrafted", "fused") else 0.0
-    copies = float(copies)
+    copies = float(default_domain_copies(args.features) if copies is None else copies)
     _check_fraction(copies)
     if copies and args.features == "deep":
         raise MorphocellError("--domain-copies trains hand-crafted learners: use it with "
