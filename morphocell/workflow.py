@@ -391,7 +391,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
     return model, {"statuses": st, "errors": er, "n_failed": int((~ok).sum()),
-                   "feature_stats": stats, "n_copies_handcrafted": meta["n_domain_copies"]}
+                   "feature_stats": stats}
 
 
 #: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
@@ -499,7 +499,7 @@ def train_command(args) -> int:
             f"; over the images and their {n_copies} domain-randomised copies, each copy in "
             "its image's fold" if n_copies else "") + "):")
         print(_format_cv(scores))
-        n_hc = int(info.get("n_copies_handcrafted") or 0)
+        n_hc = int(model.metadata.get("n_domain_copies") or 0) if args.features == "fused" else 0
         if n_hc:  # fused: the copies train the hand-crafted learners, not the scores above
             print(f"(the hand-crafted learners also trained on {n_hc} domain-randomised "
                   "copies; the scores above are over the images only)")
