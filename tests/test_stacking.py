@@ -90,6 +90,30 @@ def test_groups_keep_copies_in_their_originals_fold():
         StackedCellClassifier(estimators=small_learners(), cv=3).fit(X2, y2, groups=groups[:9])
 
 
+def test_groups_keep_copies_together_in_svc_calibration():
+    """The SVC's temperature is fitted on its own inner folds: without ``groups`` a twin's
+    sibling trains the SVC that scores it, the fold looks separable and the temperature makes
+    noise look confident; with ``groups`` no group spans an inner fold's two parts and the
+    probabilities of noise stay near 1/3."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(150, 6))
+    y = rng.choice(["a", "b", "c"], size=150)
+    X2, y2 = np.vstack([X, X + 1e-9]), np.concatenate([y, y])
+    groups = np.concatenate([np.arange(150), np.arange(150)])
+    leaky = BaseLearner("svc", random_state=0).fit(X2, y2)
+    honest = BaseLearner("svc", random_state=0).fit(X2, y2, groups=groups)
+    for tr, te in honest.model_[-1].cv:
+        assert not set(groups[tr]) & set(groups[te])
+    assert leaky.predict_proba(X2).max(axis=1).mean() > 0.55
+    assert honest.predict_proba(X2).max(axis=1).mean() < 0.4
+    # singleton groups change nothing: the same folds as without groups
+    single = BaseLearner("svc", random_state=0).fit(X, y, groups=np.arange(150))
+    plain = BaseLearner("svc", random_state=0).fit(X, y)
+    np.testing.assert_array_equal(single.predict_proba(X), plain.predict_proba(X))
+    with pytest.raises(ValueError, match="one entry per sample"):
+        BaseLearner("svc").fit(X2, y2, groups=groups[:9])
+
+
 def test_deterministic_with_random_state():
     X, y = _data()
     a = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=7).fit(X, y)

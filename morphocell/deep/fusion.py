@@ -422,6 +422,7 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         # (Measured, docs/deep.md "Stack folds": the same PBC test accuracy as folds drawn
         # apart from the networks', and better on other labs' images.)
         fold = np.asarray(deep.fold_)
+        groups = None  # source image of every row, so the SVCs' calibration keeps copies with it
         self.n_domain_copies_ = 0
         if copies is not None and len(copies[1]):
             Xc, src = pd.DataFrame(copies[0]).reset_index(drop=True), np.asarray(copies[1])
@@ -433,13 +434,14 @@ class FusedModel(ClassifierMixin, BaseEstimator):
                                pd.DataFrame(np.nan, index=Xc.index, columns=names)], axis=1)
             table = pd.concat([table, extra], axis=0, ignore_index=True)
             fold = np.concatenate([fold, fold[src]])
+            groups = np.concatenate([np.arange(len(y)), src])
             y = np.concatenate([y, y[src]])
             self.n_domain_copies_ = len(src)
         self.stack_ = StackedCellClassifier(
             cv=PredefinedSplit(fold), feature_groups={"handcrafted": HANDCRAFTED,
                                                       "deep": r"^Cell_Embedding_CnnProba_"},
             random_state=self.random_state, n_jobs=self.n_jobs,
-            **(self.stack_params or {})).fit(table, y)
+            **(self.stack_params or {})).fit(table, y, groups=groups)
         self.feature_names_in_ = np.asarray(table.columns, dtype=object)
         self.cv_scores_ = {**deep.cv_scores_, **getattr(self.stack_, "cv_scores_", {})}
         return self

@@ -112,8 +112,14 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         p.update(self.params or {})
         return p
 
-    def fit(self, X, y):
-        """Fit on ``X`` (NaN allowed) and labels ``y``; returns ``self``."""
+    def fit(self, X, y, groups=None):
+        """Fit on ``X`` (NaN allowed) and labels ``y``; returns ``self``.
+
+        ``groups`` (optional, one label per sample, e.g. the source image of each augmented
+        copy): the SVC's calibration folds then keep a group together, so the temperature is
+        not fitted on copies whose source trained the fold's SVC. Ignored by ``rf`` and
+        ``xgb``, and when every group has one sample.
+        """
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         check_classification_targets(y)
         self._le = LabelEncoder().fit(y)
@@ -121,6 +127,11 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         yi = self._le.transform(y)
         self._cw = _encode_class_weight(self.class_weight, self.classes_)
         p = self._params()
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != yi.shape:
+                raise ValueError(f"groups must have one entry per sample ({len(yi)}), "
+                                 f"got shape {groups.shape}")
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         self.model_ = None
         if len(self.classes_) == 1:  # a training fold with one class: constant prediction
@@ -128,7 +139,7 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         if self.kind == "rf":
             self.model_ = self._fit_rf(X, yi, p, seed)
         elif self.kind == "svc":
-            self.model_ = self._fit_svc(X, yi, p, seed)
+            self.model_ = self._fit_svc(X, yi, p, seed, groups)
         else:
             self.model_ = self._fit_xgb(X, yi, p, seed)
         return self
@@ -143,10 +154,10 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
                          ("rf", rf)]).fit(X, y)
 
-    def _fit_svc(self, X, y, p, seed):
+    def _fit_svc(self, X, y, p, seed, groups=None):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.impute import SimpleImputer
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
@@ -155,11 +166,22 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         calibration_cv = p.pop("calibration_cv")
         svc = SVC(kernel="rbf", class_weight=self._cw, random_state=seed, **p)
         min_count = np.bincount(y).min()
+        if groups is not None:
+            # fewest distinct groups in a class bounds the number of folds; with all groups
+            # singletons, or a class of one group, plain stratified folds as without groups
+            min_groups = min(len(np.unique(groups[y == c])) for c in np.unique(y))
+            if len(np.unique(groups)) == len(groups) or min_groups < 2:
+                groups = None
+            else:
+                min_count = min_groups
         if min_count >= 2:
             k = int(min(calibration_cv, min_count))
-            est = CalibratedClassifierCV(
-                svc, method="temperature", ensemble=False,
-                cv=StratifiedKFold(k, shuffle=True, random_state=seed))
+            if groups is None:
+                cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+            else:
+                cv = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+                          .split(X, y, groups))
+            est = CalibratedClassifierCV(svc, method="temperature", ensemble=False, cv=cv)
         else:
             est = svc
         return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
@@ -392,7 +414,8 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
 
         ``groups`` (optional, one label per sample): samples of a group never fall in
         different folds, e.g. an image and its augmented copies; an int ``cv`` then means
-        ``StratifiedGroupKFold`` (a splitter given as ``cv`` gets ``groups`` passed on).
+        ``StratifiedGroupKFold`` (a splitter given as ``cv`` gets ``groups`` passed on). The
+        ``svc`` learners' calibration folds keep groups together too (:class:`BaseLearner`).
 
         ``cv_scores_["stack"]`` is the accuracy of ``cross_val_predict(meta, Z, y)`` on the
         out-of-fold probabilities ``Z``: no base learner predicted a sample it was fitted on,
@@ -458,11 +481,13 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
 
             results = Parallel(n_jobs=self.n_jobs)(
                 delayed(self._fit_job)(specs[s], int(seeds[s]), X, yi,
-                                       self._split(splits, f, masks, s), n_classes, 1)
+                                       self._split(splits, f, masks, s), n_classes, 1,
+                                       sample_groups)
                 for s, f in jobs)
         else:
             results = [self._fit_job(specs[s], int(seeds[s]), X, yi,
-                                     self._split(splits, f, masks, s), n_classes, None)
+                                     self._split(splits, f, masks, s), n_classes, None,
+                                     sample_groups)
                        for s, f in jobs]
         done = dict(zip(jobs, results, strict=True))
         oof = []
@@ -504,20 +529,27 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         tr, te = splits[f]
         return (tr[rows[tr]], te)
 
-    def _fit_job(self, spec, seed, X, yi, split, n_classes, inner_jobs):
+    def _fit_job(self, spec, seed, X, yi, split, n_classes, inner_jobs, groups=None):
         """Fit one learner: on a fold's training part (returns out-of-fold probabilities of
-        its test part) or, with ``split=None``, on all the data (returns the fitted learner)."""
+        its test part) or, with ``split=None``, on all the data (returns the fitted learner).
+        ``groups`` go on to a :class:`BaseLearner` (its SVC calibration folds)."""
         _, est, idx = spec
         m = self._seeded(est, seed)
         if inner_jobs is not None and "n_jobs" in m.get_params(deep=False):
             m.set_params(n_jobs=inner_jobs)
         Xg = X[:, idx]
+
+        def fit(rows):
+            if groups is None or not isinstance(m, BaseLearner):
+                return m.fit(Xg[rows], yi[rows])
+            return m.fit(Xg[rows], yi[rows], groups=groups[rows])
+
         if split is None:
-            return m.fit(Xg, yi)
+            return fit(slice(None))
         tr, te = split
         if te is None:  # all data, some rows left out (see ``_split``)
-            return m.fit(Xg[tr], yi[tr])
-        m.fit(Xg[tr], yi[tr])
+            return fit(tr)
+        fit(tr)
         return self._proba_full(m, Xg[te], n_classes)
 
     def _importances(self) -> np.ndarray:
