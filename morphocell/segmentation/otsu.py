@@ -440,6 +440,32 @@ def _upscale(mask: np.ndarray, size: tuple[int, int], shape: tuple[int, int]) ->
     return up
 
 
+def shrink(image: np.ndarray, work_side: int) -> tuple[np.ndarray, int]:
+    """``image`` at the working scale: the integer factor ``f = max(1, min(H, W) //
+    work_side)``, exact f x f block averages (a shift by a multiple of ``f`` pixels shifts
+    the result exactly); returns ``(image at that scale, f)``."""
+    import cv2
+
+    H, W = image.shape[:2]
+    f = max(1, min(H, W) // work_side)
+    Hc, Wc = H - H % f, W - W % f
+    if f > 1:
+        return cv2.resize(image[:Hc, :Wc], (Wc // f, Hc // f), interpolation=cv2.INTER_AREA), f
+    return np.ascontiguousarray(image), f
+
+
+def nucleus_score(img: np.ndarray, s8: np.ndarray, sigma: float) -> np.ndarray:
+    """``nscore = norm(stain) + norm(B - G)`` (uint8, normalised to 0..255) from the image and
+    its normalised stain ``s8``: Romanowsky chromatin is the most stained and the most purple
+    material (blue transmitted, green absorbed)."""
+    import cv2
+
+    ksize = 2 * int(round(2 * sigma)) + 1
+    bmg = cv2.GaussianBlur(cv2.subtract(cv2.extractChannel(img, 2), cv2.extractChannel(img, 1),
+                                        dtype=cv2.CV_16S), (ksize, ksize), sigma)  # B - G
+    return _norm8(s8.astype(np.float32) + _norm8(bmg).astype(np.float32))
+
+
 # ------------------------------------------------------------------------------ method
 @cv2_one_thread()
 def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMasks:
@@ -462,13 +488,9 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
 
     p = params or OtsuParams()
     H, W = image.shape[:2]
-    f = max(1, min(H, W) // p.work_side)           # integer factor: exact block averages
-    Hc, Wc = H - H % f, W - W % f
-    if f > 1:
-        img = cv2.resize(image[:Hc, :Wc], (Wc // f, Hc // f), interpolation=cv2.INTER_AREA)
-    else:
-        img = np.ascontiguousarray(image)
+    img, f = shrink(image, p.work_side)
     h, w = img.shape[:2]
+    Hc, Wc = h * f, w * f                          # the part of the image that was shrunk
     ksize = 2 * int(round(2 * p.sigma)) + 1
 
     # 1. optical density relative to the background
@@ -482,9 +504,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     s8 = _norm8(stain)
 
     # 2. nucleus
-    bmg = cv2.GaussianBlur(cv2.subtract(cv2.extractChannel(img, 2), cv2.extractChannel(img, 1),
-                                        dtype=cv2.CV_16S), (ksize, ksize), p.sigma)  # B - G
-    n8 = _norm8(s8.astype(np.float32) + _norm8(bmg).astype(np.float32))
+    n8 = nucleus_score(img, s8, p.sigma)
     _, sep, _ = otsu_threshold(n8)
     if sep < p.min_separability:
         return CellMasks.empty((H, W), reason="no nucleus contrast", separability=sep)
