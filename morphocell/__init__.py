@@ -20,7 +20,7 @@ __all__ = [
     "MorphocellError", "ImageReadError", "SegmentationError", "FeatureError", "ModelFileError",
     "DataError",
     "read_image", "load_folder", "load_manifest",
-    "segment", "CellMasks",
+    "segment", "CellMasks", "find_white_cells", "crop_cells",
     "extract_features", "FeatureExtractor", "feature_names",
     "StackedCellClassifier",
 ]
@@ -31,6 +31,8 @@ _LAZY = {
     "load_manifest": "morphocell.io",
     "segment": "morphocell.segmentation",
     "CellMasks": "morphocell.segmentation.masks",
+    "find_white_cells": "morphocell.segmentation.detect",
+    "crop_cells": "morphocell.segmentation.detect",
     "extract_features": "morphocell.features.extractor",
     "FeatureExtractor": "morphocell.features.extractor",
     "feature_names": "morphocell.features.extractor",
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .features.extractor import FeatureExtractor, extract_features, feature_names
     from .io import load_folder, load_manifest, read_image
     from .segmentation import segment
+    from .segmentation.detect import crop_cells, find_white_cells
     from .segmentation.masks import CellMasks
 
 
