@@ -8,7 +8,7 @@ import pytest
 
 from morphocell.cli import EXIT_USER, main
 
-COMMANDS = ["segment", "features", "train", "predict", "evaluate", "demo", "train-segmenter"]
+COMMANDS = ["segment", "crop", "features", "train", "predict", "evaluate", "demo", "train-segmenter"]
 
 
 def run(*args, **kw):
