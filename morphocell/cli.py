@@ -75,11 +75,11 @@ def _cmd_crop(args) -> int:
     from .io import read_image, resolve_inputs
     from .segmentation.detect import crop_cells, find_white_cells
 
+    if args.size is not None and args.size < 16:
+        raise MorphocellError(f"--size must be at least 16 pixels, got {args.size}")
     paths, _ = resolve_inputs(args.fields)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.size is not None and args.size < 16:
-        raise MorphocellError(f"--size must be at least 16 pixels, got {args.size}")
     rows, failed, seen = [], 0, {}
     for p in progress(paths, desc="crop", verbose=not args.quiet, unit="field"):
         stem = Path(p).stem

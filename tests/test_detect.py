@@ -23,7 +23,7 @@ ODD_IDS = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 29, 31, 33, 35, 37, 39, 41
 def bccd(data_dir):
     folder = data_dir / "bccd"
     if not folder.is_dir():
-        pytest.skip("bccd not found")
+        pytest.skip(f"BCCD fields not found at {folder} (set MORPHOCELL_DATA)")
     out = []
     for k in ODD_IDS:
         name = f"BloodImage_{k:05d}"

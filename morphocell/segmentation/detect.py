@@ -92,7 +92,7 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
     """
     import cv2
 
-    from .otsu import _components, _lut, _norm8, multi_otsu3, nucleus_score, shrink
+    from .otsu import _background, _components, _lut, _norm8, multi_otsu3, nucleus_score, shrink
 
     p = params or DetectParams()
     image = np.asarray(image)
@@ -104,7 +104,7 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
     h, w = img.shape[:2]
     ksize = 2 * int(round(2 * p.sigma)) + 1
 
-    bg = _field_background(img, p.bg_quantile)
+    bg = _background(img, p.bg_quantile, step=1)  # all pixels: the same for a field's flips
     od8 = cv2.GaussianBlur(cv2.LUT(img, _lut(bg, p.od_max)), (ksize, ksize), p.sigma)
     n8 = nucleus_score(img, _norm8(od8.astype(np.float32).sum(axis=2)), p.sigma)
     if int(n8.max()) == int(n8.min()):
@@ -136,21 +136,14 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
     return boxes
 
 
-def _field_background(img: np.ndarray, q: float) -> np.ndarray:
-    """Median colour of the brightest ``q`` share of *all* pixels (unlike the single-cell
-    method's every-third-pixel sample, the same for a field and its flips / rotations)."""
-    flat = img.reshape(-1, 3)
-    s = flat.sum(axis=1, dtype=np.int32)
-    k = min(len(s) - 1, int(len(s) * (1.0 - q)))
-    return np.median(flat[s >= np.partition(s, k)[k]], axis=0)
-
-
 def crop_cell(image: np.ndarray, box: CellBox, size: int | None = None) -> np.ndarray:
     """The square image of one cell: ``box`` cut from ``image``, centred; where the box was
     clipped by the field's edge the square is completed with the field's background colour.
     ``size`` resizes the square to ``size x size`` pixels (area interpolation when shrinking).
     """
     import cv2
+
+    from .otsu import _background
 
     side = max(box.x1 - box.x0, box.y1 - box.y0)
     # the unclipped square around the box's centre (a clipped box lost its far side)
@@ -161,7 +154,7 @@ def crop_cell(image: np.ndarray, box: CellBox, size: int | None = None) -> np.nd
                                                               else box.x0)
     y0 = int(round(cy - side / 2.0)) if cy is not None else (box.y1 - side if box.y0 == 0
                                                               else box.y0)
-    bg = np.round(_field_background(image[::2, ::2], DetectParams.bg_quantile)).astype(np.uint8)
+    bg = np.round(_background(image, DetectParams.bg_quantile, step=2)).astype(np.uint8)
     out = np.empty((side, side, 3), np.uint8)
     out[:] = bg
     sx0, sy0 = max(0, x0), max(0, y0)

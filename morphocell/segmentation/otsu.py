@@ -355,9 +355,9 @@ def _lut(bg: np.ndarray, od_max: float) -> np.ndarray:
     return np.round(q).astype(np.uint8).reshape(1, 256, 3)
 
 
-def _background(img: np.ndarray, q: float) -> np.ndarray:
-    """Median colour of the brightest ``q`` share of pixels (every third row/column)."""
-    sub = img[::3, ::3].reshape(-1, 3)
+def _background(img: np.ndarray, q: float, step: int = 3) -> np.ndarray:
+    """Median colour of the brightest ``q`` share of pixels (every ``step``-th row/column)."""
+    sub = img[::step, ::step].reshape(-1, 3)
     s = sub.sum(axis=1, dtype=np.int32)
     k = min(len(s) - 1, int(len(s) * (1.0 - q)))
     t = np.partition(s, k)[k]
