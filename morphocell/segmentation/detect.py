@@ -136,14 +136,20 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
     return boxes
 
 
-def crop_cell(image: np.ndarray, box: CellBox, size: int | None = None) -> np.ndarray:
+def _crop_background(image: np.ndarray) -> np.ndarray:
+    from .otsu import _background
+
+    return np.round(_background(image, DetectParams.bg_quantile, step=2)).astype(np.uint8)
+
+
+def crop_cell(image: np.ndarray, box: CellBox, size: int | None = None,
+              background: np.ndarray | None = None) -> np.ndarray:
     """The square image of one cell: ``box`` cut from ``image``, centred; where the box was
-    clipped by the field's edge the square is completed with the field's background colour.
-    ``size`` resizes the square to ``size x size`` pixels (area interpolation when shrinking).
+    clipped by the field's edge the square is completed with the field's background colour
+    (``background``, RGB; estimated from ``image`` when None). ``size`` resizes the square to
+    ``size x size`` pixels (area interpolation when shrinking).
     """
     import cv2
-
-    from .otsu import _background
 
     side = max(box.x1 - box.x0, box.y1 - box.y0)
     # the unclipped square around the box's centre (a clipped box lost its far side)
@@ -154,9 +160,8 @@ def crop_cell(image: np.ndarray, box: CellBox, size: int | None = None) -> np.nd
                                                               else box.x0)
     y0 = int(round(cy - side / 2.0)) if cy is not None else (box.y1 - side if box.y0 == 0
                                                               else box.y0)
-    bg = np.round(_background(image, DetectParams.bg_quantile, step=2)).astype(np.uint8)
     out = np.empty((side, side, 3), np.uint8)
-    out[:] = bg
+    out[:] = _crop_background(image) if background is None else background
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(W, x0 + side), min(H, y0 + side)
     out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
@@ -172,4 +177,5 @@ def crop_cells(image: np.ndarray, boxes: list[CellBox] | None = None,
     is None), one per box, in the boxes' order."""
     if boxes is None:
         boxes = find_white_cells(image)
-    return [crop_cell(image, b, size) for b in boxes]
+    bg = _crop_background(image) if boxes else None
+    return [crop_cell(image, b, size, background=bg) for b in boxes]
