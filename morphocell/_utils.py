@@ -163,6 +163,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def write_csv(df, path: str | os.PathLike, **kw) -> None:
+    """``df.to_csv(path, index=False, **kw)``, atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kw)
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -66,12 +66,10 @@ def _cmd_segment(args) -> int:
 
 
 def _cmd_crop(args) -> int:
-    import csv
-    import io as _io
-
+    import pandas as pd
     from PIL import Image
 
-    from ._utils import atomic_path, atomic_write, progress
+    from ._utils import atomic_path, progress, write_csv
     from .io import read_image, resolve_inputs
     from .segmentation.detect import crop_cells, find_white_cells
 
@@ -105,13 +103,8 @@ def _cmd_crop(args) -> int:
             rows.append({**base, "cell": k, "x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1,
                          "nucleus_area": b.nucleus_area, "crop": str(path), "status": "ok",
                          "error": ""})
-    buf = _io.StringIO()
-    fields = ["field", "cell", "x0", "y0", "x1", "y1", "nucleus_area", "crop", "status", "error"]
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_write(out / "cells.csv", "w") as fh:
-        fh.write(buf.getvalue())
+    columns = ["field", "cell", "x0", "y0", "x1", "y1", "nucleus_area", "crop", "status", "error"]
+    write_csv(pd.DataFrame(rows, columns=columns), out / "cells.csv")
     n_cells = sum(r["status"] == "ok" for r in rows)
     print(f"{n_cells} white cells cropped from {len(paths) - failed}/{len(paths)} fields into "
           f"{out} (boxes in {out / 'cells.csv'})")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._utils import write_csv
 from .errors import DataError, MorphocellError
 
 __all__ = ["compute_features", "train_handcrafted", "train_deep", "predict_paths",
@@ -51,13 +52,6 @@ def _jsonable(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-def _write_csv(df, path, **kw) -> None:
-    from ._utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, **kw)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -427,7 +421,7 @@ def write_explanation(model, folder: str | os.PathLike, top: int = 15) -> list[P
         except AttributeError:
             return written
         table = top_features_table(imp, top=top)
-        _write_csv(table, folder / "top_features.csv", float_format="%.6g")
+        write_csv(table, folder / "top_features.csv", float_format="%.6g")
         plot_top_features(table, folder / "top_features.png")
         written += [folder / "top_features.csv", folder / "top_features.png"]
     return written
@@ -651,7 +645,7 @@ def predict_command(args) -> int:
         df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
         df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
     out = Path(args.out)
-    _write_csv(df, out, float_format="%.6f")
+    write_csv(df, out, float_format="%.6f")
     count = differential_count([p or None for p in df["predicted"]], model.classes,
                                model.atypical_classes, df["p_atypical"].to_numpy())
     count_out = Path(args.count_out) if args.count_out else out.with_name(
@@ -779,7 +773,7 @@ def evaluate_command(args) -> int:
         out = Path(args.out)
         _write_json(m, out / "metrics.json")
         per = pd.DataFrame([{"class": c, **r} for c, r in m["per_class"].items()])
-        _write_csv(per, out / "per_class.csv", float_format="%.6f")
+        write_csv(per, out / "per_class.csv", float_format="%.6f")
         if m["n"]:
             cm = pd.DataFrame(m["confusion_matrix"], index=m["labels"], columns=m["labels"])
             cm.index.name = "true\\predicted"
@@ -789,10 +783,10 @@ def evaluate_command(args) -> int:
                 cm.to_csv(tmp)
             plot_confusion_matrix(m["confusion_matrix"], m["labels"],
                                   out / "confusion_matrix.png")
-            _write_csv(pd.DataFrame(m["most_confused"],
+            write_csv(pd.DataFrame(m["most_confused"],
                                     columns=["true", "predicted", "count", "fraction"]),
                        out / "most_confused.csv")
-        _write_csv(df, out / "predictions.csv", float_format="%.6f")
+        write_csv(df, out / "predictions.csv", float_format="%.6f")
     if args.json:
         json.dump(m, sys.stdout, indent=2, default=_jsonable)
         sys.stdout.write("\n")
@@ -895,7 +889,7 @@ def demo_command(args) -> int:
     proba[ok] = clf.predict_proba(X[ok].reset_index(drop=True))
     df = predictions_frame(paths, proba, st, er, classes, model.atypical_classes)
     df.insert(1, "label", labels)
-    _write_csv(df, out / "predictions.csv", float_format="%.6f")
+    write_csv(df, out / "predictions.csv", float_format="%.6f")
     count = differential_count([p or None for p in df["predicted"]], classes,
                                model.atypical_classes, df["p_atypical"].to_numpy())
     _write_json(count, out / "differential.json")
