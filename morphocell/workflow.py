@@ -212,7 +212,10 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     }
     from .domain import fit_domain_reference
 
-    ref = fit_domain_reference(Xok, y)
+    # the images themselves, not their domain copies: the reference says what the lab's own
+    # cells look like (copies would widen it until another lab's stain passes as "like")
+    n_ok = int(ok.sum())
+    ref = fit_domain_reference(Xok.iloc[:n_ok], y[:n_ok])
     if ref is not None:
         meta["domain_reference"] = ref
     model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)

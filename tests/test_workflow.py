@@ -242,6 +242,13 @@ def test_training_with_domain_copies(tmp_path, capsys):
     copies = pd.Series(info["y"][n:]).value_counts()
     assert set(copies.index) <= set(labels) and copies.max() <= 2
     assert m.predict_proba(paths[:2]).shape == (2, 8)
+    # the stain / size reference describes the images themselves, not their copies: it is
+    # the one fitted on the real rows alone
+    from morphocell.domain import fit_domain_reference
+
+    ref = fit_domain_reference(info["X"].iloc[:n], info["y"][:n])
+    assert m.metadata["domain_reference"] == ref
+    assert ref != fit_domain_reference(info["X"], info["y"])
     # a fraction too small for one copy per class trains on the images alone
     m0, info0 = train_handcrafted(paths, labels, domain_copies=0.1, **kw)
     assert info0["n_domain_copies"] == 0 and len(info0["X"]) == n
