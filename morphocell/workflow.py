@@ -609,7 +609,9 @@ def predictions_frame(paths, proba, statuses, errors, classes, atypical_classes)
     ok = np.array([s == "ok" for s in statuses], dtype=bool)
     pred = np.full(len(paths), "", dtype=object)
     if ok.any():
-        pred[ok] = np.asarray(classes, dtype=object)[np.argmax(proba[ok], axis=1)]
+        # NaN columns: classes left out (evaluate --classes-present-only), never the arg-max
+        pred[ok] = np.asarray(classes, dtype=object)[
+            np.argmax(np.nan_to_num(proba[ok], nan=-np.inf), axis=1)]
     df = pd.DataFrame({"path": list(paths), "predicted": pred})
     for j, c in enumerate(classes):
         df[f"p_{c}"] = proba[:, j]

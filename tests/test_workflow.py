@@ -127,10 +127,15 @@ def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
     # only two classes in the data: --classes-present-only predicts only those two
     two = [r for r in test_rows if r[1] in ("lymphocyte", "neutrophil")]
     man2 = _manifest(tmp_path / "two.csv", two)
-    rc = main(["evaluate", str(model), str(man2), "--json", "--classes-present-only", "-q"])
+    rc = main(["evaluate", str(model), str(man2), "--json", "--classes-present-only", "-q",
+               "--out", str(tmp_path / "rep2")])
     m2 = json.loads(capsys.readouterr().out)
     assert rc == 0 and set(m2["labels"]) == {"lymphocyte", "neutrophil"}
     assert m2["classes_present_only"] and m2["n"] == 6
+    # the table's predictions are the restricted ones the metrics were computed from
+    pred2 = pd.read_csv(tmp_path / "rep2" / "predictions.csv")
+    assert set(pred2["predicted"]) <= {"lymphocyte", "neutrophil"}
+    assert m2["accuracy"] == pytest.approx((pred2["predicted"] == pred2["label"]).mean())
 
 
 def test_bad_model_files_exit_2_without_traceback(tmp_path, capsys):
