@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "domain-randomised copy (other stain, illumination, blur, scale) of this "
                    "fraction of the images, so the model holds up on other labs' images "
                    "(default: 0.35 for handcrafted and fused; 0: none)")
+    p.add_argument("--review-accuracy", type=float, default=None, metavar="ACC",
+                   help="the confidence threshold stored for review is the lowest at which "
+                   "the cells above it are right this often out of fold (default 0.995); "
+                   "predict marks cells below it needs_review")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "train_command"))
 
@@ -208,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated classes summed into p_atypical (default: the "
                    "model's atypical classes)")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: none)")
+    p.add_argument("--review-threshold", type=float, default=None, metavar="P",
+                   help="mark cells whose top class probability is below P needs_review "
+                   "(default: the model's threshold, chosen at training, see train "
+                   "--review-accuracy)")
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_lazy("morphocell.workflow", "predict_command"))

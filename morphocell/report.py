@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["atypical_probability", "differential_count", "format_differential",
+           "review_threshold", "REVIEW_ACCURACY",
            "classification_metrics", "format_metrics", "most_confused",
            "plot_confusion_matrix", "plot_top_features", "top_features_table"]
 
@@ -86,6 +87,68 @@ def differential_count(predicted: Sequence[str | None], classes: Sequence[str],
         out["mean_p_atypical"] = round(float(pa.mean()), 4) if pa.size else None
         out["n_p_atypical_over_0.5"] = int((pa > 0.5).sum())
     return out
+
+
+#: default accuracy that the cells *not* marked for review should reach (out of fold)
+REVIEW_ACCURACY = 0.995
+
+
+def review_threshold(proba, y, classes, target_accuracy: float = REVIEW_ACCURACY) -> dict:
+    """The confidence below which a cell goes to a person for review.
+
+    With ``conf = max_c p(c | x)`` the cells are ranked by decreasing confidence; the
+    threshold ``t`` is the lowest confidence such that the cells with ``conf >= t`` are
+    classified right at least ``target_accuracy`` of the time (the largest such accepted
+    set; cells tied at ``t`` are all accepted or all reviewed). Chosen on held-out
+    probabilities -- the stack's out-of-fold ones (:attr:`StackedCellClassifier.oof_proba_`)
+    at training -- never on the images it is then applied to.
+
+    Parameters
+    ----------
+    proba : array (n, C)
+        Class probabilities (rows with a NaN are ignored).
+    y : array (n,)
+        True labels.
+    classes : sequence of str
+        The columns' classes.
+    target_accuracy : float in (0, 1]
+
+    Returns
+    -------
+    dict with ``target_accuracy``, ``threshold`` (0.0: every cell is accepted; above 1: every
+    cell is reviewed, the target is out of reach), ``n``, and on those ``n`` cells
+    ``review_fraction`` and ``accepted_accuracy`` (``None`` when nothing is accepted, or
+    both ``None`` when ``n`` is 0).
+
+    >>> p = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
+    >>> r = review_threshold(p, ["a", "a", "b", "a"], ["a", "b"], target_accuracy=1.0)
+    >>> r["threshold"], r["review_fraction"], r["accepted_accuracy"]
+    (0.8, 0.5, 1.0)
+    """
+    if not 0 < float(target_accuracy) <= 1:
+        raise ValueError(f"target_accuracy must lie in (0, 1], got {target_accuracy!r}")
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y).astype(str)
+    keep = np.isfinite(proba).all(axis=1)
+    proba, y = proba[keep], y[keep]
+    n = len(y)
+    out = {"target_accuracy": float(target_accuracy), "n": int(n)}
+    if n == 0:
+        return {**out, "threshold": 0.0, "review_fraction": None, "accepted_accuracy": None}
+    conf = proba.max(axis=1)
+    right = np.asarray(classes, dtype=str)[proba.argmax(axis=1)] == y
+    order = np.argsort(-conf, kind="stable")
+    conf, right = conf[order], right[order]
+    acc = np.cumsum(right) / np.arange(1, n + 1)        # accuracy of the top k, k = 1..n
+    block_end = np.append(conf[1:] < conf[:-1], True)   # k ends a run of tied confidences
+    ok = np.flatnonzero(block_end & (acc >= target_accuracy))
+    if ok.size == 0:
+        return {**out, "threshold": float(np.nextafter(1.0, 2.0)), "review_fraction": 1.0,
+                "accepted_accuracy": None}
+    k = int(ok[-1]) + 1                                   # cells accepted
+    t = 0.0 if k == n else float(conf[k - 1])
+    return {**out, "threshold": t, "review_fraction": float(1.0 - k / n),
+            "accepted_accuracy": float(acc[k - 1])}
 
 
 def format_differential(d: dict) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ._utils import write_csv
 from .errors import DataError, MorphocellError
+from .report import REVIEW_ACCURACY
 
 __all__ = ["compute_features", "train_handcrafted", "train_deep", "predict_paths",
            "evaluate_paths", "predictions_frame", "write_explanation", "train_command",
@@ -133,7 +134,8 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
                       random_state: int | None = 0, n_jobs=None, families=None,
                       method: str = "otsu", cache_dir=None, verbose: int = 0,
                       estimator_params: dict | None = None,
-                      domain_copies: float = DEFAULT_DOMAIN_COPIES):
+                      domain_copies: float = DEFAULT_DOMAIN_COPIES,
+                      review_accuracy: float = REVIEW_ACCURACY):
     """Extract (or fetch) features and fit the stacked classifier on the images that worked.
 
     ``domain_copies``: fraction [0..1] of the training images (default
@@ -144,6 +146,9 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     A copy always falls in the same cross-validation fold as its image
     (``StackedCellClassifier.fit(groups=...)``). The copies are JPEG files under
     ``cache_dir/domain_copies`` (a temporary folder without ``cache_dir``).
+
+    ``review_accuracy``: the target of the review threshold stored as ``metadata["review"]``
+    (:func:`review_reference`; ``predict`` marks cells below it ``needs_review``).
 
     Returns
     -------
@@ -218,6 +223,9 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     ref = fit_domain_reference(Xok.iloc[:n_ok], y[:n_ok])
     if ref is not None:
         meta["domain_reference"] = ref
+    review = review_reference(clf, y[:n_ok], classes, review_accuracy)
+    if review is not None:
+        meta["review"] = review
     model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)
     info = {"statuses": st, "errors": er, "n_failed": int((~ok).sum()), "feature_stats": stats,
             "seconds_features": t_feat, "seconds_fit": t_fit, "n_domain_copies": n_copies,
@@ -312,7 +320,8 @@ def _versions() -> dict:
 
 def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epochs=None,
                n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None,
-               cnn_augment=None, domain_copies: float | None = None):
+               cnn_augment=None, domain_copies: float | None = None,
+               review_accuracy: float = REVIEW_ACCURACY):
     """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
 
     ``epochs``, ``cnn_crop`` and ``cnn_augment`` (the :class:`~morphocell.deep.CNNEmbedder`
@@ -321,6 +330,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     ``"fused"`` and 0 for ``"deep"``): fraction of the images that get one
     domain-randomised copy, as in :func:`train_handcrafted`; the copies train the stack's
     hand-crafted learners only (:meth:`morphocell.deep.fusion.FusedModel.fit`).
+    ``review_accuracy``: as in :func:`train_handcrafted`.
 
     Raises
     ------
@@ -385,10 +395,29 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     ref = _deep_domain_reference(handcrafted, ok_paths, y, cache_dir, n_jobs, verbose)
     if ref is not None:
         meta["domain_reference"] = ref
+    review = review_reference(est, y, classes, review_accuracy)
+    if review is not None:
+        meta["review"] = review
     feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
     return model, {"statuses": st, "errors": er, "n_failed": int((~ok).sum()),
                    "feature_stats": stats}
+
+
+def review_reference(est, y, classes, target_accuracy: float = REVIEW_ACCURACY) -> dict | None:
+    """The confidence threshold for review (:func:`morphocell.report.review_threshold`) of a
+    fitted model, chosen on its out-of-fold probabilities of the training images ``y`` (the
+    first ``len(y)`` rows: domain copies, which come last, are left out, as they are not the
+    lab's images). ``None`` when the model has none (a stack fitted without folds)."""
+    from .report import review_threshold
+
+    steps = getattr(est, "steps", None)
+    final = steps[-1][1] if steps else est
+    oof = getattr(getattr(final, "stack_", final), "oof_proba_", None)
+    if oof is None:
+        return None
+    y = np.asarray(y).astype(str)
+    return review_threshold(np.asarray(oof)[:len(y)], y, classes, target_accuracy)
 
 
 #: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
@@ -461,6 +490,10 @@ def train_command(args) -> int:
     copies = getattr(args, "domain_copies", None)
     copies = float(default_domain_copies(args.features) if copies is None else copies)
     _check_fraction(copies)
+    review_acc = getattr(args, "review_accuracy", None)
+    review_acc = REVIEW_ACCURACY if review_acc is None else float(review_acc)
+    if not 0 < review_acc <= 1:
+        raise MorphocellError(f"--review-accuracy must lie in (0, 1] (got {review_acc})")
     if copies and args.features == "deep":
         raise MorphocellError("--domain-copies trains hand-crafted learners: use it with "
                               "--features handcrafted or fused (the CNN of a deep model has "
@@ -476,14 +509,14 @@ def train_command(args) -> int:
         model, info = train_handcrafted(paths, labels, cv=args.cv,
                                         random_state=args.random_state, n_jobs=args.n_jobs,
                                         cache_dir=cache_dir, verbose=verbose,
-                                        domain_copies=copies)
+                                        domain_copies=copies, review_accuracy=review_acc)
     else:
         model, info = train_deep(paths, labels, features=args.features, cv=args.cv,
                                  random_state=args.random_state, epochs=args.epochs,
                                  n_jobs=args.n_jobs, cache_dir=cache_dir, verbose=verbose,
                                  cnn_crop=args.cnn_crop,
                                  cnn_augment=getattr(args, "cnn_augment", None),
-                                 domain_copies=copies)
+                                 domain_copies=copies, review_accuracy=review_acc)
     n_failed = _report_failures(paths, info["statuses"], info["errors"], "train")
     fs = info.get("feature_stats") or {}
     if fs:
@@ -500,6 +533,9 @@ def train_command(args) -> int:
         if n_hc:  # fused: the copies train the hand-crafted learners, not the scores above
             print(f"(the hand-crafted learners also trained on {n_hc} domain-randomised "
                   "copies; the scores above are over the images only)")
+    review = model.metadata.get("review")
+    if review:
+        print(_format_review(review))
     save_model(model, out)
     written = write_explanation(model, _explain_dir(out))
     print(f"model written to {out} ({len(model.classes)} classes, "
@@ -509,6 +545,18 @@ def train_command(args) -> int:
         print(f"explanation written to {_explain_dir(out)}")
     print(f"total time {time.perf_counter() - t0:.1f} s")
     return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+def _format_review(r: dict) -> str:
+    if not r["n"]:
+        return "review: no out-of-fold probabilities to choose a confidence threshold on"
+    if r["threshold"] > 1:
+        return (f"review: no confidence threshold reaches {r['target_accuracy']:.1%} accuracy "
+                "out of fold; predict marks every cell needs_review")
+    return (f"review threshold {r['threshold']:.3f}: out of fold, {r['review_fraction']:.1%} of "
+            f"the {r['n']} training images fall below it, and {r['accepted_accuracy']:.2%} "
+            f"of the others are right (target {r['target_accuracy']:.1%}); predict marks "
+            "cells below it needs_review")
 
 
 # -- prediction -------------------------------------------------------------------------------
@@ -622,6 +670,30 @@ def predictions_frame(paths, proba, statuses, errors, classes, atypical_classes)
     return df
 
 
+def needs_review(proba: np.ndarray, statuses: Sequence[str], threshold: float) -> np.ndarray:
+    """``True`` for the classified cells whose top class probability is below ``threshold``
+    (``False`` for failed images, which have no prediction to review)."""
+    ok = np.array([s == "ok" for s in statuses], dtype=bool)
+    conf = np.nanmax(np.where(ok[:, None], proba, 0.0), axis=1) if len(ok) else np.zeros(0)
+    return ok & (conf < float(threshold))
+
+
+def _review_setting(model, threshold=None) -> dict | None:
+    """The review threshold in force: ``threshold`` (``--review-threshold``) or the model's
+    (``metadata["review"]``); ``None`` when neither exists (models of older versions)."""
+    if threshold is not None:
+        if not 0 <= float(threshold) <= 1:
+            raise DataError(f"--review-threshold must lie in [0, 1] (got {threshold})")
+        return {"threshold": float(threshold), "source": "--review-threshold"}
+    stored = (model.metadata or {}).get("review")
+    if not stored:
+        return None
+    return {"threshold": stored["threshold"], "source": "model",
+            "target_accuracy": stored["target_accuracy"], "n_training": stored["n"],
+            "training_review_fraction": stored["review_fraction"],
+            "training_accepted_accuracy": stored["accepted_accuracy"]}
+
+
 #: ``morphocell predict`` warns when more than this share of the cells is unlike the training
 #: images (about 1% is expected for images like them; see :mod:`morphocell.domain`).
 UNLIKE_WARN_SHARE = 0.05
@@ -649,6 +721,10 @@ def predict_command(args) -> int:
     if "domain_score" in res:
         df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
         df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
+    review = _review_setting(model, getattr(args, "review_threshold", None))
+    if review is not None:
+        df.insert(df.columns.get_loc("status"), "needs_review",
+                  needs_review(res["proba"], res["statuses"], review["threshold"]))
     out = Path(args.out)
     write_csv(df, out, float_format="%.6f")
     count = differential_count([p or None for p in df["predicted"]], model.classes,
@@ -660,9 +736,19 @@ def predict_command(args) -> int:
             "n": int(res["unlike_training"].sum()),
             "n_scored": int(np.isfinite(res["domain_score"]).sum()),
             "threshold": model.metadata["domain_reference"]["threshold"]}
+    if review is not None:
+        count["needs_review"] = {"n": int(df["needs_review"].sum()),
+                                 "n_classified": count["n_classified"], **review}
     _write_json(count, count_out)
     n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
     print(format_differential(count))
+    if review is not None:
+        nr, nc = count["needs_review"]["n"], count["n_classified"]
+        acc = review.get("training_accepted_accuracy")
+        print(f"{nr} of {nc} cells ({100 * nr / max(nc, 1):.1f}%) need review: top class "
+              f"probability below {review['threshold']:.3f} (column needs_review"
+              + (f"; out of fold {acc:.2%} of the training cells above it were right"
+                 if acc is not None else "") + ")")
     if "unlike_training" in count:
         n_unlike, n_scored = count["unlike_training"]["n"], count["unlike_training"]["n_scored"]
         share = n_unlike / max(n_scored, 1)
@@ -739,6 +825,19 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
     df = predictions_frame(paths, full, res["statuses"], res["errors"], classes,
                            model.atypical_classes)
     df.insert(1, "label", labels)
+    review = _review_setting(model)
+    if review is not None:
+        # the cells predict would mark (its probabilities: all the model's classes)
+        flag = needs_review(proba, res["statuses"], review["threshold"])
+        df.insert(df.columns.get_loc("status"), "needs_review", flag)
+        right = np.array([lab == p for lab, p in zip(labels, df["predicted"], strict=True)])
+        acc_r, acc_a = right[flag], right[ok & ~flag]
+        m["review"] = {"threshold": review["threshold"],
+                       "target_accuracy": review.get("target_accuracy"),
+                       "n_review": int(flag.sum()),
+                       "review_fraction": float(flag.sum() / max(int(ok.sum()), 1)),
+                       "accepted_accuracy": float(acc_a.mean()) if acc_a.size else None,
+                       "reviewed_accuracy": float(acc_r.mean()) if acc_r.size else None}
     return m, df
 
 
@@ -801,6 +900,12 @@ def evaluate_command(args) -> int:
         if base:
             print(base)
         print(f"{m['n_images']} images, {m['n_failed']} failed")
+        r = m.get("review")
+        if r:
+            acc = (f"; accuracy {r['accepted_accuracy']:.4f} on the others"
+                   if r["accepted_accuracy"] is not None else "")
+            print(f"review: {r['n_review']} cells ({r['review_fraction']:.1%}) below the "
+                  f"model's confidence threshold {r['threshold']:.3f}" + acc)
         if args.out:
             print(f"report written to {args.out}")
     return EXIT_PARTIAL if n_failed else EXIT_OK

@@ -55,6 +55,13 @@ def test_string_labels_nan_and_probabilities():
     assert (clf.predict(X) == y).mean() > 0.9
     assert set(clf.cv_scores_) == {"rf", "svc", "xgb", "stack"}
     assert all(0.5 < s["accuracy"] <= 1 for s in clf.cv_scores_.values())
+    # the stack's own out-of-fold probabilities: what its CV score is computed from
+    oof = clf.oof_proba_
+    assert oof.shape == (len(y), 3)
+    np.testing.assert_allclose(oof.sum(axis=1), 1.0, atol=1e-9)
+    assert clf.cv_scores_["stack"]["accuracy"] == (clf.classes_[oof.argmax(1)] == y).mean()
+    # out of fold, not in-sample: less sure of the training rows than the fitted stack is
+    assert oof.max(axis=1).mean() < p.max(axis=1).mean()
 
 
 def test_out_of_fold_meta_features_are_honest():
@@ -214,6 +221,9 @@ def test_rows_missing_a_whole_group_train_only_the_other_groups_learners():
     assert set(clf.cv_scores_) == {"rf_handcrafted", "svc_handcrafted", "rf_deep", "svc_deep",
                                    "stack"}
     assert np.isfinite(clf.predict_proba(table)).all()
+    # out-of-fold stack probabilities exist for the complete rows only
+    assert np.isfinite(clf.oof_proba_[:len(base)]).all()
+    assert np.isnan(clf.oof_proba_[len(base):]).all()
     # no complete row: nothing to fit the meta-learner on
     table.iloc[:, 5:] = np.nan
     with pytest.raises(ValueError, match="every feature group"):

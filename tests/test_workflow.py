@@ -55,6 +55,10 @@ def test_train_cli(trained, capsys):
     # on by default: one domain-randomised copy of round(0.35 * 5) = 2 images per class
     assert meta["domain_copies"] == 0.35 and meta["n_domain_copies"] == 16
     assert "over the images and their 16 domain-randomised copies" in out
+    # the review threshold, chosen on the 40 images' out-of-fold probabilities (not the copies)
+    r = meta["review"]
+    assert r["n"] == 40 and r["target_accuracy"] == 0.995
+    assert 0 <= r["review_fraction"] <= 1 and "review threshold" in out
 
 
 def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
@@ -70,8 +74,8 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     df = pd.read_csv(out_csv, keep_default_na=False)
     classes = sorted({lab for _, lab in test_rows})
     assert list(df.columns) == (["path", "predicted"] + [f"p_{c}" for c in classes]
-                                + ["p_atypical", "domain_score", "unlike_training", "status",
-                                   "error"])
+                                + ["p_atypical", "domain_score", "unlike_training",
+                                   "needs_review", "status", "error"])
     ok = df[df["status"] == "ok"]
     assert len(ok) == 16 and df.iloc[-1]["status"] == "error"
     assert np.isfinite(ok["domain_score"].astype(float)).all()
@@ -94,6 +98,26 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     assert count["unlike_training"]["n_scored"] == 16
     assert count["unlike_training"]["n"] == int((ok["unlike_training"].astype(str) == "True").sum())
     assert "are unlike the training images" in out + err
+    # cells below the model's confidence threshold need review; a failed image does not
+    from morphocell.model_io import load_model
+
+    thr = load_model(model).metadata["review"]["threshold"]
+    flag = (ok["needs_review"].astype(str) == "True").to_numpy()
+    conf = P.max(axis=1)
+    far = np.abs(conf - thr) > 1e-6             # the CSV rounds to 6 decimals
+    assert (flag[far] == (conf[far] < thr)).all()
+    assert str(df.iloc[-1]["needs_review"]) == "False"
+    assert count["needs_review"]["n"] == int(flag.sum())
+    assert count["needs_review"]["threshold"] == thr and "need review" in out
+    # --review-threshold overrides it: 1 marks every classified cell, 0 none
+    for thr2, n2 in ((1.0, 16), (0.0, 0)):
+        main(["predict", str(model), *[p for p, _ in test_rows], str(bad),
+              "--out", str(tmp_path / "p3.csv"), "--review-threshold", str(thr2), "-q"])
+        c3 = json.loads((tmp_path / "p3_differential.json").read_text())
+        assert c3["needs_review"]["n"] == n2
+        assert c3["needs_review"]["source"] == "--review-threshold"
+    capsys.readouterr()
+    assert main(["predict", str(model), str(bad), "--review-threshold", "1.5"]) == 2
     # a user-chosen atypical set
     rc = main(["predict", str(model), test_rows[0][0], "--out", str(tmp_path / "p2.csv"),
                "--atypical", "basophil", "-q"])
@@ -123,6 +147,13 @@ def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
     assert cm.to_numpy().sum() == 24 and np.trace(cm.to_numpy()) == round(acc * 24)
     assert (tmp_path / "rep" / "confusion_matrix.png").stat().st_size > 1000
     assert set(m["base_learners"]) == {"rf", "svc", "xgb"}
+    # the cells below the review threshold, and the accuracy on the others, match the table
+    r = m["review"]
+    flag = pred["needs_review"].astype(bool).to_numpy()
+    right = (pred["predicted"] == pred["label"]).to_numpy()
+    assert r["n_review"] == flag.sum() and r["review_fraction"] == pytest.approx(flag.mean())
+    if (~flag).any():
+        assert r["accepted_accuracy"] == pytest.approx(right[~flag].mean())
 
     # only two classes in the data: --classes-present-only predicts only those two
     two = [r for r in test_rows if r[1] in ("lymphocyte", "neutrophil")]
@@ -325,6 +356,9 @@ def test_train_cli_deep_with_cnn_options(features, tmp_path, capsys):
     # a stain / size reference like the hand-crafted models', from the training cells
     ref = m.metadata["domain_reference"]
     assert ref["classes"] == m.classes and np.isfinite(ref["threshold"])
+    # a review threshold from the out-of-fold probabilities of the 18 images (deep: the SVC on
+    # embeddings; fused: the stack, whose copy rows have none)
+    assert m.metadata["review"]["n"] == 18
     # predict: the hand-crafted features come from the cache filled by training
     test = [p for p, _ in pbc_subset(1, split="test")][:3] + [str(tmp_path / "missing.jpg")]
     rc = main(["predict", str(model), *test, "--out", str(tmp_path / "p.csv"),
@@ -335,6 +369,7 @@ def test_train_cli_deep_with_cnn_options(features, tmp_path, capsys):
     assert list(df["status"]) == ["ok", "ok", "ok", "error"]
     assert df.loc[:2, ["p_lymphocyte", "p_neutrophil", "p_platelet"]].notna().all().all()
     assert df["domain_score"][:3].notna().all() and np.isnan(df["domain_score"][3])
+    assert "needs_review" in df.columns and not df["needs_review"][3]
     assert "unlike the training images" in out + err
     # the same probabilities as the estimator's own feature extraction (the CSV keeps 6
     # decimals)
@@ -344,3 +379,39 @@ def test_train_cli_deep_with_cnn_options(features, tmp_path, capsys):
         main(["train", str(man), "--out", str(model), "--features", "deep",
               "--cnn-augment", "strong"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_review_threshold_against_brute_force():
+    from morphocell.report import review_threshold
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    for trial in range(20):
+        n = int(rng.integers(5, 60))
+        logits = rng.normal(size=(n, 3)) * rng.uniform(0.5, 4)
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        if trial % 3 == 0:
+            p = np.round(p, 1)                     # ties in confidence
+            p /= p.sum(axis=1, keepdims=True)
+        y = np.asarray(classes)[np.where(rng.random(n) < 0.8, p.argmax(1), rng.integers(0, 3, n))]
+        target = float(rng.choice([0.8, 0.9, 0.95, 1.0]))
+        r = review_threshold(p, y, classes, target)
+        conf, right = p.max(1), np.asarray(classes)[p.argmax(1)] == y
+        # brute force: every candidate threshold (each confidence, and 0); the lowest whose
+        # accepted cells reach the target wins
+        ok = [t for t in sorted(set(conf)) if right[conf >= t].mean() >= target]
+        if right.mean() >= target:
+            assert r["threshold"] == 0.0 and r["review_fraction"] == 0.0
+        elif ok:
+            t = min(ok)
+            assert r["threshold"] == t
+            assert r["review_fraction"] == pytest.approx((conf < t).mean())
+            assert r["accepted_accuracy"] == pytest.approx(right[conf >= t].mean())
+        else:
+            assert r["threshold"] > 1 and r["review_fraction"] == 1.0
+    # NaN rows (failed images, rows that did not train the meta-learner) are left out
+    p = np.array([[0.9, 0.1], [np.nan, np.nan], [0.6, 0.4]])
+    r = review_threshold(p, ["a", "b", "b"], ["a", "b"], 1.0)
+    assert r["n"] == 2 and r["threshold"] == 0.9 and r["review_fraction"] == 0.5
+    with pytest.raises(ValueError, match="target_accuracy"):
+        review_threshold(p, ["a", "b", "b"], ["a", "b"], 0.0)

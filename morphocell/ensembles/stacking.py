@@ -327,6 +327,11 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
     cv_scores_ : dict
         Out-of-fold accuracy and macro-F1 of every base learner, and of the stack estimated by
         cross-validating the meta-learner on the out-of-fold probabilities (see ``fit``).
+    oof_proba_ : ndarray (n_samples, n_classes) or None
+        The stack's own out-of-fold class probabilities behind ``cv_scores_["stack"]`` (columns
+        in ``classes_`` order; NaN rows for samples that do not train the meta-learner;
+        ``None`` when ``cv`` gives fewer than 2 folds). What a confidence threshold is chosen
+        on (:func:`morphocell.report.review_threshold`).
     """
 
     def __init__(self, estimators=("rf", "svc", "xgb"), final_estimator=None, cv=5,
@@ -507,9 +512,16 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
             # the same folds, restricted to the rows that train the meta-learner
             pos = np.cumsum(meta_rows) - 1
             msplits = [(pos[tr[meta_rows[tr]]], pos[te[meta_rows[te]]]) for tr, te in splits]
-            meta_pred = cross_val_predict(self._meta(), Z, ym, cv=msplits)
+            meta_proba = cross_val_predict(self._meta(), Z, ym, cv=msplits,
+                                           method="predict_proba")
+            meta_pred = meta_proba.argmax(axis=1)  # as predict: the arg-max of predict_proba
             scores["stack"] = {"accuracy": float(accuracy_score(ym, meta_pred)),
                                "macro_f1": float(f1_score(ym, meta_pred, average="macro"))}
+            oof_proba = np.full((len(yi), n_classes), np.nan)
+            oof_proba[meta_rows] = meta_proba
+        else:
+            oof_proba = None
+        self.oof_proba_ = oof_proba
         self.cv_scores_ = scores
         self.learners_ = [(name, done[(s, None)], idx)
                           for s, (name, _, idx) in enumerate(specs)]
