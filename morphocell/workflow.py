@@ -993,6 +993,15 @@ def demo_command(args) -> int:
                         "n_images": len(paths), "n_used": int(ok.sum()),
                         "cv": 5, "random_state": 0, "cv_scores": clf.cv_scores_,
                         "versions": _versions()})
+    from .domain import fit_domain_reference
+
+    ref = fit_domain_reference(X[ok].reset_index(drop=True), y[ok])
+    if ref is not None:
+        model.metadata["domain_reference"] = ref
+    review = review_reference(clf, y[ok], classes)
+    if review is not None:
+        model.metadata["review"] = review
+        print(_format_review(review))
     save_model(model, out / "model.mcm")
     write_explanation(model, out / "model_explain")
     proba = np.full((len(paths), len(classes)), np.nan)

@@ -92,4 +92,7 @@ def test_demo_end_to_end(tmp_path):
     assert set(count["flagged"]) <= {"erythroblast", "ig"} == set(count["atypical_classes"])
     model = load_model(out / "model.mcm")
     assert len(model.classes) == 8
+    # what predict needs for needs_review / unlike_training, as for a model from train
+    assert model.metadata["review"]["n"] == n and "review threshold" in r.stdout
+    assert model.metadata["domain_reference"]["classes"] == model.classes
     assert not list(out.rglob(".*tmp"))  # nothing half-written
