@@ -713,6 +713,7 @@ def predict_command(args) -> int:
             raise DataError(f"--atypical names unknown classes {unknown}; model classes: "
                             f"{model.classes}")
         model.atypical_classes = atyp
+    review = _review_setting(model, getattr(args, "review_threshold", None))
     paths, _ = resolve_inputs(args.inputs)
     res = predict_paths(model, paths, n_jobs=args.n_jobs, verbose=0 if args.quiet else 1,
                         cache_dir=getattr(args, "cache_dir", None))
@@ -721,7 +722,6 @@ def predict_command(args) -> int:
     if "domain_score" in res:
         df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
         df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
-    review = _review_setting(model, getattr(args, "review_threshold", None))
     if review is not None:
         df.insert(df.columns.get_loc("status"), "needs_review",
                   needs_review(res["proba"], res["statuses"], review["threshold"]))
