@@ -125,6 +125,26 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     assert rc == 0 and np.isclose(d2["p_atypical"][0], d2["p_basophil"][0])
 
 
+def test_models_without_a_review_threshold_get_no_review_column(trained, tmp_path, capsys):
+    """Models written before the review threshold existed predict as before."""
+    from morphocell.model_io import load_model, save_model
+
+    _, _, model, _ = trained
+    m = load_model(model)
+    del m.metadata["review"]
+    old = tmp_path / "old.mcm"
+    save_model(m, old)
+    img = pbc_subset(1, split="test")[0][0]
+    assert main(["predict", str(old), img, "--out", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert "needs_review" not in pd.read_csv(tmp_path / "p.csv").columns
+    assert "needs_review" not in json.loads((tmp_path / "p_differential.json").read_text())
+    assert "need review" not in capsys.readouterr().out
+    # ... unless a threshold is given
+    assert main(["predict", str(old), img, "--out", str(tmp_path / "q.csv"), "-q",
+                 "--review-threshold", "1"]) == 0
+    assert pd.read_csv(tmp_path / "q.csv")["needs_review"].tolist() == [True]
+
+
 def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
     _, _, model, _ = trained
     test_rows = pbc_subset(3, split="test")
