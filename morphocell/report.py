@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["atypical_probability", "differential_count", "format_differential",
-           "review_threshold", "REVIEW_ACCURACY",
+           "review_threshold", "review_curve", "plot_review_curve", "REVIEW_ACCURACY",
            "classification_metrics", "format_metrics", "most_confused",
            "plot_confusion_matrix", "plot_top_features", "top_features_table"]
 
@@ -93,15 +93,48 @@ def differential_count(predicted: Sequence[str | None], classes: Sequence[str],
 REVIEW_ACCURACY = 0.995
 
 
+def review_curve(confidence, right):
+    """Accuracy of the cells kept against the share sent to review, for every threshold.
+
+    Cells are ranked by decreasing ``confidence`` (top class probability); for each distinct
+    confidence ``t`` the cells with ``confidence >= t`` are kept (accepted) and the rest go
+    to review. Non-finite confidences are ignored.
+
+    Returns
+    -------
+    DataFrame with one row per distinct confidence, from the highest: ``threshold`` (``t``),
+    ``n_accepted``, ``review_fraction`` (``1 - n_accepted / n``) and ``accepted_accuracy``.
+
+    >>> review_curve([0.9, 0.8, 0.8, 0.6], [True, True, False, True]).round(3).values.tolist()
+    [[0.9, 1.0, 0.75, 1.0], [0.8, 3.0, 0.25, 0.667], [0.6, 4.0, 0.0, 0.75]]
+    """
+    import pandas as pd
+
+    conf = np.asarray(confidence, dtype=np.float64)
+    right = np.asarray(right, dtype=bool)
+    keep = np.isfinite(conf)
+    conf, right = conf[keep], right[keep]
+    n = len(conf)
+    order = np.argsort(-conf, kind="stable")
+    conf, right = conf[order], right[order]
+    k = np.flatnonzero(np.append(conf[1:] < conf[:-1], True)) + 1 if n else np.zeros(0, int)
+    hits = np.cumsum(right)
+    return pd.DataFrame({"threshold": conf[k - 1] if n else np.zeros(0),
+                         "n_accepted": k,
+                         "review_fraction": 1.0 - k / max(n, 1),
+                         "accepted_accuracy": hits[k - 1] / k if n else np.zeros(0)})
+
+
 def review_threshold(proba, y, classes, target_accuracy: float = REVIEW_ACCURACY) -> dict:
     """The confidence below which a cell goes to a person for review.
 
     With ``conf = max_c p(c | x)`` the cells are ranked by decreasing confidence; the
     threshold ``t`` is the lowest confidence such that the cells with ``conf >= t`` are
     classified right at least ``target_accuracy`` of the time (the largest such accepted
-    set; cells tied at ``t`` are all accepted or all reviewed). Chosen on held-out
-    probabilities -- the stack's out-of-fold ones (:attr:`StackedCellClassifier.oof_proba_`)
-    at training -- never on the images it is then applied to.
+    set; cells tied at ``t`` are all accepted or all reviewed; :func:`review_curve`). Chosen
+    on held-out probabilities -- the stack's out-of-fold ones
+    (:attr:`StackedCellClassifier.oof_proba_`) at training -- never on the images it is then
+    applied to.
 
     Parameters
     ----------
@@ -135,20 +168,50 @@ def review_threshold(proba, y, classes, target_accuracy: float = REVIEW_ACCURACY
     out = {"target_accuracy": float(target_accuracy), "n": int(n)}
     if n == 0:
         return {**out, "threshold": 0.0, "review_fraction": None, "accepted_accuracy": None}
-    conf = proba.max(axis=1)
     right = np.asarray(classes, dtype=str)[proba.argmax(axis=1)] == y
-    order = np.argsort(-conf, kind="stable")
-    conf, right = conf[order], right[order]
-    acc = np.cumsum(right) / np.arange(1, n + 1)        # accuracy of the top k, k = 1..n
-    block_end = np.append(conf[1:] < conf[:-1], True)   # k ends a run of tied confidences
-    ok = np.flatnonzero(block_end & (acc >= target_accuracy))
-    if ok.size == 0:
+    curve = review_curve(proba.max(axis=1), right)
+    ok = curve[curve["accepted_accuracy"] >= target_accuracy]
+    if ok.empty:
         return {**out, "threshold": float(np.nextafter(1.0, 2.0)), "review_fraction": 1.0,
                 "accepted_accuracy": None}
-    k = int(ok[-1]) + 1                                   # cells accepted
-    t = 0.0 if k == n else float(conf[k - 1])
-    return {**out, "threshold": t, "review_fraction": float(1.0 - k / n),
-            "accepted_accuracy": float(acc[k - 1])}
+    best = ok.iloc[-1]                                    # the most cells accepted
+    t = 0.0 if int(best["n_accepted"]) == n else float(best["threshold"])
+    return {**out, "threshold": t, "review_fraction": float(best["review_fraction"]),
+            "accepted_accuracy": float(best["accepted_accuracy"])}
+
+
+def plot_review_curve(curve, path: str | os.PathLike, threshold: float | None = None,
+                      title: str = "Accuracy of the cells not sent to review") -> None:
+    """:func:`review_curve` as a PNG: accuracy of the kept cells against the share reviewed,
+    with the model's threshold marked when given."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ._utils import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    ax.plot(100 * curve["review_fraction"], 100 * curve["accepted_accuracy"], lw=1.5)
+    if threshold is not None and len(curve):
+        at = curve[curve["threshold"] >= threshold]
+    if threshold is not None and len(curve) and len(at):
+        row = at.iloc[-1]                                  # the cells kept at the threshold
+        ax.plot(100 * row["review_fraction"], 100 * row["accepted_accuracy"], "o",
+                label=f"threshold {threshold:.3f}: {100 * row['review_fraction']:.1f}% "
+                      f"reviewed, {100 * row['accepted_accuracy']:.2f}% right")
+        ax.legend(loc="lower right", fontsize=8)
+    if len(curve):  # up to where the kept cells reach their best accuracy, not all 100%
+        best = curve[curve["accepted_accuracy"] >= curve["accepted_accuracy"].max()]
+        ax.set_xlim(0, min(100.0, max(10.0, 120.0 * float(best["review_fraction"].min()))))
+    ax.set_xlabel("cells sent to review (%)")
+    ax.set_ylabel("accuracy of the other cells (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
 
 
 def format_differential(d: dict) -> str:

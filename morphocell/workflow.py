@@ -777,9 +777,13 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
 
     Returns ``(metrics, predictions DataFrame)``; ``metrics`` holds the fields of
     :func:`~morphocell.report.classification_metrics` plus ``n_images``, ``n_failed``,
-    ``unknown_labels`` and, for a stacked model, ``base_learners`` (metrics per base learner).
+    ``unknown_labels``, ``review_curve`` (:func:`morphocell.report.review_curve` of the
+    top class probability over all the model's classes, as ``predict`` sees it, and whether
+    the prediction was right), for a model with a review threshold ``review`` (cells marked
+    ``needs_review`` and the accuracy of the others; the column is added to the table) and,
+    for a stacked model, ``base_learners`` (metrics per base learner).
     """
-    from .report import classification_metrics
+    from .report import classification_metrics, review_curve
 
     labels = [str(v) for v in labels]
     res = predict_paths(model, paths, n_jobs=n_jobs, verbose=verbose, cache_dir=cache_dir,
@@ -825,12 +829,17 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
     df = predictions_frame(paths, full, res["statuses"], res["errors"], classes,
                            model.atypical_classes)
     df.insert(1, "label", labels)
+    # confidence as predict sees it (the top probability over all the model's classes)
+    conf = np.full(len(paths), np.nan)
+    if ok.any():
+        conf[ok] = np.nanmax(proba[ok], axis=1)
+    right = np.array([lab == p for lab, p in zip(labels, df["predicted"], strict=True)])
+    m["review_curve"] = review_curve(conf, right)
     review = _review_setting(model)
     if review is not None:
-        # the cells predict would mark (its probabilities: all the model's classes)
+        # the cells predict would mark
         flag = needs_review(proba, res["statuses"], review["threshold"])
         df.insert(df.columns.get_loc("status"), "needs_review", flag)
-        right = np.array([lab == p for lab, p in zip(labels, df["predicted"], strict=True)])
         acc_r, acc_a = right[flag], right[ok & ~flag]
         m["review"] = {"threshold": review["threshold"],
                        "target_accuracy": review.get("target_accuracy"),
@@ -862,13 +871,14 @@ def evaluate_command(args) -> int:
     import pandas as pd
 
     from .model_io import load_model
-    from .report import format_metrics, plot_confusion_matrix
+    from .report import format_metrics, plot_confusion_matrix, plot_review_curve
 
     model = load_model(args.model)
     paths, labels = load_labelled(args.data)
     m, df = evaluate_paths(model, paths, labels, classes_present_only=args.classes_present_only,
                            n_jobs=args.n_jobs, verbose=0 if args.quiet else 1,
                            cache_dir=getattr(args, "cache_dir", None))
+    curve = m.pop("review_curve")
     n_failed = _report_failures(paths, df["status"].tolist(), df["error"].tolist(), "evaluate")
     if m["unknown_labels"]:
         _eprint(f"evaluate: warning: labels not known to the model (always wrong): "
@@ -890,6 +900,9 @@ def evaluate_command(args) -> int:
             write_csv(pd.DataFrame(m["most_confused"],
                                     columns=["true", "predicted", "count", "fraction"]),
                        out / "most_confused.csv")
+            write_csv(curve, out / "review_curve.csv", float_format="%.6f")
+            plot_review_curve(curve, out / "review_curve.png",
+                              (m.get("review") or {}).get("threshold"))
         write_csv(df, out / "predictions.csv", float_format="%.6f")
     if args.json:
         json.dump(m, sys.stdout, indent=2, default=_jsonable)

@@ -174,6 +174,17 @@ def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
     assert r["n_review"] == flag.sum() and r["review_fraction"] == pytest.approx(flag.mean())
     if (~flag).any():
         assert r["accepted_accuracy"] == pytest.approx(right[~flag].mean())
+    # the curve a lab picks its own threshold from: its row at the model's threshold is the
+    # same split of the cells
+    curve = pd.read_csv(tmp_path / "rep" / "review_curve.csv")
+    assert curve["threshold"].is_monotonic_decreasing
+    assert curve["review_fraction"].is_monotonic_decreasing
+    assert curve["review_fraction"].iloc[-1] == 0 and curve["n_accepted"].iloc[-1] == 24
+    at = curve[curve["threshold"] >= r["threshold"] - 1e-6]
+    if len(at):
+        assert at["n_accepted"].iloc[-1] == (~flag).sum()
+    assert (tmp_path / "rep" / "review_curve.png").stat().st_size > 1000
+    assert "review_curve" not in m
 
     # only two classes in the data: --classes-present-only predicts only those two
     two = [r for r in test_rows if r[1] in ("lymphocyte", "neutrophil")]
