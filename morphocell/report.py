@@ -215,15 +215,23 @@ def plot_review_curve(curve, path: str | os.PathLike, threshold: float | None = 
 
 
 def format_differential(d: dict) -> str:
-    """The differential count as a small text table."""
+    """The differential count as a small text table (with a ``review`` column of the cells
+    per class marked for review when ``d["needs_review"]["by_class"]`` is there)."""
+    review = (d.get("needs_review") or {}).get("by_class")
+    head = f"  {'class':<16}{'count':>7}{'%':>9}" + (f"{'review':>8}" if review else "")
     lines = [f"Differential count ({d['n_classified']} cells classified, "
-             f"{d['n_failed']} failed)", f"  {'class':<16}{'count':>7}{'%':>9}"]
+             f"{d['n_failed']} failed)", head]
     for c, k in d["counts"].items():
         flag = "  <- flagged (atypical)" if c in d["flagged"] else ""
-        lines.append(f"  {c:<16}{k:>7}{d['percent'][c]:>9.2f}{flag}")
+        rv = f"{review.get(c, 0):>8}" if review else ""
+        lines.append(f"  {c:<16}{k:>7}{d['percent'][c]:>9.2f}{rv}{flag}")
     if d["flagged"]:
+        sure = ""
+        if review:
+            n_rev = sum(review.get(c, 0) for c in d["flagged"])
+            sure = f"; {d['n_atypical'] - n_rev} of them not marked for review"
         lines.append(f"  FLAG: atypical classes present: {', '.join(d['flagged'])} "
-                     f"({d['n_atypical']} cells, {d['percent_atypical']:.2f}%)")
+                     f"({d['n_atypical']} cells, {d['percent_atypical']:.2f}%{sure})")
     else:
         lines.append("  no atypical class present")
     return "\n".join(lines)

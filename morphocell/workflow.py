@@ -737,8 +737,11 @@ def predict_command(args) -> int:
             "n_scored": int(np.isfinite(res["domain_score"]).sum()),
             "threshold": model.metadata["domain_reference"]["threshold"]}
     if review is not None:
+        marked = df.loc[df["needs_review"].to_numpy(bool), "predicted"].value_counts()
         count["needs_review"] = {"n": int(df["needs_review"].sum()),
-                                 "n_classified": count["n_classified"], **review}
+                                 "n_classified": count["n_classified"],
+                                 "by_class": {c: int(marked.get(c, 0)) for c in model.classes},
+                                 **review}
     _write_json(count, count_out)
     n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
     print(format_differential(count))

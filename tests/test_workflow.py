@@ -109,6 +109,9 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     assert str(df.iloc[-1]["needs_review"]) == "False"
     assert count["needs_review"]["n"] == int(flag.sum())
     assert count["needs_review"]["threshold"] == thr and "need review" in out
+    marked = ok.loc[flag, "predicted"].value_counts()
+    assert count["needs_review"]["by_class"] == {c: int(marked.get(c, 0)) for c in classes}
+    assert "review" in out.splitlines()[1]  # a column of the printed table
     # --review-threshold overrides it: 1 marks every classified cell, 0 none
     for thr2, n2 in ((1.0, 16), (0.0, 0)):
         main(["predict", str(model), *[p for p, _ in test_rows], str(bad),
@@ -237,6 +240,13 @@ def test_differential_count_by_hand():
     assert d["n_atypical"] == 2 and d["percent_atypical"] == 28.57
     assert d["mean_p_atypical"] == pytest.approx(2.3 / 7, abs=1e-4)
     assert d["n_p_atypical_over_0.5"] == 2
+    from morphocell.report import format_differential
+
+    d["needs_review"] = {"by_class": {"ig": 1, "neutrophil": 2}}
+    text = format_differential(d).splitlines()
+    assert text[1].split() == ["class", "count", "%", "review"]
+    assert text[3].split() == ["ig", "1", "14.29", "1", "<-", "flagged", "(atypical)"]
+    assert text[-1].endswith("(2 cells, 28.57%; 1 of them not marked for review)")
     none = differential_count([None, None], classes, ["ig"])
     assert none["n_classified"] == 0 and none["percent"]["ig"] == 0.0 and none["flagged"] == []
     with pytest.raises(ValueError, match="not among the classes"):
