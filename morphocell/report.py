@@ -114,15 +114,17 @@ def review_curve(confidence, right):
     right = np.asarray(right, dtype=bool)
     keep = np.isfinite(conf)
     conf, right = conf[keep], right[keep]
+    columns = ["threshold", "n_accepted", "review_fraction", "accepted_accuracy"]
     n = len(conf)
+    if n == 0:
+        return pd.DataFrame(columns=columns)
     order = np.argsort(-conf, kind="stable")
     conf, right = conf[order], right[order]
-    k = np.flatnonzero(np.append(conf[1:] < conf[:-1], True)) + 1 if n else np.zeros(0, int)
-    hits = np.cumsum(right)
-    return pd.DataFrame({"threshold": conf[k - 1] if n else np.zeros(0),
-                         "n_accepted": k,
-                         "review_fraction": 1.0 - k / max(n, 1),
-                         "accepted_accuracy": hits[k - 1] / k if n else np.zeros(0)})
+    k = np.flatnonzero(np.append(conf[1:] < conf[:-1], True)) + 1   # ends of tied runs
+    hits = np.cumsum(right)[k - 1]
+    return pd.DataFrame({"threshold": conf[k - 1], "n_accepted": k,
+                         "review_fraction": 1.0 - k / n, "accepted_accuracy": hits / k},
+                        columns=columns)
 
 
 def review_threshold(proba, y, classes, target_accuracy: float = REVIEW_ACCURACY) -> dict:
