@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["atypical_probability", "differential_count", "format_differential",
-           "review_threshold", "review_curve", "plot_review_curve", "REVIEW_ACCURACY",
+           "review_threshold", "review_curve", "review_excess", "plot_review_curve",
+           "REVIEW_ACCURACY",
            "classification_metrics", "format_metrics", "most_confused",
            "plot_confusion_matrix", "plot_top_features", "top_features_table"]
 
@@ -180,6 +181,41 @@ def review_threshold(proba, y, classes, target_accuracy: float = REVIEW_ACCURACY
     t = 0.0 if int(best["n_accepted"]) == n else float(best["threshold"])
     return {**out, "threshold": t, "review_fraction": float(best["review_fraction"]),
             "accepted_accuracy": float(best["accepted_accuracy"])}
+
+
+#: a batch is called harder than the training images when its share of cells marked for review
+#: is at least this many times the training images' out-of-fold share ...
+REVIEW_EXCESS_RATIO = 2.0
+#: ... and a one-sided binomial test puts that many marked cells below this p-value
+REVIEW_EXCESS_P = 0.001
+
+
+def review_excess(n_marked: int, n: int, expected: float) -> dict:
+    """Are more cells marked for review than on images like the training ones?
+
+    ``expected`` is the share of the training images below the threshold out of fold
+    (``review_fraction`` of :func:`review_threshold`). Under "the batch is like the training
+    images" the count of marked cells is about Binomial(``n``, ``expected``); the batch is
+    called **harder** when ``n_marked / n >= REVIEW_EXCESS_RATIO * expected`` and the one-sided
+    p-value ``P(X >= n_marked)`` is below :data:`REVIEW_EXCESS_P` (both fixed a priori: a
+    large effect, not a chance excess in a small batch).
+
+    >>> r = review_excess(11, 40, 0.081)
+    >>> r["ratio"] > 3, r["p_value"] < 1e-3, r["harder"]
+    (True, True, True)
+    >>> review_excess(193, 2737, 0.081)["harder"]
+    False
+    """
+    from scipy.stats import binom
+
+    n, n_marked = int(n), int(n_marked)
+    if n == 0 or not 0 < float(expected) < 1:
+        return {"ratio": None, "p_value": None, "harder": False}
+    share = n_marked / n
+    p = float(binom.sf(n_marked - 1, n, float(expected)))
+    ratio = share / float(expected)
+    return {"ratio": ratio, "p_value": p,
+            "harder": bool(ratio >= REVIEW_EXCESS_RATIO and p < REVIEW_EXCESS_P)}
 
 
 def plot_review_curve(curve, path: str | os.PathLike, threshold: float | None = None,

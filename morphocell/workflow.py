@@ -742,6 +742,12 @@ def predict_command(args) -> int:
                                  "n_classified": count["n_classified"],
                                  "by_class": {c: int(marked.get(c, 0)) for c in model.classes},
                                  **review}
+        if review.get("training_review_fraction") is not None:
+            from .report import review_excess
+
+            count["needs_review"]["excess"] = review_excess(
+                count["needs_review"]["n"], count["n_classified"],
+                review["training_review_fraction"])
     _write_json(count, count_out)
     n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
     print(format_differential(count))
@@ -752,6 +758,12 @@ def predict_command(args) -> int:
               f"probability below {review['threshold']:.3f} (column needs_review"
               + (f"; out of fold {acc:.2%} of the training cells above it were right"
                  if acc is not None else "") + ")")
+        if count["needs_review"].get("excess", {}).get("harder"):
+            _eprint(f"warning: {100 * nr / max(nc, 1):.1f}% of the cells need review, against "
+                    f"{100 * review['training_review_fraction']:.1f}% of the training images "
+                    "(out of fold): the model is much less sure of these cells than of its "
+                    "training images (another lab, stain or scanner, or cells it rarely saw), "
+                    "and the differential count may be unreliable.")
     if "unlike_training" in count:
         n_unlike, n_scored = count["unlike_training"]["n"], count["unlike_training"]["n_scored"]
         share = n_unlike / max(n_scored, 1)

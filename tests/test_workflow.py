@@ -111,6 +111,9 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
     assert count["needs_review"]["threshold"] == thr and "need review" in out
     marked = ok.loc[flag, "predicted"].value_counts()
     assert count["needs_review"]["by_class"] == {c: int(marked.get(c, 0)) for c in classes}
+    ex = count["needs_review"]["excess"]   # more marked than on the training images?
+    assert set(ex) == {"ratio", "p_value", "harder"}
+    assert ("need review, against" in err) == ex["harder"]
     assert "review" in out.splitlines()[1]  # a column of the printed table
     # --review-threshold overrides it: 1 marks every classified cell, 0 none
     for thr2, n2 in ((1.0, 16), (0.0, 0)):
@@ -456,3 +459,31 @@ def test_review_threshold_against_brute_force():
     assert r["n"] == 2 and r["threshold"] == 0.9 and r["review_fraction"] == 0.5
     with pytest.raises(ValueError, match="target_accuracy"):
         review_threshold(p, ["a", "b", "b"], ["a", "b"], 0.0)
+
+
+def test_report_doctests():
+    import doctest
+
+    from morphocell import report
+
+    res = doctest.testmod(report)
+    assert res.attempted >= 8 and res.failed == 0
+
+
+def test_review_excess_against_the_binomial_tail():
+    from scipy.stats import binom
+
+    from morphocell.report import REVIEW_EXCESS_P, REVIEW_EXCESS_RATIO, review_excess
+
+    for k, n, e in [(11, 40, 0.081), (4, 40, 0.081), (7, 40, 0.081), (300, 2000, 0.081),
+                    (170, 2000, 0.081), (0, 10, 0.2), (10, 10, 0.2)]:
+        r = review_excess(k, n, e)
+        p = sum(binom.pmf(j, n, e) for j in range(k, n + 1))     # P(X >= k), term by term
+        assert r["p_value"] == pytest.approx(p, rel=1e-9, abs=1e-300)
+        assert r["ratio"] == pytest.approx(k / n / e)
+        assert r["harder"] == (k / n >= REVIEW_EXCESS_RATIO * e and p < REVIEW_EXCESS_P)
+    # a small excess in a large batch is significant but not large: not called harder
+    assert not review_excess(200, 2000, 0.081)["harder"]
+    assert review_excess(0, 0, 0.08)["harder"] is False
+    assert review_excess(5, 10, 0.0)["p_value"] is None
+
