@@ -792,13 +792,14 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
 
     Returns ``(metrics, predictions DataFrame)``; ``metrics`` holds the fields of
     :func:`~morphocell.report.classification_metrics` plus ``n_images``, ``n_failed``,
-    ``unknown_labels``, ``review_curve`` (:func:`morphocell.report.review_curve` of the
+    ``unknown_labels``, ``unlike_training`` (cells flagged by the stain / size check, for a
+    model with a domain reference; the columns are added to the table), ``review_curve`` (:func:`morphocell.report.review_curve` of the
     top class probability over all the model's classes, as ``predict`` sees it, and whether
     the prediction was right), for a model with a review threshold ``review`` (cells marked
     ``needs_review`` and the accuracy of the others; the column is added to the table) and,
     for a stacked model, ``base_learners`` (metrics per base learner).
     """
-    from .report import classification_metrics, review_curve
+    from .report import classification_metrics, review_curve, review_excess
 
     labels = [str(v) for v in labels]
     res = predict_paths(model, paths, n_jobs=n_jobs, verbose=verbose, cache_dir=cache_dir,
@@ -844,6 +845,11 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
     df = predictions_frame(paths, full, res["statuses"], res["errors"], classes,
                            model.atypical_classes)
     df.insert(1, "label", labels)
+    if "domain_score" in res:
+        df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
+        df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
+        m["unlike_training"] = {"n": int(res["unlike_training"].sum()),
+                                "n_scored": int(np.isfinite(res["domain_score"]).sum())}
     # confidence as predict sees it (the top probability over all the model's classes)
     conf = np.full(len(paths), np.nan)
     if ok.any():
@@ -862,6 +868,10 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
                        "review_fraction": float(flag.sum() / max(int(ok.sum()), 1)),
                        "accepted_accuracy": float(acc_a.mean()) if acc_a.size else None,
                        "reviewed_accuracy": float(acc_r.mean()) if acc_r.size else None}
+        if review.get("training_review_fraction") is not None:
+            m["review"]["training_review_fraction"] = review["training_review_fraction"]
+            m["review"]["excess"] = review_excess(int(flag.sum()), int(ok.sum()),
+                                                  review["training_review_fraction"])
     return m, df
 
 
@@ -932,8 +942,15 @@ def evaluate_command(args) -> int:
         if r:
             acc = (f"; accuracy {r['accepted_accuracy']:.4f} on the others"
                    if r["accepted_accuracy"] is not None else "")
+            harder = ((r.get("excess") or {}).get("harder")
+                      and f" (training images: {r['training_review_fraction']:.1%}; far more "
+                      "here)") or ""
             print(f"review: {r['n_review']} cells ({r['review_fraction']:.1%}) below the "
-                  f"model's confidence threshold {r['threshold']:.3f}" + acc)
+                  f"model's confidence threshold {r['threshold']:.3f}{harder}" + acc)
+        u = m.get("unlike_training")
+        if u:
+            print(f"unlike the training images in stain or size: {u['n']} of {u['n_scored']} "
+                  "cells")
         if args.out:
             print(f"report written to {args.out}")
     return EXIT_PARTIAL if n_failed else EXIT_OK

@@ -191,6 +191,10 @@ def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
         assert at["n_accepted"].iloc[-1] == (~flag).sum()
     assert (tmp_path / "rep" / "review_curve.png").stat().st_size > 1000
     assert "review_curve" not in m
+    assert set(r["excess"]) == {"ratio", "p_value", "harder"}
+    # the stain / size check, as predict makes it
+    assert m["unlike_training"]["n_scored"] == 24
+    assert m["unlike_training"]["n"] == pred["unlike_training"].astype(bool).sum()
 
     # only two classes in the data: --classes-present-only predicts only those two
     two = [r for r in test_rows if r[1] in ("lymphocyte", "neutrophil")]
