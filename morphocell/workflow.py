@@ -634,6 +634,16 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     return out
 
 
+def _insert_domain_columns(df, res: dict) -> bool:
+    """``domain_score`` / ``unlike_training`` columns (before ``status``) when ``res`` (from
+    :func:`predict_paths`) has them; whether it had."""
+    if "domain_score" not in res:
+        return False
+    df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
+    df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
+    return True
+
+
 def _add_domain_scores(out: dict, ref: dict, X, ok: np.ndarray) -> None:
     """``out["domain_score"]`` / ``out["unlike_training"]`` for all rows; ``X``: the rows
     where ``ok``."""
@@ -719,9 +729,7 @@ def predict_command(args) -> int:
                         cache_dir=getattr(args, "cache_dir", None))
     df = predictions_frame(paths, res["proba"], res["statuses"], res["errors"], model.classes,
                            model.atypical_classes)
-    if "domain_score" in res:
-        df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
-        df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
+    _insert_domain_columns(df, res)
     if review is not None:
         df.insert(df.columns.get_loc("status"), "needs_review",
                   needs_review(res["proba"], res["statuses"], review["threshold"]))
@@ -845,9 +853,7 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
     df = predictions_frame(paths, full, res["statuses"], res["errors"], classes,
                            model.atypical_classes)
     df.insert(1, "label", labels)
-    if "domain_score" in res:
-        df.insert(df.columns.get_loc("status"), "domain_score", res["domain_score"])
-        df.insert(df.columns.get_loc("status"), "unlike_training", res["unlike_training"])
+    if _insert_domain_columns(df, res):
         m["unlike_training"] = {"n": int(res["unlike_training"].sum()),
                                 "n_scored": int(np.isfinite(res["domain_score"]).sum())}
     # confidence as predict sees it (the top probability over all the model's classes)
