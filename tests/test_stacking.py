@@ -64,6 +64,16 @@ def test_string_labels_nan_and_probabilities():
     assert oof.max(axis=1).mean() < p.max(axis=1).mean()
 
 
+def test_final_estimator_without_probabilities_is_refused_before_fitting():
+    from sklearn.svm import LinearSVC
+
+    X, y = _data()
+    clf = StackedCellClassifier(estimators=small_learners(), final_estimator=LinearSVC(), cv=3)
+    with pytest.raises(ValueError, match="no predict_proba"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "learners_")
+
+
 def test_out_of_fold_meta_features_are_honest():
     """The meta-learner is fitted on out-of-fold probabilities: on pure noise labels the
     out-of-fold accuracy of every learner stays near chance although in-sample RF is ~100%."""

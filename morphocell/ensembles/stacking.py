@@ -439,6 +439,11 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import cross_val_predict
 
         sample_groups = None if groups is None else np.asarray(groups)
+        if self.final_estimator is not None and not hasattr(self.final_estimator,
+                                                            "predict_proba"):
+            raise ValueError(f"final_estimator {self.final_estimator!r} has no predict_proba: "
+                             "the stack's probabilities (and its predictions, their arg-max) "
+                             "are the meta-learner's")
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         check_classification_targets(y)
         le = LabelEncoder().fit(y)
