@@ -164,6 +164,7 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     from .model_io import SavedModel, default_atypical_classes
 
     _check_fraction(domain_copies)
+    _check_review_accuracy(review_accuracy)
     fams = tuple(families or DEFAULT_FAMILIES)
     t0 = time.perf_counter()
     X, st, er, stats = compute_features(paths, fams, method, cache_dir, n_jobs, verbose)
@@ -231,6 +232,11 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
             "seconds_features": t_feat, "seconds_fit": t_fit, "n_domain_copies": n_copies,
             "X": Xok, "y": y}
     return model, info
+
+
+def _check_review_accuracy(target) -> None:
+    if not 0 < float(target) <= 1:
+        raise MorphocellError(f"review accuracy: the target must lie in (0, 1] (got {target!r})")
 
 
 def _check_fraction(fraction) -> None:
@@ -351,6 +357,7 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
     if domain_copies is None:
         domain_copies = default_domain_copies(features)
     _check_fraction(domain_copies)
+    _check_review_accuracy(review_accuracy)
     if domain_copies and features != "fused":
         raise MorphocellError("domain copies train hand-crafted learners: use --features "
                               "fused or handcrafted (a deep model has none)")
@@ -492,8 +499,6 @@ def train_command(args) -> int:
     _check_fraction(copies)
     review_acc = getattr(args, "review_accuracy", None)
     review_acc = REVIEW_ACCURACY if review_acc is None else float(review_acc)
-    if not 0 < review_acc <= 1:
-        raise MorphocellError(f"--review-accuracy must lie in (0, 1] (got {review_acc})")
     if copies and args.features == "deep":
         raise MorphocellError("--domain-copies trains hand-crafted learners: use it with "
                               "--features handcrafted or fused (the CNN of a deep model has "
@@ -680,12 +685,20 @@ def predictions_frame(paths, proba, statuses, errors, classes, atypical_classes)
     return df
 
 
+def top_confidence(proba: np.ndarray, statuses: Sequence[str]) -> np.ndarray:
+    """Top class probability of each classified cell (NaN for failed images)."""
+    ok = np.array([s == "ok" for s in statuses], dtype=bool)
+    conf = np.full(len(ok), np.nan)
+    if ok.any():
+        conf[ok] = np.nanmax(proba[ok], axis=1)
+    return conf
+
+
 def needs_review(proba: np.ndarray, statuses: Sequence[str], threshold: float) -> np.ndarray:
     """``True`` for the classified cells whose top class probability is below ``threshold``
     (``False`` for failed images, which have no prediction to review)."""
-    ok = np.array([s == "ok" for s in statuses], dtype=bool)
-    conf = np.nanmax(np.where(ok[:, None], proba, 0.0), axis=1) if len(ok) else np.zeros(0)
-    return ok & (conf < float(threshold))
+    with np.errstate(invalid="ignore"):
+        return top_confidence(proba, statuses) < float(threshold)  # NaN (failed): False
 
 
 def _review_setting(model, threshold=None) -> dict | None:
@@ -857,9 +870,7 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
         m["unlike_training"] = {"n": int(res["unlike_training"].sum()),
                                 "n_scored": int(np.isfinite(res["domain_score"]).sum())}
     # confidence as predict sees it (the top probability over all the model's classes)
-    conf = np.full(len(paths), np.nan)
-    if ok.any():
-        conf[ok] = np.nanmax(proba[ok], axis=1)
+    conf = top_confidence(proba, res["statuses"])
     right = np.array([lab == p for lab, p in zip(labels, df["predicted"], strict=True)])
     m["review_curve"] = review_curve(conf, right)
     review = _review_setting(model)

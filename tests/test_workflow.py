@@ -491,3 +491,12 @@ def test_review_excess_against_the_binomial_tail():
     assert review_excess(0, 0, 0.08)["harder"] is False
     assert review_excess(5, 10, 0.0)["p_value"] is None
 
+
+
+def test_bad_review_accuracy_is_refused_before_any_work(tmp_path, capsys):
+    from morphocell.datasets import sample_folder
+
+    rc = main(["train", str(sample_folder()), "--out", str(tmp_path / "m.mcm"),
+               "--review-accuracy", "1.5", "--cache-dir", str(tmp_path / "c"), "-q"])
+    assert rc == 2 and "(0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m.mcm").exists()
