@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="filters of the first level, doubled per level (default 12)")
     p.add_argument("--expert-repeat", type=int, default=3,
                    help="times each expert-annotated image appears per epoch (default 3)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="network input side in pixels, a multiple of 16 (default 128); "
+                        "inference reads it from the weights file")
     p.add_argument("--balance-datasets", action=argparse.BooleanOptionalAction, default=False,
                    help="repeat each expert dataset to the size of the largest, in training "
                         "and validation (default off)")

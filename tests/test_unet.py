@@ -128,6 +128,17 @@ def test_cli_segment_unet_writes_the_same_files(items, tiny, tmp_path):
         assert m.shape == items[0][0].shape[:2] and set(np.unique(m)) <= {0, 128, 255}
 
 
+@pytest.mark.parametrize("size", ["40", "16"])
+def test_train_segmenter_refuses_a_bad_input_size_before_any_work(tmp_path, size, capsys):
+    from morphocell.cli import main
+
+    rc = main(["train-segmenter", "--out", str(tmp_path / "w.keras"), "--data",
+               str(tmp_path / "missing"), "--input-size", size])
+    assert rc == 2
+    assert f"multiple of 16 and at least 32, got {size}" in capsys.readouterr().err
+    assert not (tmp_path / "w.keras").exists()
+
+
 # Bundled weights on the held-out (odd-id) subsets of tests/test_segmentation.py. Measured
 # when the weights were added (mean Dice): dataset1 nucleus 0.975 / cell 0.981, dataset2
 # nucleus 0.969 / cell 0.961 (classical on the same images: 0.964 / 0.934, 0.960 / 0.922).

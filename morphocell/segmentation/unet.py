@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._utils import DIHEDRAL, dihedral
-from ..errors import ModelFileError, SegmentationError
+from ..errors import ModelFileError, MorphocellError, SegmentationError
 from .masks import CellMasks
 
 __all__ = ["INPUT_SIZE", "build_unet", "load_unet", "predict_probabilities", "segment_unet",
@@ -561,6 +561,9 @@ def train_command(args) -> int:
     """CLI: ``morphocell train-segmenter --out WEIGHTS [--data segwbc] [--pseudo pbc]``."""
     import json
 
+    size = getattr(args, "input_size", None) or INPUT_SIZE
+    if size < 32 or size % 16:  # four 2x poolings must divide it; checked before any work
+        raise MorphocellError(f"--input-size must be a multiple of 16 and at least 32, got {size}")
     data = Path(args.data) if args.data else Path(os.environ.get(
         "MORPHOCELL_DATA", "../shared/data")) / "segwbc"
     train_all = load_segwbc(data, held_out=False)
@@ -584,7 +587,7 @@ def train_command(args) -> int:
     print(f"training on {len(train)} images (experts x{repeat}), validating on {len(val)} "
           "(expert, even ids); "
           "odd ids are held out for evaluation")
-    model, hist = train_unet(train, val, epochs=args.epochs or 40,
+    model, hist = train_unet(train, val, epochs=args.epochs or 40, input_size=size,
                              base_filters=getattr(args, "base_filters", 16) or 16,
                              random_state=args.random_state)
     out = Path(args.out)
