@@ -117,18 +117,39 @@ def test_groups_keep_copies_together_in_svc_calibration():
     y = rng.choice(["a", "b", "c"], size=150)
     X2, y2 = np.vstack([X, X + 1e-9]), np.concatenate([y, y])
     groups = np.concatenate([np.arange(150), np.arange(150)])
-    leaky = BaseLearner("svc", random_state=0).fit(X2, y2)
-    honest = BaseLearner("svc", random_state=0).fit(X2, y2, groups=groups)
-    for tr, te in honest.model_[-1].cv:
-        assert not set(groups[tr]) & set(groups[te])
-    assert leaky.predict_proba(X2).max(axis=1).mean() > 0.55
-    assert honest.predict_proba(X2).max(axis=1).mean() < 0.4
+    # the default kernel and scikit-learn's sharper "scale" gamma (factor 1), which memorises
+    # the noise more and so leaks more
+    for factor, leak in ((None, 0.5), (1.0, 0.6)):
+        params = None if factor is None else {"gamma_factor": factor}
+        leaky = BaseLearner("svc", params=params, random_state=0).fit(X2, y2)
+        honest = BaseLearner("svc", params=params, random_state=0).fit(X2, y2, groups=groups)
+        for tr, te in honest.model_[-1].cv:
+            assert not set(groups[tr]) & set(groups[te])
+        assert leaky.predict_proba(X2).max(axis=1).mean() > leak
+        assert honest.predict_proba(X2).max(axis=1).mean() < 0.4
     # singleton groups change nothing: the same folds as without groups
     single = BaseLearner("svc", random_state=0).fit(X, y, groups=np.arange(150))
     plain = BaseLearner("svc", random_state=0).fit(X, y)
     np.testing.assert_array_equal(single.predict_proba(X), plain.predict_proba(X))
     with pytest.raises(ValueError, match="one entry per sample"):
         BaseLearner("svc").fit(X2, y2, groups=groups[:9])
+
+
+def test_svc_gamma_is_the_factor_times_scikit_learns_scale():
+    """gamma = gamma_factor / (n_features * var) of the imputed, standardised data (scikit-learn's
+    "scale" rule, computed here independently); factor 1 leaves "scale" to scikit-learn."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _data(n_features=7)
+    X[::9, 2] = np.nan
+    Xs = StandardScaler().fit_transform(SimpleImputer(strategy="median").fit_transform(X))
+    svc = BaseLearner("svc", random_state=0).fit(X, y).model_[-1].estimator
+    assert svc.gamma == pytest.approx(0.35 / (7 * Xs.var()), rel=1e-12)
+    assert BaseLearner("svc", params={"gamma_factor": 1.0}).fit(X, y).model_[-1].estimator.gamma \
+        == "scale"
+    auto = BaseLearner("svc", params={"gamma": "auto", "gamma_factor": 0.5}).fit(X, y)
+    assert auto.model_[-1].estimator.gamma == pytest.approx(0.5 / 7)
 
 
 def test_deterministic_with_random_state():

@@ -196,7 +196,10 @@ def crossfit_embeddings(X, y, *, cv: int = 5, random_state=None, verbose: int = 
 def _svc(random_state):
     from ..ensembles.stacking import BaseLearner
 
-    return BaseLearner("svc", class_weight="balanced", random_state=random_state)
+    # the deep path keeps scikit-learn's "scale" gamma: the factor of the default was chosen
+    # on hand-crafted features, not on embeddings
+    return BaseLearner("svc", params={"gamma_factor": 1.0}, class_weight="balanced",
+                       random_state=random_state)
 
 
 class DeepModel(ClassifierMixin, BaseEstimator):
