@@ -76,8 +76,10 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
     """One base learner of the stack: ``"rf"``, ``"svc"`` or ``"xgb"``, robust to NaN.
 
     * ``rf``: median imputer -> ``RandomForestClassifier``;
-    * ``svc``: median imputer -> ``StandardScaler`` -> RBF ``SVC`` whose one-vs-rest decision
-      values :math:`d(x)` become probabilities :math:`\\mathrm{softmax}(d(x) / T)` with the
+    * ``svc``: median imputer -> ``StandardScaler`` -> RBF ``SVC`` (``gamma`` = ``gamma_factor``
+      x scikit-learn's ``"scale"`` on the standardised data, see :data:`DEFAULT_PARAMS`) whose
+      one-vs-rest decision values :math:`d(x)` become probabilities
+      :math:`\\mathrm{softmax}(d(x) / T)` with the
       temperature :math:`T` fitted out-of-fold (``CalibratedClassifierCV(ensemble=False,
       method="temperature")``, which replaces the deprecated ``SVC(probability=True)``: one
       parameter for all classes, 4x faster than per-class Platt scaling and as good in log
