@@ -231,9 +231,8 @@ def plot_review_curve(curve, path: str | os.PathLike, threshold: float | None = 
 
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     ax.plot(100 * curve["review_fraction"], 100 * curve["accepted_accuracy"], lw=1.5)
-    if threshold is not None and len(curve):
-        at = curve[curve["threshold"] >= threshold]
-    if threshold is not None and len(curve) and len(at):
+    at = curve[curve["threshold"] >= threshold] if threshold is not None else curve.iloc[:0]
+    if len(at):
         row = at.iloc[-1]                                  # the cells kept at the threshold
         ax.plot(100 * row["review_fraction"], 100 * row["accepted_accuracy"], "o",
                 label=f"threshold {threshold:.3f}: {100 * row['review_fraction']:.1f}% "

@@ -717,6 +717,16 @@ def _review_setting(model, threshold=None) -> dict | None:
             "training_accepted_accuracy": stored["accepted_accuracy"]}
 
 
+def _review_excess(review: dict, n_marked: int, n: int) -> dict | None:
+    """:func:`morphocell.report.review_excess` of a batch against the training images' share
+    below the threshold; ``None`` when that share is unknown (``--review-threshold``)."""
+    if review.get("training_review_fraction") is None:
+        return None
+    from .report import review_excess
+
+    return review_excess(n_marked, n, review["training_review_fraction"])
+
+
 #: ``morphocell predict`` warns when more than this share of the cells is unlike the training
 #: images (about 1% is expected for images like them; see :mod:`morphocell.domain`).
 UNLIKE_WARN_SHARE = 0.05
@@ -763,12 +773,9 @@ def predict_command(args) -> int:
                                  "n_classified": count["n_classified"],
                                  "by_class": {c: int(marked.get(c, 0)) for c in model.classes},
                                  **review}
-        if review.get("training_review_fraction") is not None:
-            from .report import review_excess
-
-            count["needs_review"]["excess"] = review_excess(
-                count["needs_review"]["n"], count["n_classified"],
-                review["training_review_fraction"])
+        excess = _review_excess(review, count["needs_review"]["n"], count["n_classified"])
+        if excess is not None:
+            count["needs_review"]["excess"] = excess
     _write_json(count, count_out)
     n_failed = _report_failures(paths, res["statuses"], res["errors"], "predict")
     print(format_differential(count))
@@ -820,7 +827,7 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
     ``needs_review`` and the accuracy of the others; the column is added to the table) and,
     for a stacked model, ``base_learners`` (metrics per base learner).
     """
-    from .report import classification_metrics, review_curve, review_excess
+    from .report import classification_metrics, review_curve
 
     labels = [str(v) for v in labels]
     res = predict_paths(model, paths, n_jobs=n_jobs, verbose=verbose, cache_dir=cache_dir,
@@ -885,10 +892,10 @@ def evaluate_paths(model, paths, labels, *, classes_present_only: bool = False, 
                        "review_fraction": float(flag.sum() / max(int(ok.sum()), 1)),
                        "accepted_accuracy": float(acc_a.mean()) if acc_a.size else None,
                        "reviewed_accuracy": float(acc_r.mean()) if acc_r.size else None}
-        if review.get("training_review_fraction") is not None:
+        excess = _review_excess(review, int(flag.sum()), int(ok.sum()))
+        if excess is not None:
             m["review"]["training_review_fraction"] = review["training_review_fraction"]
-            m["review"]["excess"] = review_excess(int(flag.sum()), int(ok.sum()),
-                                                  review["training_review_fraction"])
+            m["review"]["excess"] = excess
     return m, df
 
 
