@@ -275,6 +275,61 @@ def test_flood_matches_scikit_image_watershed():
         flood(relief, markers[:10])
 
 
+def test_label_helpers_match_numpy(pbc_images):
+    """The numba helpers of the classical method against the numpy expressions they replace,
+    on real masks (thresholded nucleus score and stain of PBC images)."""
+    import cv2
+
+    from morphocell.segmentation import otsu as o
+
+    for _, _, img in pbc_images[:12]:
+        g = img[..., 1]
+        for t in (100, 160, 200):
+            m = (g < t).astype(np.uint8)
+            seed = np.zeros_like(m)
+            seed[g.shape[0] // 2 - 5:g.shape[0] // 2 + 5, g.shape[1] // 2 - 5:] = 1
+            n, lab, area = o._components(m)
+            n_ref, lab_ref = cv2.connectedComponents(m, connectivity=8)
+            assert n == n_ref and np.array_equal(lab, lab_ref)
+            assert np.array_equal(area, np.bincount(lab_ref.ravel(), minlength=n_ref))
+            keep = (np.bincount(lab_ref[seed > 0], minlength=n_ref) > 0).astype(np.uint8)
+            keep[0] = 0
+            assert np.array_equal(o._component_with(m, seed), keep[lab_ref])
+            hit = o._labels_hit(lab, g > 150, n)
+            assert np.array_equal(hit, np.bincount(lab[g > 150], minlength=n) > 0)
+            sel = np.random.default_rng(t).random(n) < 0.5
+            assert np.array_equal(o._select_labels(lab, sel), sel[lab].astype(np.uint8))
+
+
+def test_background_and_masked_median_match_numpy(pbc_images):
+    from morphocell.segmentation import otsu as o
+
+    def background_ref(im, q, step):
+        sub = im[::step, ::step].reshape(-1, 3)
+        s = sub.sum(axis=1, dtype=np.int32)
+        k = min(len(s) - 1, int(len(s) * (1.0 - q)))
+        return np.median(sub[s >= np.partition(s, k)[k]], axis=0)
+
+    rng = np.random.default_rng(0)
+    for _, _, img in pbc_images[:12]:
+        for q, step in ((0.10, 3), (0.10, 1), (0.37, 2), (0.0, 1), (1.0, 3)):
+            assert np.array_equal(o._background(img, q, step), background_ref(img, q, step))
+        val = img[..., 2].astype(np.float32) / np.float32(7.0) + np.float32(0.1)
+        for frac in (0.001, 0.3, 0.5, 1.0):
+            mask = rng.random(val.shape) < frac
+            for extra in (False, True):  # flip the parity of the count
+                if extra:
+                    mask = mask.copy()
+                    mask[0, 0] = not mask[0, 0]
+                if mask.any():
+                    assert o._masked_median(val, mask) == float(np.median(val[mask]))
+    few = np.array([[3.0, 1.0], [2.0, 2.0]], np.float32)  # ties, even and odd counts
+    assert o._masked_median(few, few > 0) == 2.0
+    assert o._masked_median(few, few != 2.0) == 2.0
+    assert o._masked_median(few, few == 1.0) == 1.0
+    assert np.isnan(o._masked_median(few, few > 5))
+
+
 def test_parameters_change_the_result(pbc_images):
     img = pbc_images[4][2]
     base = segment(img)

@@ -248,6 +248,152 @@ def _label_min_kernel(lab: np.ndarray, val: np.ndarray, out: np.ndarray) -> None
 
 
 @njit(cache=True, nogil=True)
+def _label_areas_kernel(lab: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """``out[k] += count(lab == k)`` (``np.bincount`` of a label image)."""
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w):
+            out[lab[y, x]] += 1
+
+
+@njit(cache=True, nogil=True)
+def _labels_hit_kernel(lab: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """``out[k] = True`` for every label ``k`` of ``lab`` under a nonzero ``mask`` pixel
+    (``out`` pre-filled with False)."""
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x]:
+                out[lab[y, x]] = True
+
+
+@njit(cache=True, nogil=True)
+def _select_labels_kernel(lab: np.ndarray, keep: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """``out = keep[lab]`` as uint8 0/1."""
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = 1 if keep[lab[y, x]] else 0
+
+
+@njit(cache=True, nogil=True)
+def _set_labels_kernel(lab: np.ndarray, keep: np.ndarray, target: np.ndarray,
+                       value: int) -> None:  # pragma: no cover
+    """``target[keep[lab]] = value`` in place."""
+    h, w = lab.shape
+    for y in range(h):
+        for x in range(w):
+            if keep[lab[y, x]]:
+                target[y, x] = value
+
+
+@njit(cache=True, nogil=True)
+def _kth_smallest(a: np.ndarray, n: int, k: int):  # pragma: no cover - compiled
+    """The ``k``-th smallest of ``a[:n]`` (0-based), partially reordering ``a`` in place so
+    that ``a[:k]`` holds values ``<=`` it (Hoare's quickselect, median-of-three pivot)."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        # median of three to a[mid]
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while pivot < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
+
+
+@njit(cache=True, nogil=True)
+def _masked_median_kernel(val: np.ndarray, mask: np.ndarray, buf: np.ndarray):  # pragma: no cover
+    """``np.median(val[mask])`` of a float32 image: the middle value, or for an even count
+    the float32 mean of the two middle values (numpy's rounding); NaN for an empty mask."""
+    h, w = val.shape
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x]:
+                buf[n] = val[y, x]
+                n += 1
+    if n == 0:
+        return np.float32(np.nan)
+    k = n // 2
+    hi = _kth_smallest(buf, n, k)
+    if n % 2 == 1:
+        return hi
+    lo = buf[0]
+    for i in range(1, k):
+        if buf[i] > lo:
+            lo = buf[i]
+    return (lo + hi) / np.float32(2.0)
+
+
+@njit(cache=True, nogil=True)
+def _background_kernel(img: np.ndarray, step: int, q: float, out: np.ndarray) -> None:  # pragma: no cover
+    """Per-channel median (``np.median``, float64) of the pixels of ``img[::step, ::step]``
+    whose R + G + B is at least the ``k``-th smallest such sum, ``k = min(n - 1,
+    int(n (1 - q)))`` (the brightest ``q`` share and its ties), from histograms."""
+    h, w, _ = img.shape
+    hs = np.zeros(766, np.int64)
+    n = 0
+    for y in range(0, h, step):
+        for x in range(0, w, step):
+            hs[np.int64(img[y, x, 0]) + np.int64(img[y, x, 1]) + np.int64(img[y, x, 2])] += 1
+            n += 1
+    k = min(n - 1, int(n * (1.0 - q)))
+    cum = 0
+    t = 0
+    for v in range(766):
+        cum += hs[v]
+        if cum > k:
+            t = v
+            break
+    hc = np.zeros((3, 256), np.int64)
+    m = 0
+    for y in range(0, h, step):
+        for x in range(0, w, step):
+            if np.int64(img[y, x, 0]) + np.int64(img[y, x, 1]) + np.int64(img[y, x, 2]) >= t:
+                hc[0, img[y, x, 0]] += 1
+                hc[1, img[y, x, 1]] += 1
+                hc[2, img[y, x, 2]] += 1
+                m += 1
+    for c in range(3):
+        # order statistics m // 2 (and m // 2 - 1 for an even m) from the histogram
+        want_hi = m // 2
+        want_lo = want_hi - 1 if m % 2 == 0 else want_hi
+        lo_v = -1
+        hi_v = -1
+        cum = 0
+        for v in range(256):
+            cum += hc[c, v]
+            if lo_v < 0 and cum > want_lo:
+                lo_v = v
+            if cum > want_hi:
+                hi_v = v
+                break
+        out[c] = (np.float64(lo_v) + np.float64(hi_v)) / 2.0
+
+
+@njit(cache=True, nogil=True)
 def _flood_kernel(relief: np.ndarray, labels: np.ndarray, nxt: np.ndarray, head: np.ndarray,
                   tail: np.ndarray) -> None:  # pragma: no cover - compiled
     """Marker-controlled watershed by priority flooding (Meyer 1991) on a uint8 relief.
@@ -356,12 +502,11 @@ def _lut(bg: np.ndarray, od_max: float) -> np.ndarray:
 
 
 def _background(img: np.ndarray, q: float, step: int = 3) -> np.ndarray:
-    """Median colour of the brightest ``q`` share of pixels (every ``step``-th row/column)."""
-    sub = img[::step, ::step].reshape(-1, 3)
-    s = sub.sum(axis=1, dtype=np.int32)
-    k = min(len(s) - 1, int(len(s) * (1.0 - q)))
-    t = np.partition(s, k)[k]
-    return np.median(sub[s >= t], axis=0)
+    """Median colour (float64, as ``np.median``) of the brightest ``q`` share of pixels
+    (every ``step``-th row/column; ties of the cut-off brightness included)."""
+    out = np.empty(3, np.float64)
+    _background_kernel(np.ascontiguousarray(img, np.uint8), int(step), float(q), out)
+    return out
 
 
 @lru_cache(maxsize=16)
@@ -401,9 +546,9 @@ def _component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
     import cv2
 
     n, lab = cv2.connectedComponents(mask, connectivity=8)
-    keep = (np.bincount(lab[seed > 0], minlength=n) > 0).astype(np.uint8)
-    keep[0] = 0
-    return keep[lab]
+    keep = _labels_hit(lab, seed, n)
+    keep[0] = False
+    return _select_labels(lab, keep)
 
 
 def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -411,7 +556,30 @@ def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     import cv2
 
     n, lab = cv2.connectedComponents(mask, connectivity=8)
-    return n, lab, np.bincount(lab.ravel(), minlength=n)
+    area = np.zeros(n, np.int64)
+    _label_areas_kernel(lab, area)
+    return n, lab, area
+
+
+def _labels_hit(lab: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Boolean ``(n,)``: labels of ``lab`` that have a pixel under a nonzero ``mask``
+    (``np.bincount(lab[mask > 0], minlength=n) > 0``)."""
+    out = np.zeros(n, np.bool_)
+    _labels_hit_kernel(lab, np.ascontiguousarray(mask), out)
+    return out
+
+
+def _select_labels(lab: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """uint8 0/1 image of the pixels whose label is kept (``keep[lab]``)."""
+    out = np.empty(lab.shape, np.uint8)
+    _select_labels_kernel(lab, keep, out)
+    return out
+
+
+def _masked_median(val: np.ndarray, mask: np.ndarray) -> float:
+    """``float(np.median(val[mask]))`` for a float32 image ``val`` and a boolean ``mask``."""
+    v = np.ascontiguousarray(val, np.float32)
+    return float(_masked_median_kernel(v, np.ascontiguousarray(mask), np.empty(v.size, np.float32)))
 
 
 def _hist256(values: np.ndarray) -> np.ndarray:
@@ -535,9 +703,9 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         dlobe = _label_min(nlab, dseed, nlab_n)
         reach = p.lobe_distance * 2.0 * np.sqrt(area[best] / np.pi)
         same = _component_with(fg | seed, seed)
-        in_same = np.bincount(nlab[same > 0], minlength=nlab_n) > 0
+        in_same = _labels_hit(nlab, same, nlab_n)
         keep |= big & (dlobe <= reach) & in_same & (area >= p.lobe_min_ratio * area[best])
-    nucleus = _fill_holes(keep[nlab].astype(np.uint8))
+    nucleus = _fill_holes(_select_labels(nlab, keep))
 
     # 4. red-cell markers
     n_area = int(nucleus.sum())
@@ -560,8 +728,8 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         free = cv2.erode(((fg > 0) & (cand0 == 0) & (s8 > f1)).astype(np.uint8), _disc(1)) > 0
         rbc_ref = rbc_stain = None
         if int(free.sum()) >= p.free_rbc_min_area * n_area:
-            rbc_ref = float(np.median(chroma[free]))
-            rbc_stain = float(np.median(stain[free]))
+            rbc_ref = _masked_median(chroma, free)
+            rbc_stain = _masked_median(stain, free)
             # a red cell is not much denser than the free ones (eosinophil granules are)
             rest &= stain <= rbc_stain * (1.0 + p.rbc_stain_tol)
         rbc_like = rest & (chroma > cyt_ref + p.rbc_chroma_gap) & (dnuc > ring_w)
@@ -572,13 +740,12 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         if p.peak_radius > 0 and ok.any():
             peaks = (dist >= cv2.dilate(dist, _disc(p.peak_radius))) & (dist >= p.min_rbc_radius)
             far = dnuc > p.far_factor * r_n
-            ok &= (np.bincount(lab_o[peaks], minlength=n_o) > 0) | (
-                np.bincount(lab_o[far], minlength=n_o) > 0)
+            ok &= _labels_hit(lab_o, peaks | far, n_o)
         if ok.any():
             n_rbc = int(ok.sum())
-            markers[ok[lab_o]] = 2
+            _set_labels_kernel(lab_o, ok, markers, 2)
         if p.free_rbc_delta is not None and rbc_ref is not None:
-            nuc_ref = float(np.median(chroma[nucleus > 0]))
+            nuc_ref = _masked_median(chroma, nucleus > 0)
             if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
                 like2 = rest & (dnuc > p.free_rbc_ring) & (chroma > rbc_ref - p.free_rbc_delta)
                 o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
@@ -587,7 +754,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
                 ok2[0] = False
                 if ok2.any():
                     n_rbc += int(ok2.sum())
-                    markers[ok2[lab2]] = 2
+                    _set_labels_kernel(lab2, ok2, markers, 2)
 
     # 5. watershed of the inverted distance transform from nucleus + red-cell markers
     markers[nucleus > 0] = 1
