@@ -54,6 +54,28 @@ def test_transform_equals_per_image_extract_features(paths, table):
     assert table["Cell_Color_Mean_LabL"].between(0, 100).all()
 
 
+def test_family_subsets_in_any_order_give_the_same_values_by_name(paths, table):
+    """extract_array assembles the families' vectors by a cached layout: each family's values,
+    asked alone or in another order, are the full extraction's columns of that name; each
+    module's ``compute`` dict is its ``compute_array`` vector under its names."""
+    from morphocell.features import color, shape, texture
+    from morphocell.features.base import make_crop
+    from morphocell.segmentation import segment
+
+    for i in (2, 11):
+        img = read_image(paths[i])
+        for fams in (("texture", "shape"), ("color",), ("shape", "color", "texture")):
+            vec, _ = extractor.extract_array(img, families=fams)
+            names = feature_names(fams)
+            assert len(vec) == len(names)
+            np.testing.assert_array_equal(vec, table.iloc[i][names].to_numpy())
+        crop = make_crop(img, segment(img))
+        for mod in (shape, color, texture):
+            d = mod.compute(crop)
+            assert list(d) == registry.names([mod.__name__.rsplit(".", 1)[1]])
+            np.testing.assert_array_equal(np.array(list(d.values())), mod.compute_array(crop))
+
+
 def test_n_jobs_2_gives_the_same_values(paths, table):
     X2 = FeatureExtractor(n_jobs=2).fit_transform(paths)
     np.testing.assert_array_equal(X2.to_numpy(), table.to_numpy())

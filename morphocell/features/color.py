@@ -202,6 +202,11 @@ _IL = CHANNELS.index("LabL")
 
 def compute(crop: Crop) -> dict[str, float]:
     """Every colour feature of one crop, ``{name: value}`` in :func:`specs` order."""
+    return dict(zip(_NAMES, compute_array(crop).tolist(), strict=True))
+
+
+def compute_array(crop: Crop) -> np.ndarray:
+    """Every colour feature of one crop as a float64 vector in :func:`specs` order."""
     stats, res = color_stats(crop.image, crop.nucleus, crop.cytoplasm)
     vals = np.empty(len(_NAMES))
     per = stats.shape[1] * stats.shape[2] + 1
@@ -211,4 +216,4 @@ def compute(crop: Crop) -> dict[str, float]:
     d = stats[0, _IL:_IL + 3, 0] - stats[1, _IL:_IL + 3, 0]
     vals[3 * per:3 * per + 3] = d
     vals[-1] = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-    return dict(zip(_NAMES, vals.tolist(), strict=True))
+    return vals

@@ -26,6 +26,7 @@ __all__ = ["DEFAULT_FAMILIES", "feature_names", "extract_features", "extract_arr
 
 DEFAULT_FAMILIES = ("shape", "color", "texture")
 STATUS_OK, STATUS_NO_CELL, STATUS_ERROR = "ok", "no_cell", "error"
+_NAN1 = np.full(1, np.nan)
 
 
 def _families(families) -> tuple[str, ...]:
@@ -50,10 +51,22 @@ def feature_names(families=None) -> list[str]:
     return list(_names(_families(families)))
 
 
-def _modules(fams):
+@lru_cache(maxsize=64)
+def _modules(fams: tuple[str, ...]) -> tuple:
     import importlib
 
-    return [importlib.import_module(f"morphocell.features.{f}") for f in fams]
+    return tuple(importlib.import_module(f"morphocell.features.{f}") for f in fams)
+
+
+@lru_cache(maxsize=64)
+def _layout(fams: tuple[str, ...]) -> np.ndarray:
+    """Index of each of :func:`feature_names` in the concatenation of the family modules'
+    ``compute_array`` vectors (plus one trailing NaN, the index of a name no module gives)."""
+    cat = [n for mod in _modules(fams) for n in mod._names()]
+    pos = {n: i for i, n in enumerate(cat)}
+    idx = np.array([pos.get(n, len(cat)) for n in _names(fams)], dtype=np.intp)
+    idx.setflags(write=False)
+    return idx
 
 
 @cv2_one_thread()
@@ -76,11 +89,9 @@ def extract_array(image: np.ndarray, masks: CellMasks | None = None, families=No
     if not masks.cell.any():
         return np.full(len(names), np.nan), masks
     crop = make_crop(img, masks)
-    values: dict[str, float] = {}
-    for mod in _modules(fams):
-        values.update(mod.compute(crop))
-    nan = float("nan")
-    return np.array([values.get(n, nan) for n in names], dtype=np.float64), masks
+    parts = [mod.compute_array(crop) for mod in _modules(fams)]
+    parts.append(_NAN1)
+    return np.concatenate(parts)[_layout(fams)], masks
 
 
 def extract_features(image: np.ndarray, masks: CellMasks | None = None, families=None,

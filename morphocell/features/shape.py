@@ -366,6 +366,11 @@ def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,
 
 def compute(crop: Crop) -> dict[str, float]:
     """Every shape feature of a crop (``{name: value}`` in :func:`specs` order)."""
+    return dict(zip(_names(), compute_array(crop).tolist(), strict=True))
+
+
+def compute_array(crop: Crop) -> np.ndarray:
+    """Every shape feature of a crop as a float64 vector in :func:`specs` order."""
     h, w = crop.nucleus.shape
     ws = _Workspace.get(h, w)
     names = _names()
@@ -391,7 +396,7 @@ def compute(crop: Crop) -> dict[str, float]:
         values[i_nuc + 2] = np.hypot(an[1] - ac[1], an[2] - ac[2]) / np.sqrt(ac[0] / np.pi)
     else:
         values[i_nuc:i_nuc + 3] = np.nan
-    return dict(zip(names, values.tolist()))
+    return values
 
 
 _NAMES: list[str] = []
