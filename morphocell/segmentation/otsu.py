@@ -249,11 +249,22 @@ def _label_min_kernel(lab: np.ndarray, val: np.ndarray, out: np.ndarray) -> None
 
 @njit(cache=True, nogil=True)
 def _label_areas_kernel(lab: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    """``out[k] += count(lab == k)`` (``np.bincount`` of a label image)."""
+    """``out[k] += count(lab == k)`` (``np.bincount`` of a label image). Runs of one label
+    are counted in a register first: one increment of ``out`` per run instead of a chain of
+    dependent read-modify-writes of the same counter along the background."""
     h, w = lab.shape
     for y in range(h):
+        cur = lab[y, 0]
+        run = 0
         for x in range(w):
-            out[lab[y, x]] += 1
+            v = lab[y, x]
+            if v == cur:
+                run += 1
+            else:
+                out[cur] += run
+                cur = v
+                run = 1
+        out[cur] += run
 
 
 @njit(cache=True, nogil=True)
