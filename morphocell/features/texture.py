@@ -84,6 +84,8 @@ dark signal has granularity 0.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import FeatureError
@@ -260,15 +262,25 @@ def glcm_features(directed: np.ndarray) -> np.ndarray:
 
 def lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Sample offsets exactly as scikit-image computes them (rounded to 5 decimals)."""
+    rp, cp = _lbp_offsets(int(p), float(radius))
+    return rp.copy(), cp.copy()
+
+
+@lru_cache(maxsize=16)
+def _lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    # computed once per (p, radius): ~20 us a call, twice an image
     ang = 2 * np.pi * np.arange(p, dtype=np.double) / p
-    return np.round(-radius * np.sin(ang), 5), np.round(radius * np.cos(ang), 5)
+    rp, cp = np.round(-radius * np.sin(ang), 5), np.round(radius * np.cos(ang), 5)
+    rp.setflags(write=False)
+    cp.setflags(write=False)
+    return rp, cp
 
 
 def lbp_histograms(gray: np.ndarray, lab: np.ndarray, p: int, radius: float) -> np.ndarray:
     """Uniform-LBP code counts ``(2, p + 2)`` int64 over nucleus (row 0) and cytoplasm."""
     from ._kernels import texture as k
 
-    rp, cp = lbp_offsets(p, radius)
+    rp, cp = _lbp_offsets(int(p), float(radius))
     out = np.zeros((2, p + 2), np.int64)
     k.lbp_uniform_counts(np.ascontiguousarray(gray, np.uint8),
                          np.ascontiguousarray(lab, np.uint8), rp, cp, out)

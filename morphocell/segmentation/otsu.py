@@ -71,6 +71,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
+from .._select import kth_smallest
 from .._utils import cv2_one_thread
 from .masks import CellMasks
 
@@ -299,42 +300,6 @@ def _set_labels_kernel(lab: np.ndarray, keep: np.ndarray, target: np.ndarray,
 
 
 @njit(cache=True, nogil=True)
-def _kth_smallest(a: np.ndarray, n: int, k: int):  # pragma: no cover - compiled
-    """The ``k``-th smallest of ``a[:n]`` (0-based), partially reordering ``a`` in place so
-    that ``a[:k]`` holds values ``<=`` it (Hoare's quickselect, median-of-three pivot)."""
-    lo = 0
-    hi = n - 1
-    while hi > lo:
-        mid = (lo + hi) // 2
-        # median of three to a[mid]
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while pivot < a[j]:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return a[k]
-    return a[k]
-
-
-@njit(cache=True, nogil=True)
 def _masked_median_kernel(val: np.ndarray, mask: np.ndarray, buf: np.ndarray):  # pragma: no cover
     """``np.median(val[mask])`` of a float32 image: the middle value, or for an even count
     the float32 mean of the two middle values (numpy's rounding); NaN for an empty mask."""
@@ -348,7 +313,7 @@ def _masked_median_kernel(val: np.ndarray, mask: np.ndarray, buf: np.ndarray):  
     if n == 0:
         return np.float32(np.nan)
     k = n // 2
-    hi = _kth_smallest(buf, n, k)
+    hi = kth_smallest(buf, n, k)
     if n % 2 == 1:
         return hi
     lo = buf[0]

@@ -16,7 +16,8 @@ operations (agreement ~1e-12, tested). Two exact strategies for order statistics
 * real-valued channels (H, S, Lab, stains) are binned into ``NBINS`` equal bins over the
   cell's range (binning is monotone, so the k-th smallest value lies in the bin where the
   cumulative count passes k); only the values of the <= 6 bins that hold the wanted order
-  statistics are gathered and sorted. Exact, O(n) per channel.
+  statistics are gathered, and the wanted ranks within them found by selection
+  (quickselect, ``morphocell._select``), not by sorting. Exact, O(n) per channel.
 
 Percentiles follow ``numpy.percentile(method="linear")`` bit for bit given the same order
 statistics: with ``v = (n - 1) * q`` (``q = p / 100``), ``i = floor(v)``, ``g = v - i``,
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from ..._select import kth_smallest, min_from
 
 __all__ = ["CHANNELS", "STATS", "NBINS", "color_stats", "luts", "HED_FROM_RGB",
            "XYZ_FROM_RGB", "WHITE_D65"]
@@ -567,8 +570,6 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             if s >= 0:
                 buf[fill[s]] = cols[cc, k]
                 fill[s] += 1
-    for s in range(nslot):
-        buf[start[s]:start[s + 1]].sort()
     # ---- assemble real-valued stats
     for r in range(3):
         n = cnt[r]
@@ -587,10 +588,22 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
                 row[5] = np.nan
                 row[6] = np.nan
             for qi in range(3):
+                # the wanted ranks within their bins, by selection (no sort); the bin of the
+                # next rank is the same bin (rank + 1: the least value above the first) or the
+                # next non-empty one (its rank 0)
                 s0 = slot[r, c, want_bin[r, c, 2 * qi]]
                 s1 = slot[r, c, want_bin[r, c, 2 * qi + 1]]
-                a = buf[start[s0] + want_rank[r, c, 2 * qi]]
-                b = buf[start[s1] + want_rank[r, c, 2 * qi + 1]]
+                k0 = want_rank[r, c, 2 * qi]
+                k1 = want_rank[r, c, 2 * qi + 1]
+                seg0 = buf[start[s0]:start[s0 + 1]]
+                a = kth_smallest(seg0, seg0.size, k0)
+                if s1 != s0:
+                    seg1 = buf[start[s1]:start[s1 + 1]]
+                    b = kth_smallest(seg1, seg1.size, k1)
+                elif k1 == k0:
+                    b = a
+                else:
+                    b = min_from(seg0, k0 + 1, seg0.size)
                 v = (n - 1) * _QS[qi]
                 row[2 + qi] = _lerp(a, b, v - np.floor(v))
         # hue: location statistics back on the circle (turns in [0, 1))
