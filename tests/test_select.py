@@ -1,0 +1,31 @@
+"""The quickselect kernel shared by segmentation and colour features against a full sort."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from morphocell._select import kth_smallest, min_from
+
+
+def _cases():
+    rng = np.random.default_rng(0)
+    yield rng.random(1001)
+    yield rng.integers(0, 4, 500).astype(np.float64)      # many ties
+    yield np.arange(300, dtype=np.float64)                  # sorted
+    yield np.arange(300, dtype=np.float64)[::-1].copy()     # reversed
+    yield np.full(64, 2.5)                                  # all equal
+    yield np.array([7.0])
+    yield rng.normal(size=257).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", list(_cases()), ids=lambda a: f"{a.dtype}-{a.size}")
+def test_kth_smallest_equals_sorted_value_and_partitions(case):
+    ref = np.sort(case)
+    for k in sorted(k for k in {0, 1, case.size // 2, case.size - 2, case.size - 1}
+                    if 0 <= k < case.size):
+        a = case.copy()
+        assert kth_smallest(a, a.size, k) == ref[k]
+        assert np.array_equal(np.sort(a), ref)              # a permutation of the input
+        assert (a[:k] <= ref[k]).all() and (a[k + 1:] >= ref[k]).all()
+        if k + 1 < a.size:
+            assert min_from(a, k + 1, a.size) == ref[k + 1]
