@@ -261,6 +261,64 @@ def _hsv_lab(fr, fg, fb, lr, lg, lb, n, a00, a01, a02, a10, a11, a12, a20, a21, 
 
 
 @njit(cache=True, nogil=True)
+def _power_sums(x, a, b, v0, out):
+    """``out = (sum d, sum d^2, sum d^3, sum d^4, min x, max x)`` over ``x[a:b]`` with
+    ``d = x - v0`` (``b > a``). Four interleaved accumulators (pixels ``k mod 4``), added
+    pairwise at the end: four independent addition chains instead of one."""
+    s10 = s11 = s12 = s13 = 0.0
+    s20 = s21 = s22 = s23 = 0.0
+    s30 = s31 = s32 = s33 = 0.0
+    s40 = s41 = s42 = s43 = 0.0
+    mn = x[a]
+    mx = x[a]
+    k = a
+    while k + 4 <= b:
+        d0 = x[k] - v0
+        d1 = x[k + 1] - v0
+        d2 = x[k + 2] - v0
+        d3 = x[k + 3] - v0
+        q0 = d0 * d0
+        q1 = d1 * d1
+        q2 = d2 * d2
+        q3 = d3 * d3
+        s10 += d0
+        s11 += d1
+        s12 += d2
+        s13 += d3
+        s20 += q0
+        s21 += q1
+        s22 += q2
+        s23 += q3
+        s30 += q0 * d0
+        s31 += q1 * d1
+        s32 += q2 * d2
+        s33 += q3 * d3
+        s40 += q0 * q0
+        s41 += q1 * q1
+        s42 += q2 * q2
+        s43 += q3 * q3
+        mn = min(mn, min(min(x[k], x[k + 1]), min(x[k + 2], x[k + 3])))
+        mx = max(mx, max(max(x[k], x[k + 1]), max(x[k + 2], x[k + 3])))
+        k += 4
+    while k < b:
+        d0 = x[k] - v0
+        q0 = d0 * d0
+        s10 += d0
+        s20 += q0
+        s30 += q0 * d0
+        s40 += q0 * q0
+        mn = min(mn, x[k])
+        mx = max(mx, x[k])
+        k += 1
+    out[0] = (s10 + s11) + (s12 + s13)
+    out[1] = (s20 + s21) + (s22 + s23)
+    out[2] = (s30 + s31) + (s32 + s33)
+    out[3] = (s40 + s41) + (s42 + s43)
+    out[4] = mn
+    out[5] = mx
+
+
+@njit(cache=True, nogil=True)
 def _combine(na, a, nb, b, out):
     """Moments of the union of two disjoint samples: ``a``, ``b``, ``out`` hold
     (mean, m2, m3, m4, min, max) with ``m_k`` the central moments (means of powers).
@@ -310,7 +368,8 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         :data:`HED_FROM_RGB`)
     px : uint8 (3, h*w), reg : uint8 (h*w,), cols : float64 (9, h*w), bins : int16 (9, h*w),
     tmp : float64 (7, h*w)
-        work space (pixel list, region 0/1, channel values, bin indices, scratch rows);
+        work space (pixel list -- nucleus pixels first, then cytoplasm pixels, each in
+        raster order --, region 0/1, channel values, bin indices, scratch rows);
     hist8 : int32 (2, 4, 256) zeros; histf : int32 (3, 8, NBINS) zeros;
     slot : int32 (3, 8, NBINS) filled with -1
     stats : float64 (3, 15, 7) NaN-filled (rows of empty regions stay NaN)
@@ -322,19 +381,30 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     ``(mu + quantile(d)) mod 1``; Std, Skewness, Kurtosis are those of ``d``.
 
     Moments: power sums of the nucleus and of the cytoplasm around a shift near each one's
-    mean (the mean of an evenly spaced sample), turned into central moments by the binomial
-    shift formula (``_shifted_to_central``); the cell's by Pebay's pairwise combination
-    (``_combine``).
+    mean (the mean of an evenly spaced sample), in four interleaved accumulators
+    (``_power_sums``), turned into central moments by the binomial shift formula
+    (``_shifted_to_central``); the cell's by Pebay's pairwise combination (``_combine``).
     """
     h, w = nucleus.shape
-    # ---- pass 0: the pixel list of the cell and the 8-bit histograms
-    npx = 0
+    # ---- pass 0: the pixel list of the cell -- the nucleus pixels first, then the cytoplasm
+    # pixels, each in raster order, so that per-region loops run over a contiguous range
+    # without a branch per pixel -- and the 8-bit histograms
+    n0 = 0
+    for i in range(h):
+        for j in range(w):
+            n0 += nucleus[i, j]
+    k_n = 0
+    k_c = n0
     for i in range(h):
         for j in range(w):
             if nucleus[i, j]:
                 r = 0
+                npx = k_n
+                k_n += 1
             elif cytoplasm[i, j]:
                 r = 1
+                npx = k_c
+                k_c += 1
             else:
                 continue
             r8 = image[i, j, 0]
@@ -348,13 +418,12 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             px[1, npx] = g8
             px[2, npx] = b8
             reg[npx] = r
-            npx += 1
+    npx = k_c
     if npx == 0:
         return
     cnt = np.zeros(3, np.int64)
-    for k in range(npx):
-        cnt[1] += reg[k]
-    cnt[0] = npx - cnt[1]
+    cnt[0] = n0
+    cnt[1] = npx - n0
     cnt[2] = npx
 
     # ---- 8-bit channels from histograms
@@ -397,37 +466,37 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
              xyz[0, 0], xyz[0, 1], xyz[0, 2], xyz[1, 0], xyz[1, 1], xyz[1, 2],
              xyz[2, 0], xyz[2, 1], xyz[2, 2], white[0], white[2],
              cols[0], cols[1], cols[2], cols[3], cols[4], cols[8], tmp[6])
-    # hue sin / cos sums: total and nucleus part
-    sn_t = 0.0
-    cs_t = 0.0
-    sn_n = 0.0
-    cs_n = 0.0
+    # hue sin / cos sums of the nucleus and of the cytoplasm (the cell: their sum)
     sinh = cols[8]
     cosh = tmp[6]
-    for k in range(npx):
-        wn = 1.0 - reg[k]
-        sn_t += sinh[k]
-        cs_t += cosh[k]
-        sn_n += wn * sinh[k]
-        cs_n += wn * cosh[k]
+    sn_n = 0.0
+    cs_n = 0.0
+    for k in range(n0):
+        sn_n += sinh[k]
+        cs_n += cosh[k]
+    sn_c = 0.0
+    cs_c = 0.0
+    for k in range(n0, npx):
+        sn_c += sinh[k]
+        cs_c += cosh[k]
     # shifts for the power sums, per region: the mean of an evenly spaced sample of the
     # region's pixels (any shift is exact in exact arithmetic; one near the region's mean
     # keeps the rounding small). Hue deviations (columns 0, 8) are centred already.
-    nmin = min(cnt[0], cnt[1]) if cnt[0] > 0 and cnt[1] > 0 else npx
-    step = max(1, nmin // 128)
     shift = np.zeros((2, 9))
-    msum = np.zeros(2)
-    for k in range(0, npx, step):
-        r = reg[k]
-        msum[r] += 1.0
-        for c in range(1, 8):
-            shift[r, c] += cols[c, k]
     for r in range(2):
-        if msum[r] > 0:
+        a = 0 if r == 0 else n0
+        b = n0 if r == 0 else npx
+        if b > a:
+            step = max(1, (b - a) // 128)
+            m = 0
+            for k in range(a, b, step):
+                m += 1
+                for c in range(1, 8):
+                    shift[r, c] += cols[c, k]
             for c in range(1, 8):
-                shift[r, c] /= msum[r]
-    sin_s = np.array([sn_n, sn_t - sn_n, sn_t])
-    cos_s = np.array([cs_n, cs_t - cs_n, cs_t])
+                shift[r, c] /= m
+    sin_s = np.array([sn_n, sn_c, sn_n + sn_c])
+    cos_s = np.array([cs_n, cs_c, cs_n + cs_c])
     mu = np.zeros(3)
     for r in range(3):
         if cnt[r] > 0:
@@ -439,7 +508,7 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     mu2 = mu[2]
     for k in range(npx):
         hraw = cols[0, k]
-        d = hraw - (mu1 if reg[k] else mu0)
+        d = hraw - (mu1 if k >= n0 else mu0)
         cols[0, k] = d - np.floor(d + 0.5)
         d = hraw - mu2
         cols[8, k] = d - np.floor(d + 0.5)
@@ -451,51 +520,20 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     mom = np.zeros((3, 9, 6))
     lo = np.empty(9)
     scale = np.empty(9)
+    ps = np.empty(6)
     for c in range(9):
-        v0n = shift[0, c]
-        v0c = shift[1, c]
-        n1 = n2 = n3 = n4 = 0.0
-        q1 = q2 = q3 = q4 = 0.0
-        mn_n = np.inf
-        mx_n = -np.inf
-        mn_c = np.inf
-        mx_c = -np.inf
-        for k in range(npx):
-            x = cols[c, k]
-            if reg[k] == 0:
-                d = x - v0n
-                d2 = d * d
-                n1 += d
-                n2 += d2
-                n3 += d2 * d
-                n4 += d2 * d2
-                mn_n = min(mn_n, x)
-                mx_n = max(mx_n, x)
-            else:
-                d = x - v0c
-                d2 = d * d
-                q1 += d
-                q2 += d2
-                q3 += d2 * d
-                q4 += d2 * d2
-                mn_c = min(mn_c, x)
-                mx_c = max(mx_c, x)
-        if cnt[0] > 0:
-            dl, m2, m3, m4 = _shifted_to_central(cnt[0], n1, n2, n3, n4)
-            mom[0, c, 0] = v0n + dl
-            mom[0, c, 1] = m2
-            mom[0, c, 2] = m3
-            mom[0, c, 3] = m4
-            mom[0, c, 4] = mn_n
-            mom[0, c, 5] = mx_n
-        if cnt[1] > 0:
-            dl, m2, m3, m4 = _shifted_to_central(cnt[1], q1, q2, q3, q4)
-            mom[1, c, 0] = v0c + dl
-            mom[1, c, 1] = m2
-            mom[1, c, 2] = m3
-            mom[1, c, 3] = m4
-            mom[1, c, 4] = mn_c
-            mom[1, c, 5] = mx_c
+        for r in range(2):
+            if cnt[r] == 0:
+                continue
+            v0 = shift[r, c]
+            _power_sums(cols[c], 0 if r == 0 else n0, n0 if r == 0 else npx, v0, ps)
+            dl, m2, m3, m4 = _shifted_to_central(cnt[r], ps[0], ps[1], ps[2], ps[3])
+            mom[r, c, 0] = v0 + dl
+            mom[r, c, 1] = m2
+            mom[r, c, 2] = m3
+            mom[r, c, 3] = m4
+            mom[r, c, 4] = ps[4]
+            mom[r, c, 5] = ps[5]
         _combine(cnt[0], mom[0, c], cnt[1], mom[1, c], mom[2, c])
         if c == 0 or c == 8:  # hue deviations: fixed range [-1/2, 1/2)
             lo[c] = -0.5
@@ -514,8 +552,10 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             b = b if b < NBINS else NBINS - 1
             bins[c, k] = b
         if c < 8:
-            for k in range(npx):
-                histf[reg[k], c, bins[c, k]] += 1
+            for k in range(n0):
+                histf[0, c, bins[c, k]] += 1
+            for k in range(n0, npx):
+                histf[1, c, bins[c, k]] += 1
         else:
             for k in range(npx):
                 histf[2, 0, bins[8, k]] += 1
