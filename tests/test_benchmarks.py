@@ -56,6 +56,8 @@ def test_run_all_quick(data_dir, tmp_path):
     speed = secs["speed"]["result"]
     assert speed["morphocell_serial"]["img_per_s_wall"] > 0
     assert "morphocell_n_jobs_2" in speed
+    assert speed["files_n_jobs_2"]["same_values_as_serial"]
+    assert speed["summary"]["n_jobs_2_files_speedup_wall"] > 0
     seg = secs["segmentation"]["result"]["datasets"]
     for name in ("dataset1", "dataset2"):
         s = seg[name]["otsu"]["summary"]["all"]
