@@ -84,6 +84,53 @@ def test_n_jobs_2_gives_the_same_values(paths, table):
     assert st == [STATUS_OK] * 5 and err == [""] * 5
 
 
+@pytest.mark.filterwarnings("ignore:.*tasks have been successfully executed:UserWarning")
+def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table, tmp_path,
+                                                                    monkeypatch):
+    """In-memory images reach the workers through one file per chunk (not pickled): same
+    values as serial, a bad array is an error row, paths mixed in still work, and no chunk
+    file is left behind, also when the batch fails half-way."""
+    import glob
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where files go without /dev/shm
+    imgs = [read_image(p) for p in paths[:6]]
+    bad = np.zeros((3, 3, 3), np.uint8)  # too small: a validation error, not a crash
+    sources = [imgs[0], paths[1], bad, *imgs[3:6], np.asfortranarray(imgs[1])]
+    mat, st, err = extract_batch(sources, n_jobs=2, chunk_size=2)
+    ref = table.to_numpy()
+    for row, i in ((0, 0), (1, 1), (3, 3), (4, 4), (5, 5), (6, 1)):
+        np.testing.assert_array_equal(mat[row], ref[i])
+    assert st[2] == STATUS_ERROR and err[2] and np.isnan(mat[2]).all()
+    assert [s for i, s in enumerate(st) if i != 2] == [STATUS_OK] * 6
+
+    def leftovers():
+        return (glob.glob("/dev/shm/morphocell-chunk-*")
+                + glob.glob(str(tmp_path / "morphocell-chunk-*")))
+
+    assert leftovers() == []
+    packed = extractor._pack_chunk([imgs[0], paths[1]], files := [])
+    assert isinstance(packed, extractor._PackedChunk) and len(files) == 1
+    out = extractor._chunk(packed, extractor._families(None), "otsu")
+    np.testing.assert_array_equal(out[0][0], ref[0])
+    np.testing.assert_array_equal(out[1][0], ref[1])
+    assert leftovers() == []  # the worker side removed its file
+    assert extractor._pack_chunk([paths[0]], files2 := []) == [paths[0]] and files2 == []
+
+    import morphocell._utils as utils
+
+    def failing_progress(it, **kw):
+        for i, x in enumerate(it):
+            if i == 1:
+                raise RuntimeError("stop")
+            yield x
+
+    monkeypatch.setattr(utils, "progress", failing_progress)
+    with pytest.raises(RuntimeError, match="stop"):
+        extract_batch(imgs * 4, n_jobs=2, chunk_size=1)
+    assert leftovers() == []
+
+
 def test_small_batches_on_several_workers_are_cut_finer():
     from morphocell.features.extractor import TAIL_CHUNKS_PER_WORKER, _batch_chunk_size
 

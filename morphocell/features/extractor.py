@@ -8,6 +8,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -125,7 +126,79 @@ def _one(source, fams, method):
 
 
 def _chunk(sources, fams, method):
+    if isinstance(sources, _PackedChunk):
+        return sources.run(fams, method)
     return [_one(s, fams, method) for s in sources]
+
+
+class _PackedChunk:
+    """A chunk whose in-memory images travel to a worker process in a file in shared memory
+    (``/dev/shm`` where it exists) instead of as pickled bytes: the parent copies each image
+    once into the chunk's file, the worker maps it read-only, copies its images out and
+    removes the file. Pickling ~200 KB per image through the pipe cost the parent, which
+    shares the cores with the workers, about a tenth of the two-process speed
+    (docs/scale.md, "In-memory images and n_jobs"). One file per chunk, written when the
+    chunk is dispatched, so shared memory holds only the chunks in flight."""
+
+    def __init__(self, file: str, items: list):
+        self.file = file
+        self.items = items  # _ArraySlot for a packed array, else the source itself
+
+    def run(self, fams, method):
+        images = {}
+        try:
+            mm = np.memmap(self.file, dtype=np.uint8, mode="r")
+            for j, it in enumerate(self.items):
+                if isinstance(it, _ArraySlot):
+                    dt = np.dtype(it.dtype)
+                    n = int(np.prod(it.shape))
+                    images[j] = np.frombuffer(mm, dtype=dt, count=n, offset=it.offset
+                                              ).reshape(it.shape).copy()
+            del mm
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.file)
+        return [_one(images.get(j, it), fams, method) for j, it in enumerate(self.items)]
+
+
+class _ArraySlot:
+    """Where one image lies in a :class:`_PackedChunk`'s file."""
+
+    __slots__ = ("offset", "shape", "dtype")
+
+    def __init__(self, offset: int, shape: tuple, dtype: str):
+        self.offset, self.shape, self.dtype = offset, shape, dtype
+
+    def __reduce__(self):
+        return (_ArraySlot, (self.offset, self.shape, self.dtype))
+
+
+def _pack_chunk(chunk: list, files: list):
+    """``chunk`` as a :class:`_PackedChunk` when it holds numpy images (the file's name is
+    appended to ``files`` for the caller's clean-up), else ``chunk`` unchanged."""
+    import tempfile
+
+    idx = [j for j, s in enumerate(chunk)
+           if isinstance(s, np.ndarray) and s.dtype != object and s.size]
+    if not idx:
+        return chunk
+    offsets, off = [], 0
+    for j in idx:
+        offsets.append(off)
+        off += -(-chunk[j].nbytes // 64) * 64
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix="morphocell-chunk-", suffix=".bin", dir=shm)
+    files.append(path)
+    os.ftruncate(fd, off)
+    os.close(fd)
+    mm = np.memmap(path, dtype=np.uint8, mode="r+", shape=(off,))
+    items = list(chunk)
+    for j, o in zip(idx, offsets, strict=True):
+        a = np.ascontiguousarray(chunk[j])
+        mm[o:o + a.nbytes] = a.reshape(-1).view(np.uint8)
+        items[j] = _ArraySlot(o, a.shape, a.dtype.str)
+    del mm
+    return _PackedChunk(path, items)
 
 
 #: with several workers, :func:`extract_batch` cuts a batch into at least this many chunks per
@@ -172,10 +245,33 @@ def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs
         # a fresh install: compile the families side by side once instead of every worker
         # compiling all of them (no-op when the on-disk kernel cache is warm)
         compile_kernels(n_jobs)
-        par = Parallel(n_jobs=n_jobs, return_as="generator")
-        gen = par(delayed(_chunk)(c, fams, method) for c in chunks)
-        results = list(progress(gen, total=len(chunks), desc="features", verbose=verbose,
-                                unit="chunk"))
+        import threading
+
+        # chunk files in shared memory, written as joblib dispatches each chunk (possibly from
+        # its callback thread); workers remove theirs, the rest go here, and once the batch is
+        # over (or failed) no new file is written
+        files: list[str] = []
+        lock = threading.Lock()
+        closed = []
+
+        def tasks():
+            for c in chunks:
+                with lock:
+                    if closed:
+                        return
+                    packed = _pack_chunk(c, files)
+                yield delayed(_chunk)(packed, fams, method)
+
+        try:
+            gen = Parallel(n_jobs=n_jobs, return_as="generator")(tasks())
+            results = list(progress(gen, total=len(chunks), desc="features", verbose=verbose,
+                                    unit="chunk"))
+        finally:
+            with lock:
+                closed.append(True)
+                for f in files:
+                    with contextlib.suppress(OSError):
+                        os.unlink(f)
     flat = [r for chunk in results for r in chunk]
     mat = np.vstack([r[0] for r in flat]) if flat else np.empty((0, n_feat))
     return mat, [r[1] for r in flat], [r[2] for r in flat]
