@@ -10,8 +10,9 @@ reported apart) and measured in this one process, after a warm-up:
 * ``morphocell n_jobs=2``: :func:`~morphocell.features.extractor.extract_batch` with two
   worker processes (started and warmed before timing) on the same decoded arrays, run
   ``--scaling-repeats`` times, each right after a one-process run of the same images; the
-  speed-up is the median of the pairs' ratios (each pair is in the JSON). The arrays are
-  pickled to the workers by this process, which shares the two cores with them;
+  speed-up is the median of the pairs' ratios (each pair is in the JSON). This process
+  copies the arrays into shared-memory files for the workers (one per chunk) while sharing
+  the two cores with them;
 * the same from the files: ``extract_batch(paths, n_jobs=1)`` and ``n_jobs=2`` in pairs
   back to back, each process decoding its own images (what ``morphocell features`` /
   ``train`` / ``predict`` do);
@@ -260,7 +261,7 @@ def run(args) -> dict:
     res["speedup_n_jobs_2_wall"] = float(np.median(ratios))
 
     # ---- the same from the files: each process decodes its own images, as `morphocell
-    # features / train / predict` do (the arrays above are pickled to the workers by the
+    # features / train / predict` do (the arrays above are copied to the workers by the
     # parent, which shares the two cores with them)
     log("morphocell n_jobs=2 vs 1 from files, interleaved")
     extractor.extract_batch(paths[:64], n_jobs=2)
@@ -467,7 +468,7 @@ def to_markdown(r: dict) -> str:
         f"{s['morphocell_img_per_s_cpu']:.0f} img/s CPU (target 300);",
         f"* n_jobs=2 over n_jobs=1: {s['n_jobs_2_files_speedup_wall']:.2f}x from the files "
         f"(each worker decodes its images), {s['n_jobs_2_speedup_wall']:.2f}x on decoded arrays "
-        "pickled to the workers (target 1.8x);",
+        "handed to the workers (target 1.8x);",
         f"* colour family: {s['color_us_per_img_cpu']:.0f} us/image (CPU), median crop "
         f"{r['crop_pixels']['median_crop_px']:.0f} px, median cell "
         f"{r['crop_pixels']['median_cell_px']:.0f} px;",
