@@ -68,7 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def select_images(data: Path, n: int, split: str = "train") -> list[tuple[str, str]]:
     """First ``n`` (path, label) of ``split``, one class after another in turn (classes in
     sorted order, files in csv order), so every prefix is stratified."""
-    rows = [r for r in csv.DictReader(open(data / "pbc_split.csv")) if r["split"] == split]
+    with open(data / "pbc_split.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
     by = {}
     for r in rows:
         by.setdefault(r["label"], []).append(str(data / r["path"]))

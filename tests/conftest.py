@@ -20,7 +20,8 @@ def data_dir() -> Path:
 
 def pbc_subset(n_per_class: int, split: str = "train", offset: int = 0) -> list[tuple[str, str]]:
     """Deterministic (path, label) pairs: the first ``n_per_class`` rows per class of a split."""
-    rows = list(csv.DictReader(open(DATA / "pbc_split.csv")))
+    with open(DATA / "pbc_split.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     out, seen = [], {}
     for r in rows:
         if r["split"] != split:

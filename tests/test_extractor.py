@@ -3,6 +3,7 @@ become NaN rows listed in the failures, doctests."""
 from __future__ import annotations
 
 import doctest
+import os
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,27 @@ def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table
             if i == 1:
                 raise RuntimeError("stop")
             yield x
+
+    # no room for the file (ENOSPC): the chunk falls back to pickling, nothing is left behind
+    class Full:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, b):
+            raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(extractor.os, "fdopen", Full)
+        files3: list = []
+        chunk = [imgs[0], paths[1]]
+        assert extractor._pack_chunk(chunk, files3) is chunk and files3 == []
+    assert leftovers() == []
 
     monkeypatch.setattr(utils, "progress", failing_progress)
     with pytest.raises(RuntimeError, match="stop"):

@@ -132,13 +132,13 @@ def _chunk(sources, fams, method):
 
 
 class _PackedChunk:
-    """A chunk whose in-memory images travel to a worker process in a file in shared memory
-    (``/dev/shm`` where it exists) instead of as pickled bytes: the parent copies each image
-    once into the chunk's file, the worker maps it read-only, copies its images out and
-    removes the file. Pickling ~200 KB per image through the pipe cost the parent, which
-    shares the cores with the workers, about a tenth of the two-process speed
-    (docs/scale.md, "In-memory images and n_jobs"). One file per chunk, written when the
-    chunk is dispatched, so shared memory holds only the chunks in flight."""
+    """A chunk whose in-memory images travel to a worker process in a file (in ``/dev/shm``
+    where it exists and has room) instead of as pickled bytes: the parent writes each image
+    once into the chunk's file, the worker reads its images back and removes the file.
+    Pickling ~200 KB per image through the pipe cost the parent, which shares the cores with
+    the workers, about a tenth of the two-process speed (docs/scale.md, "In-memory images
+    and n_jobs"). One file per chunk, written when the chunk is dispatched, so the files hold
+    only the chunks in flight."""
 
     def __init__(self, file: str, items: list):
         self.file = file
@@ -147,14 +147,14 @@ class _PackedChunk:
     def run(self, fams, method):
         images = {}
         try:
-            mm = np.memmap(self.file, dtype=np.uint8, mode="r")
-            for j, it in enumerate(self.items):
-                if isinstance(it, _ArraySlot):
-                    dt = np.dtype(it.dtype)
-                    n = int(np.prod(it.shape))
-                    images[j] = np.frombuffer(mm, dtype=dt, count=n, offset=it.offset
-                                              ).reshape(it.shape).copy()
-            del mm
+            with open(self.file, "rb") as fh:
+                for j, it in enumerate(self.items):
+                    if isinstance(it, _ArraySlot):
+                        a = np.empty(it.shape, np.dtype(it.dtype))
+                        fh.seek(it.offset)
+                        if fh.readinto(memoryview(a).cast("B")) != a.nbytes:
+                            raise OSError(f"short read from {self.file}")
+                        images[j] = a
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.file)
@@ -173,31 +173,47 @@ class _ArraySlot:
         return (_ArraySlot, (self.offset, self.shape, self.dtype))
 
 
+def _chunk_dir(nbytes: int) -> str | None:
+    """``/dev/shm`` when it exists, is writable and has room for many chunks of ``nbytes``
+    (containers often give it only 64 MB), else None (the default temporary folder)."""
+    d = "/dev/shm"
+    try:
+        st = os.statvfs(d)
+    except (OSError, AttributeError):
+        return None
+    return d if os.access(d, os.W_OK) and st.f_bavail * st.f_frsize >= 16 * nbytes else None
+
+
 def _pack_chunk(chunk: list, files: list):
     """``chunk`` as a :class:`_PackedChunk` when it holds numpy images (the file's name is
-    appended to ``files`` for the caller's clean-up), else ``chunk`` unchanged."""
+    appended to ``files`` for the caller's clean-up), else ``chunk`` unchanged -- also when
+    the file cannot be written (no room: the images are then pickled as before)."""
     import tempfile
 
     idx = [j for j, s in enumerate(chunk)
            if isinstance(s, np.ndarray) and s.dtype != object and s.size]
     if not idx:
         return chunk
-    offsets, off = [], 0
-    for j in idx:
-        offsets.append(off)
-        off += -(-chunk[j].nbytes // 64) * 64
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    fd, path = tempfile.mkstemp(prefix="morphocell-chunk-", suffix=".bin", dir=shm)
-    files.append(path)
-    os.ftruncate(fd, off)
-    os.close(fd)
-    mm = np.memmap(path, dtype=np.uint8, mode="r+", shape=(off,))
+    arrays = {j: np.ascontiguousarray(chunk[j]) for j in idx}
+    total = sum(-(-a.nbytes // 64) * 64 for a in arrays.values())
+    fd, path = tempfile.mkstemp(prefix="morphocell-chunk-", suffix=".bin", dir=_chunk_dir(total))
     items = list(chunk)
-    for j, o in zip(idx, offsets, strict=True):
-        a = np.ascontiguousarray(chunk[j])
-        mm[o:o + a.nbytes] = a.reshape(-1).view(np.uint8)
-        items[j] = _ArraySlot(o, a.shape, a.dtype.str)
-    del mm
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            off = 0
+            for j in idx:
+                a = arrays[j]
+                fh.write(memoryview(a).cast("B"))
+                pad = -(-a.nbytes // 64) * 64 - a.nbytes
+                if pad:
+                    fh.write(bytes(pad))
+                items[j] = _ArraySlot(off, a.shape, a.dtype.str)
+                off += a.nbytes + pad
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return chunk
+    files.append(path)
     return _PackedChunk(path, items)
 
 
