@@ -85,7 +85,7 @@ def test_n_jobs_2_gives_the_same_values(paths, table):
     assert st == [STATUS_OK] * 5 and err == [""] * 5
 
 
-@pytest.mark.filterwarnings("ignore:.*tasks have been successfully executed:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*tasks (have been|which were):UserWarning")
 def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table, tmp_path,
                                                                     monkeypatch):
     """In-memory images reach the workers through one file per chunk (not pickled): same
