@@ -319,6 +319,24 @@ def _power_sums(x, a, b, v0, out):
 
 
 @njit(cache=True, nogil=True)
+def _hist2(b, k0, k1, h2, out):
+    """``out[b[k]] += 1`` for ``k`` in ``[k0, k1)``, counted in two histograms (even / odd
+    ``k``, ``h2``: zeros on entry and on return) so that neighbouring pixels in the same bin
+    -- the usual case -- do not wait on each other's increment of one counter."""
+    k = k0
+    while k + 2 <= k1:
+        h2[0, b[k]] += 1
+        h2[1, b[k + 1]] += 1
+        k += 2
+    if k < k1:
+        h2[0, b[k]] += 1
+    for i in range(out.shape[0]):
+        out[i] += h2[0, i] + h2[1, i]
+        h2[0, i] = 0
+        h2[1, i] = 0
+
+
+@njit(cache=True, nogil=True)
 def _combine(na, a, nb, b, out):
     """Moments of the union of two disjoint samples: ``a``, ``b``, ``out`` hold
     (mean, m2, m3, m4, min, max) with ``m_k`` the central moments (means of powers).
@@ -544,6 +562,7 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             lo[c] = mn
             scale[c] = (NBINS - 1) / (mx - mn) if mx > mn else 0.0
     # ---- bin indices and histograms (the cell's hue has its own column 8)
+    h2 = np.zeros((2, NBINS), np.int32)
     for c in range(9):
         l0 = lo[c]
         sc = scale[c]
@@ -552,13 +571,10 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             b = b if b < NBINS else NBINS - 1
             bins[c, k] = b
         if c < 8:
-            for k in range(n0):
-                histf[0, c, bins[c, k]] += 1
-            for k in range(n0, npx):
-                histf[1, c, bins[c, k]] += 1
+            _hist2(bins[c], 0, n0, h2, histf[0, c])
+            _hist2(bins[c], n0, npx, h2, histf[1, c])
         else:
-            for k in range(npx):
-                histf[2, 0, bins[8, k]] += 1
+            _hist2(bins[8], 0, npx, h2, histf[2, 0])
     for c in range(1, 8):
         for b in range(NBINS):
             histf[2, c, b] = histf[0, c, b] + histf[1, c, b]
