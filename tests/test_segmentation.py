@@ -330,6 +330,40 @@ def test_background_and_masked_median_match_numpy(pbc_images):
     assert np.isnan(o._masked_median(few, few > 5))
 
 
+def test_candidate_box_steps_equal_whole_image(pbc_images):
+    """The classical method runs its last steps on the candidate cell's box: hole filling and
+    the mask enlargement there equal the whole image's; OpenCV's float distance transform
+    agrees to 1 ulp (its rounding depends on where the pixels lie in the array)."""
+    import cv2
+
+    from morphocell.segmentation import otsu as o
+
+    for _, _, img in pbc_images[:10]:
+        m = segment(img)
+        for f, size in ((2, None), (3, (400, 390)), (2, (363, 360))):
+            im = img if size is None else cv2.resize(img, size)
+            small, ff = o.shrink(im, 128)
+            assert ff == f
+            h, w = small.shape[:2]
+            nuc = cv2.resize(m.nucleus.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            cell = cv2.resize(m.cell.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            box = o._candidate_box(cell, 3)
+            for a in (cell, 1 - nuc):
+                full = cv2.distanceTransform(a, cv2.DIST_L2, 3)[box]
+                part = cv2.distanceTransform(np.ascontiguousarray(a[box]), cv2.DIST_L2, 3)
+                inside = cell[box] > 0
+                np.testing.assert_array_max_ulp(part[inside], full[inside], maxulp=1)
+            holed = cell.copy()
+            holed[np.nonzero(nuc)] = 0  # a cell with its nucleus as a hole
+            np.testing.assert_array_equal(o._fill_holes(np.ascontiguousarray(holed[box])),
+                                          o._fill_holes(holed)[box])
+            H, W = im.shape[:2]
+            for mask in (nuc, cell):
+                np.testing.assert_array_equal(
+                    o._upscale_box(mask, box, f, (H, W)),
+                    o._upscale(mask, ((w * f), (h * f)), (H, W)))
+
+
 def test_parameters_change_the_result(pbc_images):
     img = pbc_images[4][2]
     base = segment(img)
