@@ -595,12 +595,14 @@ def _candidate_box(cand: np.ndarray, margin: int) -> tuple[slice, slice]:
 
 def _upscale_box(mask: np.ndarray, box: tuple[slice, slice], f: int,
                  shape: tuple[int, int]) -> np.ndarray:
-    """:func:`_upscale` of a working-scale 0/1 ``mask`` by the factor ``f`` to ``shape``,
-    resizing only ``mask[box]`` (``box`` holds every nonzero pixel with a margin of at least
-    one zero pixel, or reaches the image border). The same result: with the scale exactly
-    ``f`` the sample positions of the box's output are those of the whole image's, the
-    box's replicated border is a zero row or column (or the image's own border), and every
-    output pixel outside ``f x box`` interpolates zeros only."""
+    """A working-scale 0/1 ``mask`` enlarged by the factor ``f`` to ``shape`` (H, W): linear
+    interpolation of 0/255 to ``f`` times the size, threshold at 128, the last row/column
+    repeated up to ``shape``. Only ``mask[box]`` is resized (``box`` holds every nonzero
+    pixel with a margin of at least one zero pixel, or reaches the image border), with the
+    result of resizing the whole mask: with the scale exactly ``f`` the sample positions of
+    the box's output are those of the whole image's, the box's replicated border is a zero
+    row or column (or the image's own border), and every output pixel outside ``f x box``
+    interpolates zeros only (tested against the whole-image resize)."""
     import cv2
 
     h, w = mask.shape
@@ -616,17 +618,6 @@ def _upscale_box(mask: np.ndarray, box: tuple[slice, slice], f: int,
     if W > Wc:
         up[:, Wc:] = up[:, Wc - 1:Wc]
     return up[:H, :W]
-
-
-def _upscale(mask: np.ndarray, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Resize a 0/1 mask to ``size`` (w, h) by linear interpolation of 0/255, threshold at
-    128, then extend to ``shape`` (H, W) by repeating the last row/column."""
-    import cv2
-
-    up = cv2.resize(mask * np.uint8(255), size, interpolation=cv2.INTER_LINEAR) > 127
-    if up.shape != tuple(shape):
-        up = np.pad(up, ((0, shape[0] - up.shape[0]), (0, shape[1] - up.shape[1])), mode="edge")
-    return up
 
 
 def shrink(image: np.ndarray, work_side: int) -> tuple[np.ndarray, int]:
