@@ -116,6 +116,12 @@ def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table
     np.testing.assert_array_equal(out[0][0], ref[0])
     np.testing.assert_array_equal(out[1][0], ref[1])
     assert leftovers() == []  # the worker side removed its file
+    # a chunk file gone before the worker reads it: error rows for its arrays, not a crash
+    packed = extractor._pack_chunk([imgs[0], paths[1]], files4 := [])
+    os.unlink(files4[0])
+    out = extractor._chunk(packed, extractor._families(None), "otsu")
+    assert out[0][1] == STATUS_ERROR and "lost" in out[0][2] and np.isnan(out[0][0]).all()
+    np.testing.assert_array_equal(out[1][0], ref[1])
     assert extractor._pack_chunk([paths[0]], files2 := []) == [paths[0]] and files2 == []
 
     import morphocell._utils as utils

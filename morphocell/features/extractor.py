@@ -146,6 +146,7 @@ class _PackedChunk:
 
     def run(self, fams, method):
         images = {}
+        lost = ""
         try:
             with open(self.file, "rb") as fh:
                 for j, it in enumerate(self.items):
@@ -155,10 +156,18 @@ class _PackedChunk:
                         if fh.readinto(memoryview(a).cast("B")) != a.nbytes:
                             raise OSError(f"short read from {self.file}")
                         images[j] = a
+        except OSError as exc:  # the batch goes on: these images become error rows
+            lost = f"in-memory image lost on its way to the worker process: {exc}"
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.file)
-        return [_one(images.get(j, it), fams, method) for j, it in enumerate(self.items)]
+        out = []
+        for j, it in enumerate(self.items):
+            if isinstance(it, _ArraySlot) and j not in images:
+                out.append((np.full(len(feature_names(fams)), np.nan), STATUS_ERROR, lost))
+            else:
+                out.append(_one(images.get(j, it), fams, method))
+        return out
 
 
 class _ArraySlot:
