@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -170,16 +171,12 @@ class _PackedChunk:
         return out
 
 
-class _ArraySlot:
+class _ArraySlot(NamedTuple):
     """Where one image lies in a :class:`_PackedChunk`'s file."""
 
-    __slots__ = ("offset", "shape", "dtype")
-
-    def __init__(self, offset: int, shape: tuple, dtype: str):
-        self.offset, self.shape, self.dtype = offset, shape, dtype
-
-    def __reduce__(self):
-        return (_ArraySlot, (self.offset, self.shape, self.dtype))
+    offset: int
+    shape: tuple
+    dtype: str
 
 
 def _chunk_dir(nbytes: int) -> str | None:
@@ -204,20 +201,16 @@ def _pack_chunk(chunk: list, files: list):
     if not idx:
         return chunk
     arrays = {j: np.ascontiguousarray(chunk[j]) for j in idx}
-    total = sum(-(-a.nbytes // 64) * 64 for a in arrays.values())
+    total = sum(a.nbytes for a in arrays.values())
     fd, path = tempfile.mkstemp(prefix="morphocell-chunk-", suffix=".bin", dir=_chunk_dir(total))
     items = list(chunk)
     try:
         with os.fdopen(fd, "wb") as fh:
             off = 0
-            for j in idx:
-                a = arrays[j]
+            for j, a in arrays.items():
                 fh.write(memoryview(a).cast("B"))
-                pad = -(-a.nbytes // 64) * 64 - a.nbytes
-                if pad:
-                    fh.write(bytes(pad))
                 items[j] = _ArraySlot(off, a.shape, a.dtype.str)
-                off += a.nbytes + pad
+                off += a.nbytes
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -277,12 +270,12 @@ def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs
         # over (or failed) no new file is written
         files: list[str] = []
         lock = threading.Lock()
-        closed = []
+        over = threading.Event()
 
         def tasks():
             for c in chunks:
                 with lock:
-                    if closed:
+                    if over.is_set():
                         return
                     packed = _pack_chunk(c, files)
                 yield delayed(_chunk)(packed, fams, method)
@@ -293,7 +286,7 @@ def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs
                                     unit="chunk"))
         finally:
             with lock:
-                closed.append(True)
+                over.set()
                 for f in files:
                     with contextlib.suppress(OSError):
                         os.unlink(f)
