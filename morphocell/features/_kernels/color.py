@@ -375,7 +375,7 @@ def _combine(na, a, nb, b, out):
 
 @njit(cache=True, nogil=True)
 def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white, hed,
-                px, reg, cols, bins, tmp, hist8, histf, slot, stats, resultant):
+                px, cols, bins, tmp, hist8, histf, slot, stats, resultant):
     """Fill ``stats`` (3, 15, 7) and ``resultant`` (3,) for one crop.
 
     Parameters
@@ -384,10 +384,11 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     levels, f, lin, od, logn : float64 (256,) lookup tables of :func:`luts`
     xyz, white, hed : float64 colour matrices (:data:`XYZ_FROM_RGB`, :data:`WHITE_D65`,
         :data:`HED_FROM_RGB`)
-    px : uint8 (3, h*w), reg : uint8 (h*w,), cols : float64 (9, h*w), bins : int16 (9, h*w),
+    px : uint8 (3, h*w), cols : float64 (9, h*w), bins : int16 (9, h*w),
     tmp : float64 (7, h*w)
         work space (pixel list -- nucleus pixels first, then cytoplasm pixels, each in
-        raster order --, region 0/1, channel values, bin indices, scratch rows);
+        raster order, so a pixel's region is whether its index is below the nucleus count
+        --, channel values, bin indices, scratch rows);
     hist8 : int32 (2, 4, 256) zeros; histf : int32 (3, 8, NBINS) zeros;
     slot : int32 (3, 8, NBINS) filled with -1
     stats : float64 (3, 15, 7) NaN-filled (rows of empty regions stay NaN)
@@ -417,11 +418,11 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
         for j in range(w):
             if nucleus[i, j]:
                 r = 0
-                npx = k_n
+                kk = k_n
                 k_n += 1
             elif cytoplasm[i, j]:
                 r = 1
-                npx = k_c
+                kk = k_c
                 k_c += 1
             else:
                 continue
@@ -432,10 +433,9 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             hist8[r, 1, g8] += 1
             hist8[r, 2, b8] += 1
             hist8[r, 3, max(r8, max(g8, b8))] += 1
-            px[0, npx] = r8
-            px[1, npx] = g8
-            px[2, npx] = b8
-            reg[npx] = r
+            px[0, kk] = r8
+            px[1, kk] = g8
+            px[2, kk] = b8
     npx = k_c
     if npx == 0:
         return
@@ -634,7 +634,7 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             t = wanted[col, b]
             if t == 0:
                 continue
-            r = reg[k]
+            r = 1 if k >= n0 else 0
             if (t >> r) & 1:
                 s = slot[r, c, b]
                 buf[fill[s]] = cols[col, k]
