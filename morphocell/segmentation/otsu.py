@@ -471,10 +471,20 @@ def otsu_threshold(values: np.ndarray) -> tuple[int, float, float]:
 
 
 def _lut(bg: np.ndarray, od_max: float) -> np.ndarray:
+    """uint8 (1, 256, 3) table of the optical density ``log((bg + 1) / (I + 1))`` per
+    channel, scaled so that ``od_max`` is 255 (read-only; cached: a lab's background colours
+    repeat from image to image)."""
+    return _lut_cached(tuple(float(c) for c in bg), float(od_max))
+
+
+@lru_cache(maxsize=256)
+def _lut_cached(bg: tuple[float, float, float], od_max: float) -> np.ndarray:
     v = np.arange(256, dtype=np.float64)[:, None]
-    od = np.log((bg[None, :].astype(np.float64) + 1.0) / (v + 1.0))
+    od = np.log((np.asarray(bg, np.float64)[None, :] + 1.0) / (v + 1.0))
     q = np.clip(od * (255.0 / od_max), 0, 255)
-    return np.round(q).astype(np.uint8).reshape(1, 256, 3)
+    out = np.round(q).astype(np.uint8).reshape(1, 256, 3)
+    out.setflags(write=False)
+    return out
 
 
 def _background(img: np.ndarray, q: float, step: int = 3) -> np.ndarray:
