@@ -60,6 +60,8 @@ persistence on the nucleus bounding box for LobeCount. Buffers are reused per th
 """
 from __future__ import annotations
 
+import itertools
+
 import threading
 
 import numpy as np
@@ -322,8 +324,7 @@ def curvature_features(mask: np.ndarray) -> np.ndarray:
         return out
     lens = [c.shape[0] for c in contours]
     pts = (contours[0] if len(contours) == 1 else np.concatenate(contours)).reshape(-1, 2)
-    offsets = np.zeros(len(lens) + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
+    offsets = np.array([0, *itertools.accumulate(lens)], np.int64)
     buf = np.empty((3, int(1.5 * max(lens) / CURVATURE_STEP) + 8))
     cbuf = np.empty((max(lens), 2))
     K.curvature_contours(pts, offsets, CURVATURE_STEP, CURVATURE_SIGMA, MIN_CONTOUR_LENGTH,

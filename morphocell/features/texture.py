@@ -193,11 +193,20 @@ def region_labels(crop: Crop) -> np.ndarray:
 def glcm_offsets(distances=DISTANCES) -> tuple[np.ndarray, np.ndarray]:
     """(row, col) offsets, distance-major, angles 0, 45, 90, 135 degrees: ``(0, d)``,
     ``(d, d)``, ``(d, 0)``, ``(d, -d)`` (mahotas' directions)."""
+    off_r, off_c = _glcm_offsets(tuple(int(d) for d in distances))
+    return off_r.copy(), off_c.copy()
+
+
+@lru_cache(maxsize=16)
+def _glcm_offsets(distances: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     off_r, off_c = [], []
     for d in distances:
         off_r += [0, d, d, d]
         off_c += [d, d, 0, -d]
-    return np.asarray(off_r, np.int64), np.asarray(off_c, np.int64)
+    r, c = np.asarray(off_r, np.int64), np.asarray(off_c, np.int64)
+    r.setflags(write=False)
+    c.setflags(write=False)
+    return r, c
 
 
 def glcm_counts(q: np.ndarray, lab: np.ndarray, distances=DISTANCES,
@@ -212,7 +221,7 @@ def glcm_counts(q: np.ndarray, lab: np.ndarray, distances=DISTANCES,
 
     if levels < 2 or levels > 127:
         raise FeatureError(f"GLCM levels must be in 2..127, got {levels}")
-    off_r, off_c = glcm_offsets(distances)
+    off_r, off_c = _glcm_offsets(tuple(int(d) for d in distances))
     out = np.zeros((off_r.size, 2 * levels, 2 * levels), np.int32)
     k.glcm_counts(np.ascontiguousarray(q, np.uint8), np.ascontiguousarray(lab, np.uint8),
                   off_r, off_c, out)
