@@ -61,7 +61,6 @@ persistence on the nucleus bounding box for LobeCount. Buffers are reused per th
 from __future__ import annotations
 
 import itertools
-
 import threading
 
 import numpy as np
