@@ -123,7 +123,12 @@ def _one(source, fams, method):
             return vec, STATUS_NO_CELL, str(masks.info.get("reason", "no cell found"))
         return vec, STATUS_OK, ""
     except MorphocellError as exc:
-        return np.full(len(feature_names(fams)), np.nan), STATUS_ERROR, str(exc)
+        return _error_row(fams, str(exc))
+
+
+def _error_row(fams, message: str):
+    """The (all-NaN vector, status, error) result of an image that could not be measured."""
+    return np.full(len(feature_names(fams)), np.nan), STATUS_ERROR, message
 
 
 def _chunk(sources, fams, method):
@@ -165,7 +170,7 @@ class _PackedChunk:
         out = []
         for j, it in enumerate(self.items):
             if isinstance(it, _ArraySlot) and j not in images:
-                out.append((np.full(len(feature_names(fams)), np.nan), STATUS_ERROR, lost))
+                out.append(_error_row(fams, lost))
             else:
                 out.append(_one(images.get(j, it), fams, method))
         return out
