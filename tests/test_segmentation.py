@@ -301,6 +301,48 @@ def test_label_helpers_match_numpy(pbc_images):
             assert np.array_equal(o._select_labels(lab, sel), sel[lab].astype(np.uint8))
 
 
+
+def test_red_cell_kernels_match_opencv(pbc_images):
+    """The compiled pieces of step 4 against OpenCV on real masks: the cross erosion
+    (``cv2.erode`` with ``_disc(1)``, default border), the run-based 8-connected components
+    (the same pixel sets and areas as ``cv2.connectedComponents``) and the marker rule (area,
+    distance-transform peak within ``_disc(2)`` or far from the nucleus) written with
+    ``cv2.dilate`` / numpy."""
+    import cv2
+
+    from morphocell.segmentation import otsu as o
+
+    counts = []
+    for _, _, img in pbc_images[:12]:
+        g = img[..., 1]
+        for t in (100, 160, 200, 240):
+            m = np.ascontiguousarray((g < t).astype(np.uint8)[7:-3, 5:])
+            ours = np.empty_like(m)
+            o._erode_cross_kernel(m, ours)
+            assert np.array_equal(ours, cv2.erode(m, o._disc(1)))
+            n_ref, lab_ref = cv2.connectedComponents(cv2.erode(m, o._disc(1)), connectivity=8)
+            area_ref = np.bincount(lab_ref.ravel(), minlength=n_ref)
+            # a distance map whose peaks (its ridge) only some of the components hold
+            dist = cv2.distanceTransform((g[7:-3, 5:] < 250).astype(np.uint8), cv2.DIST_L2, 3)
+            dnuc = cv2.distanceTransform((g[7:-3, 5:] > 120).astype(np.uint8), cv2.DIST_L2, 3)
+            for min_area, far, se in ((1.0, 1e9, o._disc(2)), (30.0, 12.0, o._disc(2)),
+                                      (30.0, 12.0, o._NO_SE), (5.0, 1e9, o._disc(3))):
+                markers = np.full(m.shape, -7, np.int32)
+                count = o._marker_components(m, np.empty_like(m), min_area, dist, dnuc, se,
+                                             np.float32(3.0), np.float32(far), markers)
+                ok = area_ref >= min_area
+                ok[0] = False
+                if se.size:
+                    peaks = (dist >= cv2.dilate(dist, se)) & (dist >= np.float32(3.0))
+                    hit = peaks | (dnuc > np.float32(far))
+                    ok &= np.bincount(lab_ref[hit], minlength=n_ref) > 0
+                assert count == int(ok.sum())
+                counts.append((count, int((area_ref[1:] >= min_area).sum())))
+                assert np.array_equal(markers == 2, ok[lab_ref])
+                assert ((markers == -7) == ~ok[lab_ref]).all()
+    # the peak / distance test removed some components and kept others
+    assert any(0 < c < a for c, a in counts)
+
 def test_background_and_masked_median_match_numpy(pbc_images):
     from morphocell.segmentation import otsu as o
 

@@ -310,6 +310,13 @@ def _masked_median_kernel(val: np.ndarray, mask: np.ndarray, buf: np.ndarray):  
             if mask[y, x]:
                 buf[n] = val[y, x]
                 n += 1
+    return _median_f32(buf, n)
+
+
+@njit(cache=True, nogil=True)
+def _median_f32(buf: np.ndarray, n: int):  # pragma: no cover - compiled
+    """``np.median(buf[:n])`` of float32 values (``buf`` is reordered): the middle value, or
+    for an even ``n`` the float32 mean of the two middle ones; NaN when ``n == 0``."""
     if n == 0:
         return np.float32(np.nan)
     k = n // 2
@@ -425,6 +432,253 @@ def _flood_kernel(relief: np.ndarray, labels: np.ndarray, nxt: np.ndarray, head:
             tail[lv] = j
 
 
+@njit(cache=True, nogil=True)
+def _erode_cross_kernel(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover
+    """``dst`` = 0/1 ``src`` eroded by the 3 x 3 cross (``_disc(1)``), uint8; outside the
+    array counts as set (OpenCV's default border value for an erosion), so a missing
+    neighbour is replaced by the pixel itself. Branch-free rows (they vectorise)."""
+    h, w = src.shape
+    for y in range(h):
+        yu = max(y - 1, 0)
+        yd = min(y + 1, h - 1)
+        if w == 1:
+            dst[y, 0] = src[y, 0] & src[yu, 0] & src[yd, 0]
+            continue
+        dst[y, 0] = src[y, 0] & src[yu, 0] & src[yd, 0] & src[y, 1]
+        for x in range(1, w - 1):
+            dst[y, x] = src[y, x] & src[yu, x] & src[yd, x] & src[y, x - 1] & src[y, x + 1]
+        dst[y, w - 1] = src[y, w - 1] & src[yu, w - 1] & src[yd, w - 1] & src[y, w - 2]
+
+
+@njit(cache=True, nogil=True)
+def _find_root(parent: np.ndarray, i: int) -> int:  # pragma: no cover - compiled
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _runs8(mask: np.ndarray, ry: np.ndarray, rx0: np.ndarray, rx1: np.ndarray,
+           parent: np.ndarray) -> int:  # pragma: no cover - compiled
+    """8-connected components of ``mask != 0`` by runs: the row runs ``[rx0, rx1)`` of row
+    ``ry`` (in raster order) and, in ``parent``, a union-find forest over them (two runs of
+    neighbouring rows are joined when they overlap or touch diagonally). Returns the number
+    of runs; buffers hold at least ``mask.size // 2 + mask.shape[0]`` entries."""
+    h, w = mask.shape
+    n = 0
+    prev0 = 0  # runs of the previous row: [prev0, prev1)
+    prev1 = 0
+    for y in range(h):
+        cur0 = n
+        x = 0
+        while x < w:
+            if mask[y, x] == 0:
+                x += 1
+                continue
+            x0 = x
+            while x < w and mask[y, x] != 0:
+                x += 1
+            ry[n] = y
+            rx0[n] = x0
+            rx1[n] = x
+            parent[n] = n
+            n += 1
+        if y > 0 and prev1 > prev0:
+            j = prev0
+            for i in range(cur0, n):
+                # previous-row runs that end before this run's left neighbour cannot touch it
+                # nor any later run of this row
+                while j < prev1 and rx1[j] < rx0[i]:
+                    j += 1
+                jj = j
+                while jj < prev1 and rx0[jj] <= rx1[i]:
+                    a = _find_root(parent, i)
+                    b = _find_root(parent, jj)
+                    if a != b:
+                        if a < b:
+                            parent[b] = a
+                        else:
+                            parent[a] = b
+                    jj += 1
+        prev0 = cur0
+        prev1 = n
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _marker_components(like: np.ndarray, work: np.ndarray, min_area: float,
+                       dist: np.ndarray, dnuc: np.ndarray, peak_se: np.ndarray,
+                       min_peak: np.float32, far: np.float32, markers: np.ndarray) -> int:  # pragma: no cover
+    """Red-cell markers from the red-cell-like pixels ``like`` (uint8 0/1, box-sized): the
+    8-connected components of ``like`` eroded by the 3 x 3 cross with at least ``min_area``
+    pixels -- and, when ``peak_se`` is not empty, holding a pixel that is a peak of ``dist``
+    (``dist >= `` its grey dilation by ``peak_se``, and ``dist >= min_peak``) or lies
+    farther than ``far`` from the nucleus (``dnuc > far``) -- are set to 2 in ``markers``;
+    returns their number. ``work``: box-sized uint8 scratch."""
+    hb, wb = like.shape
+    _erode_cross_kernel(like, work)
+    m = hb * ((wb + 1) // 2) + 1
+    ry = np.empty(m, np.int64)
+    rx0 = np.empty(m, np.int64)
+    rx1 = np.empty(m, np.int64)
+    parent = np.empty(m, np.int64)
+    n = _runs8(work, ry, rx0, rx1, parent)
+    area = np.zeros(n, np.int64)
+    for i in range(n):
+        parent[i] = _find_root(parent, i)
+        area[parent[i]] += rx1[i] - rx0[i]
+    ok = np.zeros(n, np.bool_)
+    count = 0
+    for i in range(n):
+        if parent[i] == i and area[i] >= min_area:
+            ok[i] = True
+            count += 1
+    if count == 0:
+        return 0
+    if peak_se.shape[0] > 0:
+        r = peak_se.shape[0] // 2
+        hit = np.zeros(n, np.bool_)
+        for i in range(n):
+            c = parent[i]
+            if not ok[c] or hit[c]:
+                continue
+            y = ry[i]
+            for x in range(rx0[i], rx1[i]):
+                if dnuc[y, x] > far:
+                    hit[c] = True
+                    break
+                v = dist[y, x]
+                if v < min_peak:
+                    continue
+                peak = True  # dist >= cv2.dilate(dist, peak_se): no larger value in reach
+                for dy in range(-r, r + 1):
+                    yy = y + dy
+                    if yy < 0 or yy >= hb:
+                        continue  # outside is ignored (OpenCV's border value for a dilation)
+                    for dx in range(-r, r + 1):
+                        xx = x + dx
+                        if xx >= 0 and xx < wb and peak_se[dy + r, dx + r] != 0 \
+                                and dist[yy, xx] > v:
+                            peak = False
+                    if not peak:
+                        break
+                if peak:
+                    hit[c] = True
+                    break
+        count = 0
+        for i in range(n):
+            if ok[i] and not hit[i]:
+                ok[i] = False
+            if ok[i]:
+                count += 1
+    for i in range(n):
+        if ok[parent[i]]:
+            y = ry[i]
+            for x in range(rx0[i], rx1[i]):
+                markers[y, x] = 2
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _rbc_markers_kernel(fg: np.ndarray, cand_full: np.ndarray, s8: np.ndarray, od8: np.ndarray,
+                        stain: np.ndarray, f1: int, k: np.float32, y0: int, x0: int,
+                        cand0: np.ndarray, nuc: np.ndarray, dist: np.ndarray, dnuc: np.ndarray,
+                        ring_w: np.float32, cyt_quantile: float, chroma_gap: float,
+                        free_min: float, stain_tol: float, min_area: float,
+                        peak_se: np.ndarray, min_peak: np.float32, far: np.float32,
+                        use_free_delta: bool, free_delta: float, free_ring: np.float32,
+                        markers: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Step 4 of :func:`segment_otsu` (red-cell markers a and b of the module docstring)
+    after the two distance transforms, in one call: fills ``markers`` (int32, box-sized:
+    -1 outside the candidate, 0 inside, 2 on red-cell markers, 1 on the nucleus) and
+    returns the number of red-cell markers.
+
+    Full-image arrays: ``fg``, ``cand_full``, ``s8`` (uint8), ``od8`` (uint8, 3 channels),
+    ``stain`` (float32); box-sized (the box starts at ``(y0, x0)``): ``cand0``, ``nuc``
+    (uint8 0/1), ``dist``, ``dnuc`` (float32). Thresholds compared with float32 images are
+    float32 (as numpy compares a float32 array with a Python float). The chromaticity
+    ``OD_B / stain`` is ``float32(od8[..., 2]) * k / (stain + 1e-3)`` in float32."""
+    hb, wb = cand0.shape
+    h, w = s8.shape
+    eps = np.float32(1e-3)
+    chroma = np.empty((hb, wb), np.float32)
+    rest = np.empty((hb, wb), np.uint8)
+    _erode_cross_kernel(cand0, rest)
+    vals = np.empty(max(hb * wb, h * w), np.float32)
+    n_ring = 0
+    for y in range(hb):
+        for x in range(wb):
+            markers[y, x] = np.int32(cand0[y, x]) - 1
+            chroma[y, x] = np.float32(od8[y0 + y, x0 + x, 2]) * k / (stain[y0 + y, x0 + x] + eps)
+            rest[y, x] &= (nuc[y, x] == 0) & (s8[y0 + y, x0 + x] > f1)
+        for x in range(wb):
+            if rest[y, x] != 0 and dnuc[y, x] <= ring_w:
+                vals[n_ring] = chroma[y, x]
+                n_ring += 1
+    n_rbc = 0
+    if n_ring >= 8:
+        q = int(cyt_quantile * (n_ring - 1))
+        cyt_ref = kth_smallest(vals, n_ring, q)
+        # red cells lying free in the field: stained foreground outside the candidate
+        free = np.empty((h, w), np.uint8)
+        for y in range(h):
+            for x in range(w):
+                free[y, x] = (fg[y, x] != 0) & (cand_full[y, x] == 0) & (s8[y, x] > f1)
+        efree = np.empty((h, w), np.uint8)
+        _erode_cross_kernel(free, efree)
+        n_free = 0
+        for y in range(h):
+            for x in range(w):
+                if efree[y, x] != 0:
+                    vals[n_free] = np.float32(od8[y, x, 2]) * k / (stain[y, x] + eps)
+                    n_free += 1
+        have_free = n_free >= free_min
+        rbc_ref = np.float32(0.0)
+        if have_free:
+            rbc_ref = _median_f32(vals, n_free)
+            n_free = 0
+            for y in range(h):
+                for x in range(w):
+                    if efree[y, x] != 0:
+                        vals[n_free] = stain[y, x]
+                        n_free += 1
+            rbc_stain = _median_f32(vals, n_free)
+            # a red cell is not much denser than the free ones (eosinophil granules are)
+            smax = np.float32(np.float64(rbc_stain) * (1.0 + stain_tol))
+            for y in range(hb):
+                for x in range(wb):
+                    rest[y, x] &= stain[y0 + y, x0 + x] <= smax
+        cmin = np.float32(np.float64(cyt_ref) + chroma_gap)
+        like = np.empty((hb, wb), np.uint8)
+        for y in range(hb):
+            for x in range(wb):
+                like[y, x] = rest[y, x] & (chroma[y, x] > cmin) & (dnuc[y, x] > ring_w)
+        work = np.empty((hb, wb), np.uint8)
+        n_rbc += _marker_components(like, work, min_area, dist, dnuc, peak_se, min_peak, far,
+                                    markers)
+        if use_free_delta and have_free:
+            m = 0
+            for y in range(hb):
+                for x in range(wb):
+                    if nuc[y, x] != 0:
+                        vals[m] = chroma[y, x]
+                        m += 1
+            nuc_ref = _median_f32(vals, m)
+            if np.float64(rbc_ref) - np.float64(nuc_ref) >= chroma_gap:
+                cmin2 = np.float32(np.float64(rbc_ref) - free_delta)
+                for y in range(hb):
+                    for x in range(wb):
+                        like[y, x] = rest[y, x] & (dnuc[y, x] > free_ring) & (chroma[y, x] > cmin2)
+                n_rbc += _marker_components(like, work, min_area, dist, dnuc, peak_se[:0, :0],
+                                            min_peak, far, markers)
+    for y in range(hb):
+        for x in range(wb):
+            if nuc[y, x] != 0:
+                markers[y, x] = 1
+    return n_rbc
+
+
 # ---------------------------------------------------------------------------- wrappers
 def flood(relief: np.ndarray, markers: np.ndarray) -> np.ndarray:
     """Marker-controlled watershed of a uint8 ``relief`` (see :func:`_flood_kernel`).
@@ -493,6 +747,9 @@ def _background(img: np.ndarray, q: float, step: int = 3) -> np.ndarray:
     out = np.empty(3, np.float64)
     _background_kernel(np.ascontiguousarray(img, np.uint8), int(step), float(q), out)
     return out
+
+
+_NO_SE = np.zeros((0, 0), np.uint8)  # "no peak test" for _rbc_markers_kernel
 
 
 @lru_cache(maxsize=16)
@@ -739,57 +996,23 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     box = _candidate_box(cand_full, 1 + max(1, p.peak_radius, p.open_radius, p.marker_erode))
     cand0 = np.ascontiguousarray(cand_full[box])
     nuc = np.ascontiguousarray(nucleus[box])
-    s8c = s8[box]
-    stainc = stain[box]
     dist = cv2.distanceTransform(cand0, cv2.DIST_L2, 3)
     dnuc = cv2.distanceTransform(1 - nuc, cv2.DIST_L2, 3)
     ring_w = max(3.0, p.ring_factor * r_n)
-    rest = (cv2.erode(cand0, _disc(1)) > 0) & (nuc == 0) & (s8c > f1)
-    ring = rest & (dnuc <= ring_w)
-    n_rbc = 0
-    markers = cand0.astype(np.int32) - 1          # 0 inside the candidate, -1 outside
-    if int(ring.sum()) >= 8:
-        chroma_full = od8[..., 2].astype(np.float32) * k / (stain + np.float32(1e-3))
-        chroma = chroma_full[box]
-        ring_c = chroma[ring]
-        q = int(p.cyt_quantile * (ring_c.size - 1))
-        cyt_ref = float(np.partition(ring_c, q)[q])
-        # red cells lying free in the field (foreground not connected to the cell) give
-        # this image's red-cell colour: chromaticity and stain amount
-        free = cv2.erode(((fg > 0) & (cand_full == 0) & (s8 > f1)).astype(np.uint8),
-                         _disc(1)) > 0
-        rbc_ref = rbc_stain = None
-        if int(free.sum()) >= p.free_rbc_min_area * n_area:
-            rbc_ref = _masked_median(chroma_full, free)
-            rbc_stain = _masked_median(stain, free)
-            # a red cell is not much denser than the free ones (eosinophil granules are)
-            rest &= stainc <= rbc_stain * (1.0 + p.rbc_stain_tol)
-        rbc_like = rest & (chroma > cyt_ref + p.rbc_chroma_gap) & (dnuc > ring_w)
-        other = cv2.erode(rbc_like.astype(np.uint8), _disc(p.marker_erode))
-        n_o, lab_o, area_o = _components(other)
-        ok = area_o >= p.rbc_min_area * n_area
-        ok[0] = False
-        if p.peak_radius > 0 and ok.any():
-            peaks = (dist >= cv2.dilate(dist, _disc(p.peak_radius))) & (dist >= p.min_rbc_radius)
-            far = dnuc > p.far_factor * r_n
-            ok &= _labels_hit(lab_o, peaks | far, n_o)
-        if ok.any():
-            n_rbc = int(ok.sum())
-            _set_labels_kernel(lab_o, ok, markers, 2)
-        if p.free_rbc_delta is not None and rbc_ref is not None:
-            nuc_ref = _masked_median(chroma, nuc > 0)
-            if rbc_ref - nuc_ref >= p.rbc_chroma_gap:
-                like2 = rest & (dnuc > p.free_rbc_ring) & (chroma > rbc_ref - p.free_rbc_delta)
-                o2 = cv2.erode(like2.astype(np.uint8), _disc(p.marker_erode))
-                n2, lab2, area2 = _components(o2)
-                ok2 = area2 >= p.rbc_min_area * n_area
-                ok2[0] = False
-                if ok2.any():
-                    n_rbc += int(ok2.sum())
-                    _set_labels_kernel(lab2, ok2, markers, 2)
+    # the rest of step 4 -- the ring's chromaticity quantile, the free red cells' medians,
+    # the red-cell-like pixels, their eroded components and the peak / distance test -- and
+    # the markers of step 5 in one compiled call (_rbc_markers_kernel)
+    markers = np.empty(cand0.shape, np.int32)
+    y0, x0 = box[0].start, box[1].start
+    n_rbc = _rbc_markers_kernel(
+        fg, cand_full, s8, od8, stain, int(f1), k, y0, x0, cand0, nuc, dist, dnuc,
+        np.float32(ring_w), float(p.cyt_quantile), float(p.rbc_chroma_gap),
+        float(p.free_rbc_min_area * n_area), float(p.rbc_stain_tol), float(p.rbc_min_area * n_area),
+        _disc(p.peak_radius) if p.peak_radius > 0 else _NO_SE, np.float32(p.min_rbc_radius),
+        np.float32(p.far_factor * r_n), p.free_rbc_delta is not None,
+        float(p.free_rbc_delta or 0.0), np.float32(p.free_rbc_ring), markers)
 
     # 5. watershed of the inverted distance transform from nucleus + red-cell markers
-    markers[nuc > 0] = 1
     ws = flood(255 - _norm8(dist), markers)
     cell_c = (ws == 1).astype(np.uint8)
     if p.open_radius > 0:
