@@ -5,7 +5,34 @@ loops are fine here; speed is not the point.
 """
 from __future__ import annotations
 
-import numpy as np  # noqa: F401
+import numpy as np
+
+# ---- segmentation ------------------------------------------------------------------------
+# Checks the compiled mask helpers of morphocell.segmentation.otsu against OpenCV / numpy.
+
+
+def seg_component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """uint8: the 8-connected components of ``mask`` that touch ``seed``
+    (``cv2.connectedComponents``)."""
+    import cv2
+
+    n, lab = cv2.connectedComponents(np.ascontiguousarray(mask, np.uint8), connectivity=8)
+    keep = np.bincount(lab[np.asarray(seed) > 0], minlength=n) > 0
+    keep[0] = False
+    return keep[lab].astype(np.uint8)
+
+
+def seg_fill_holes(mask: np.ndarray) -> np.ndarray:
+    """uint8: ``mask`` with its holes filled (``cv2.floodFill`` of the zero-padded mask from
+    a corner; the background is 4-connected)."""
+    import cv2
+
+    h, w = mask.shape
+    pad = np.zeros((h + 2, w + 2), np.uint8)
+    pad[1:-1, 1:-1] = mask
+    cv2.floodFill(pad, None, (0, 0), 2)
+    return (pad[1:-1, 1:-1] != 2).astype(np.uint8)
+
 
 # ---- shape -------------------------------------------------------------------------------
 # Checks morphocell.features.shape (radii, FeretMin/FeretMax, curvature, LobeCount): slow

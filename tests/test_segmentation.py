@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as R
 
 from morphocell.errors import SegmentationError
 from morphocell.io import read_image
@@ -294,7 +295,16 @@ def test_label_helpers_match_numpy(pbc_images):
             assert np.array_equal(area, np.bincount(lab_ref.ravel(), minlength=n_ref))
             keep = (np.bincount(lab_ref[seed > 0], minlength=n_ref) > 0).astype(np.uint8)
             keep[0] = 0
-            assert np.array_equal(o._component_with(m, seed), keep[lab_ref])
+            assert np.array_equal(R.seg_component_with(m, seed), keep[lab_ref])
+            # the compiled select / fill against OpenCV's labelling and flood fill
+            ref = keep[lab_ref]
+            assert np.array_equal(o._select_fill(m, seed=seed), ref)
+            assert np.array_equal(o._select_fill(m, seed, seed=seed),
+                                  R.seg_component_with(m | seed, seed))
+            assert np.array_equal(o._select_fill(m, seed=seed, fill=True), R.seg_fill_holes(ref))
+            for holey in (m, 1 - m, (g < t // 2).astype(np.uint8)):
+                assert np.array_equal(o._select_fill(holey, fill=True), R.seg_fill_holes(holey))
+            assert np.array_equal(o._select_fill(m, seed), m | seed)
             hit = o._labels_hit(lab, g > 150, n)
             assert np.array_equal(hit, np.bincount(lab[g > 150], minlength=n) > 0)
             sel = np.random.default_rng(t).random(n) < 0.5
@@ -364,12 +374,12 @@ def test_background_and_masked_median_match_numpy(pbc_images):
                     mask = mask.copy()
                     mask[0, 0] = not mask[0, 0]
                 if mask.any():
-                    assert o._masked_median(val, mask) == float(np.median(val[mask]))
+                    assert float(o._median_f32(val[mask], int(mask.sum()))) == float(np.median(val[mask]))
     few = np.array([[3.0, 1.0], [2.0, 2.0]], np.float32)  # ties, even and odd counts
-    assert o._masked_median(few, few > 0) == 2.0
-    assert o._masked_median(few, few != 2.0) == 2.0
-    assert o._masked_median(few, few == 1.0) == 1.0
-    assert np.isnan(o._masked_median(few, few > 5))
+    assert float(o._median_f32(few[few > 0], 4)) == 2.0
+    assert float(o._median_f32(few[few != 2.0], 2)) == 2.0
+    assert float(o._median_f32(few[few == 1.0], 1)) == 1.0
+    assert np.isnan(o._median_f32(few[few > 5], 0))
 
 
 def test_candidate_box_steps_equal_whole_image(pbc_images):
@@ -397,8 +407,8 @@ def test_candidate_box_steps_equal_whole_image(pbc_images):
                 np.testing.assert_array_max_ulp(part[inside], full[inside], maxulp=1)
             holed = cell.copy()
             holed[np.nonzero(nuc)] = 0  # a cell with its nucleus as a hole
-            np.testing.assert_array_equal(o._fill_holes(np.ascontiguousarray(holed[box])),
-                                          o._fill_holes(holed)[box])
+            np.testing.assert_array_equal(o._select_fill(holed[box], fill=True),
+                                          o._select_fill(holed, fill=True)[box])
             H, W = im.shape[:2]
             for mask in (nuc, cell):
                 whole = cv2.resize(mask * np.uint8(255), (w * f, h * f),

@@ -289,31 +289,6 @@ def _select_labels_kernel(lab: np.ndarray, keep: np.ndarray, out: np.ndarray) ->
 
 
 @njit(cache=True, nogil=True)
-def _set_labels_kernel(lab: np.ndarray, keep: np.ndarray, target: np.ndarray,
-                       value: int) -> None:  # pragma: no cover
-    """``target[keep[lab]] = value`` in place."""
-    h, w = lab.shape
-    for y in range(h):
-        for x in range(w):
-            if keep[lab[y, x]]:
-                target[y, x] = value
-
-
-@njit(cache=True, nogil=True)
-def _masked_median_kernel(val: np.ndarray, mask: np.ndarray, buf: np.ndarray):  # pragma: no cover
-    """``np.median(val[mask])`` of a float32 image: the middle value, or for an even count
-    the float32 mean of the two middle values (numpy's rounding); NaN for an empty mask."""
-    h, w = val.shape
-    n = 0
-    for y in range(h):
-        for x in range(w):
-            if mask[y, x]:
-                buf[n] = val[y, x]
-                n += 1
-    return _median_f32(buf, n)
-
-
-@njit(cache=True, nogil=True)
 def _median_f32(buf: np.ndarray, n: int):  # pragma: no cover - compiled
     """``np.median(buf[:n])`` of float32 values (``buf`` is reordered): the middle value, or
     for an even ``n`` the float32 mean of the two middle ones; NaN when ``n == 0``."""
@@ -504,6 +479,117 @@ def _runs8(mask: np.ndarray, ry: np.ndarray, rx0: np.ndarray, rx1: np.ndarray,
         prev0 = cur0
         prev1 = n
     return n
+
+
+@njit(cache=True, nogil=True)
+def _select_fill_kernel(a: np.ndarray, b: np.ndarray, seed: np.ndarray, use_seed: bool,
+                        fill: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out`` (uint8 0/1, zeros on entry) = the mask ``m = (a != 0) | (b != 0)``, or with
+    ``use_seed`` only its 8-connected components that hold a pixel where ``seed != 0``;
+    with ``fill`` its holes filled: the 4-connected components of its background that do
+    not reach the array border (what ``cv2.floodFill`` from the border of the zero-padded
+    mask leaves). Both by row runs and union-find over them."""
+    h, w = a.shape
+    m = h * ((w + 1) // 2) + h + 1
+    ry = np.empty(m, np.int64)
+    rx0 = np.empty(m, np.int64)
+    rx1 = np.empty(m, np.int64)
+    parent = np.empty(m, np.int64)
+    if use_seed:
+        n = 0
+        prev0 = 0
+        prev1 = 0
+        for y in range(h):
+            cur0 = n
+            x = 0
+            while x < w:
+                if a[y, x] == 0 and b[y, x] == 0:
+                    x += 1
+                    continue
+                x0 = x
+                while x < w and (a[y, x] != 0 or b[y, x] != 0):
+                    x += 1
+                ry[n] = y
+                rx0[n] = x0
+                rx1[n] = x
+                parent[n] = n
+                n += 1
+            j = prev0
+            for i in range(cur0, n):
+                while j < prev1 and rx1[j] < rx0[i]:  # 8-connectivity: touching diagonally
+                    j += 1
+                jj = j
+                while jj < prev1 and rx0[jj] <= rx1[i]:
+                    r1 = _find_root(parent, i)
+                    r2 = _find_root(parent, jj)
+                    if r1 < r2:
+                        parent[r2] = r1
+                    elif r2 < r1:
+                        parent[r1] = r2
+                    jj += 1
+            prev0 = cur0
+            prev1 = n
+        hit = np.zeros(n, np.bool_)
+        for i in range(n):
+            y = ry[i]
+            for x in range(rx0[i], rx1[i]):
+                if seed[y, x] != 0:
+                    hit[_find_root(parent, i)] = True
+                    break
+        for i in range(n):
+            if hit[_find_root(parent, i)]:
+                y = ry[i]
+                for x in range(rx0[i], rx1[i]):
+                    out[y, x] = 1
+    else:
+        for y in range(h):
+            for x in range(w):
+                out[y, x] = (a[y, x] != 0) | (b[y, x] != 0)
+    if not fill:
+        return
+    # background runs of out, 4-connected; a root reaching the border is not a hole
+    n = 0
+    prev0 = 0
+    prev1 = 0
+    for y in range(h):
+        cur0 = n
+        x = 0
+        while x < w:
+            if out[y, x] != 0:
+                x += 1
+                continue
+            x0 = x
+            while x < w and out[y, x] == 0:
+                x += 1
+            ry[n] = y
+            rx0[n] = x0
+            rx1[n] = x
+            parent[n] = n
+            n += 1
+        j = prev0
+        for i in range(cur0, n):
+            while j < prev1 and rx1[j] <= rx0[i]:  # 4-connectivity: sharing a column
+                j += 1
+            jj = j
+            while jj < prev1 and rx0[jj] < rx1[i]:
+                r1 = _find_root(parent, i)
+                r2 = _find_root(parent, jj)
+                if r1 < r2:
+                    parent[r2] = r1
+                elif r2 < r1:
+                    parent[r1] = r2
+                jj += 1
+        prev0 = cur0
+        prev1 = n
+    border = np.zeros(n, np.bool_)
+    for i in range(n):
+        if ry[i] == 0 or ry[i] == h - 1 or rx0[i] == 0 or rx1[i] == w:
+            border[_find_root(parent, i)] = True
+    for i in range(n):
+        if not border[_find_root(parent, i)]:
+            y = ry[i]
+            for x in range(rx0[i], rx1[i]):
+                out[y, x] = 1
 
 
 @njit(cache=True, nogil=True)
@@ -773,25 +859,17 @@ def _norm8(x: np.ndarray) -> np.ndarray:
     return cv2.normalize(x, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of a uint8 0/1 mask (background not reachable from the border)."""
-    import cv2
-
-    h, w = mask.shape
-    pad = np.zeros((h + 2, w + 2), np.uint8)
-    pad[1:-1, 1:-1] = mask
-    cv2.floodFill(pad, None, (0, 0), 2)
-    return (pad[1:-1, 1:-1] != 2).astype(np.uint8)
-
-
-def _component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """The 8-connected components of ``mask`` that touch ``seed`` (uint8 0/1)."""
-    import cv2
-
-    n, lab = cv2.connectedComponents(mask, connectivity=8)
-    keep = _labels_hit(lab, seed, n)
-    keep[0] = False
-    return _select_labels(lab, keep)
+def _select_fill(a: np.ndarray, b: np.ndarray | None = None, seed: np.ndarray | None = None,
+                 fill: bool = False) -> np.ndarray:
+    """uint8 0/1 mask ``a | b``; with ``seed`` only its 8-connected components that touch
+    ``seed`` (:func:`_component_with`); with ``fill`` its holes filled (:func:`_fill_holes`).
+    One compiled pass (:func:`_select_fill_kernel`)."""
+    a = np.ascontiguousarray(a)
+    out = np.zeros(a.shape, np.uint8)
+    _select_fill_kernel(a, a if b is None else np.ascontiguousarray(b),
+                        a if seed is None else np.ascontiguousarray(seed), seed is not None,
+                        fill, out)
+    return out
 
 
 def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -817,12 +895,6 @@ def _select_labels(lab: np.ndarray, keep: np.ndarray) -> np.ndarray:
     out = np.empty(lab.shape, np.uint8)
     _select_labels_kernel(lab, keep, out)
     return out
-
-
-def _masked_median(val: np.ndarray, mask: np.ndarray) -> float:
-    """``float(np.median(val[mask]))`` for a float32 image ``val`` and a boolean ``mask``."""
-    v = np.ascontiguousarray(val, np.float32)
-    return float(_masked_median_kernel(v, np.ascontiguousarray(mask), np.empty(v.size, np.float32)))
 
 
 def _hist256(values: np.ndarray) -> np.ndarray:
@@ -981,10 +1053,10 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         dseed = cv2.distanceTransform(1 - seed, cv2.DIST_L2, 3)
         dlobe = _label_min(nlab, dseed, nlab_n)
         reach = p.lobe_distance * 2.0 * np.sqrt(area[best] / np.pi)
-        same = _component_with(fg | seed, seed)
+        same = _select_fill(fg, seed, seed=seed)
         in_same = _labels_hit(nlab, same, nlab_n)
         keep |= big & (dlobe <= reach) & in_same & (area >= p.lobe_min_ratio * area[best])
-    nucleus = _fill_holes(_select_labels(nlab, keep))
+    nucleus = _select_fill(_select_labels(nlab, keep), fill=True)
 
     # 4. red-cell markers. Everything from here to the end of step 5 happens inside the
     # candidate cell (cand0; the free red cells aside), so it runs on cand0's bounding box
@@ -992,7 +1064,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     # third to a tenth of the pixels.
     n_area = int(nucleus.sum())
     r_n = float(np.sqrt(n_area / np.pi))
-    cand_full = _component_with(fg | nucleus, nucleus)
+    cand_full = _select_fill(fg, nucleus, seed=nucleus)
     box = _candidate_box(cand_full, 1 + max(1, p.peak_radius, p.open_radius, p.marker_erode))
     cand0 = np.ascontiguousarray(cand_full[box])
     nuc = np.ascontiguousarray(nucleus[box])
@@ -1018,7 +1090,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     if p.open_radius > 0:
         cell_c = cv2.morphologyEx(cell_c, cv2.MORPH_OPEN, _disc(p.open_radius))
     cell = np.zeros((h, w), np.uint8)
-    cell[box] = _fill_holes(_component_with(cell_c | nuc, nuc))
+    cell[box] = _select_fill(cell_c, nuc, seed=nuc, fill=True)
 
     if f > 1:
         nb = _upscale_box(nucleus, box, f, (H, W))
