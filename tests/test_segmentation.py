@@ -382,6 +382,38 @@ def test_background_and_masked_median_match_numpy(pbc_images):
     assert np.isnan(o._median_f32(few[few > 5], 0))
 
 
+def test_upscale_by_two_is_replication():
+    """For the factor 2, OpenCV's linear enlargement of a 0/255 mask thresholded at 128 is
+    pixel replication (random masks of every size parity), and the compiled path of the
+    classical method gives ``_upscale_box``'s nucleus and cytoplasm, border rows included."""
+    import cv2
+
+    from morphocell.segmentation import otsu as o
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        lin = cv2.resize(m * np.uint8(255), (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR) > 127
+        assert np.array_equal(lin, np.repeat(np.repeat(m, 2, 0), 2, 1) > 0)
+        # a cell (with its nucleus inside) in a box with a zero margin, or at the border
+        cell = np.zeros((h, w), np.uint8)
+        y0, x0 = (int(v) for v in rng.integers(0, [h, w]))
+        y1, x1 = (int(v) for v in rng.integers([y0 + 1, x0 + 1], [h + 1, w + 1]))
+        cell[y0:y1, x0:x1] = m[y0:y1, x0:x1]
+        nuc = cell & (rng.random((h, w)) < 0.5).astype(np.uint8)
+        box = (slice(max(0, y0 - 1), min(h, y1 + 1)), slice(max(0, x0 - 1), min(w, x1 + 1)))
+        H, W = 2 * h + int(rng.integers(0, 2)), 2 * w + int(rng.integers(0, 2))
+        nb = np.zeros((H, W), bool)
+        cyt = np.zeros((H, W), bool)
+        o._upscale2_kernel(nuc, cell, box[0].start, box[0].stop, box[1].start, box[1].stop,
+                           nb, cyt)
+        ref_n = o._upscale_box(nuc, box, 2, (H, W))
+        ref_c = o._upscale_box(cell, box, 2, (H, W)) | ref_n
+        assert np.array_equal(nb, ref_n)
+        assert np.array_equal(cyt, ref_c & ~ref_n)
+
+
 def test_candidate_box_steps_equal_whole_image(pbc_images):
     """The classical method runs its last steps on the candidate cell's box: hole filling and
     the mask enlargement there equal the whole image's; OpenCV's float distance transform
