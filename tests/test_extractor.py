@@ -76,6 +76,31 @@ def test_family_subsets_in_any_order_give_the_same_values_by_name(paths, table):
             assert list(d) == registry.names([mod.__name__.rsplit(".", 1)[1]])
             np.testing.assert_array_equal(np.array(list(d.values())), mod.compute_array(crop))
 
+def test_make_crop_box_is_the_cells_bounding_box_plus_pad():
+    """make_crop's compiled bounding box equals numpy's on random masks (empty, one pixel,
+    touching the borders, non-contiguous views), padded by PAD and clipped to the image."""
+    from morphocell.features.base import PAD, make_crop
+    from morphocell.segmentation import CellMasks
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        nuc = rng.random((h, w)) < (0.0 if trial % 10 == 0 else rng.random() * 0.05)
+        cyt = rng.random((h, 2 * w))[:, ::2] < (0.0 if trial % 7 == 0 else rng.random() * 0.05)
+        crop = make_crop(img, CellMasks(nuc, cyt))
+        cell = nuc | cyt
+        if not cell.any():
+            r0, r1, c0, c1 = 0, h, 0, w
+        else:
+            rows, cols = np.flatnonzero(cell.any(axis=1)), np.flatnonzero(cell.any(axis=0))
+            r0, r1 = max(rows[0] - PAD, 0), min(rows[-1] + 1 + PAD, h)
+            c0, c1 = max(cols[0] - PAD, 0), min(cols[-1] + 1 + PAD, w)
+        assert crop.offset == (r0, c0)
+        np.testing.assert_array_equal(crop.image, img[r0:r1, c0:c1])
+        np.testing.assert_array_equal(crop.nucleus, nuc[r0:r1, c0:c1])
+
+
 
 def test_n_jobs_2_gives_the_same_values(paths, table):
     X2 = FeatureExtractor(n_jobs=2).fit_transform(paths)

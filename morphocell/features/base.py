@@ -55,16 +55,16 @@ def make_crop(image: np.ndarray, masks: CellMasks, pad: int = PAD) -> Crop:
     """Crop ``image`` and ``masks`` to the bounding box of ``masks.cell`` plus ``pad``."""
     if image.shape[:2] != masks.shape:
         raise FeatureError(f"image shape {image.shape[:2]} and mask shape {masks.shape} differ")
-    cell = masks.cell
-    rows = np.flatnonzero(cell.any(axis=1))
-    cols = np.flatnonzero(cell.any(axis=0))
-    if rows.size == 0:
+    from ._kernels.crop import cell_bbox
+
+    box = np.empty(4, np.int64)
+    if not cell_bbox(masks.nucleus, masks.cytoplasm, box):
         r0, r1, c0, c1 = 0, image.shape[0], 0, image.shape[1]
     else:
-        r0 = max(int(rows[0]) - pad, 0)
-        r1 = min(int(rows[-1]) + 1 + pad, image.shape[0])
-        c0 = max(int(cols[0]) - pad, 0)
-        c1 = min(int(cols[-1]) + 1 + pad, image.shape[1])
+        r0 = max(int(box[0]) - pad, 0)
+        r1 = min(int(box[1]) + 1 + pad, image.shape[0])
+        c0 = max(int(box[2]) - pad, 0)
+        c1 = min(int(box[3]) + 1 + pad, image.shape[1])
     return Crop(
         image=np.ascontiguousarray(image[r0:r1, c0:c1]),
         nucleus=np.ascontiguousarray(masks.nucleus[r0:r1, c0:c1]),

@@ -88,7 +88,7 @@ def extract_array(image: np.ndarray, masks: CellMasks | None = None, families=No
     elif masks.shape != img.shape[:2]:
         raise FeatureError(f"masks of shape {masks.shape} do not match image {img.shape[:2]}")
     names = _names(fams)
-    if not masks.cell.any():
+    if not (masks.nucleus.any() or masks.cytoplasm.any()):
         return np.full(len(names), np.nan), masks
     crop = make_crop(img, masks)
     parts = [mod.compute_array(crop) for mod in _modules(fams)]

@@ -46,6 +46,17 @@ class CellMasks:
         object.__setattr__(self, "nucleus", n)
         object.__setattr__(self, "cytoplasm", c & ~n)
 
+    @classmethod
+    def _trusted(cls, nucleus: np.ndarray, cytoplasm: np.ndarray, found: bool, info: dict
+                 ) -> CellMasks:
+        """Masks a segmenter built already valid (2-D bool arrays of one shape, disjoint):
+        the fields are set without ``__post_init__``'s copies."""
+        self = object.__new__(cls)
+        for name, value in (("nucleus", nucleus), ("cytoplasm", cytoplasm), ("found", found),
+                            ("info", info)):
+            object.__setattr__(self, name, value)
+        return self
+
     @property
     def cell(self) -> np.ndarray:
         """``nucleus | cytoplasm``."""

@@ -1147,8 +1147,7 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
             nb = nucleus.astype(bool)
             cb = cell.astype(bool)
         cyt = cb & ~nb
-    return CellMasks(nb, cyt, found=True,
-                     info={"background": [float(v) for v in bg], "separability": sep,
-                           "nucleus_threshold": float(t_n), "stain_threshold": float(f1),
-                           "n_lobes": int(keep.sum()), "coherence": coherent, "n_rbc_markers": n_rbc,
-                           "factor": f})
+    return CellMasks._trusted(nb, cyt, True, {
+        "background": [float(v) for v in bg], "separability": sep,
+        "nucleus_threshold": float(t_n), "stain_threshold": float(f1),
+        "n_lobes": int(keep.sum()), "coherence": coherent, "n_rbc_markers": n_rbc, "factor": f})
