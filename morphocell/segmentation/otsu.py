@@ -434,13 +434,16 @@ def _find_root(parent: np.ndarray, i: int) -> int:  # pragma: no cover - compile
 
 
 @njit(cache=True, nogil=True)
-def _runs8(mask: np.ndarray, ry: np.ndarray, rx0: np.ndarray, rx1: np.ndarray,
-           parent: np.ndarray) -> int:  # pragma: no cover - compiled
-    """8-connected components of ``mask != 0`` by runs: the row runs ``[rx0, rx1)`` of row
-    ``ry`` (in raster order) and, in ``parent``, a union-find forest over them (two runs of
-    neighbouring rows are joined when they overlap or touch diagonally). Returns the number
-    of runs; buffers hold at least ``mask.size // 2 + mask.shape[0]`` entries."""
-    h, w = mask.shape
+def _runs(a: np.ndarray, b: np.ndarray, value: bool, diagonal: bool, ry: np.ndarray,
+          rx0: np.ndarray, rx1: np.ndarray, parent: np.ndarray) -> int:  # pragma: no cover
+    """Connected components by row runs: the runs ``[rx0, rx1)`` of row ``ry`` (raster order)
+    of the pixels where ``(a != 0) | (b != 0)`` equals ``value`` and, in ``parent``, a
+    union-find forest over them (a root is its component's first run). Runs of neighbouring
+    rows are joined when they share a column, or with ``diagonal`` (8-connectivity) also
+    when they touch diagonally. Returns the number of runs; buffers hold at least
+    ``h * ((w + 1) // 2) + h + 1`` entries."""
+    h, w = a.shape
+    t = 1 if diagonal else 0
     n = 0
     prev0 = 0  # runs of the previous row: [prev0, prev1)
     prev1 = 0
@@ -448,34 +451,32 @@ def _runs8(mask: np.ndarray, ry: np.ndarray, rx0: np.ndarray, rx1: np.ndarray,
         cur0 = n
         x = 0
         while x < w:
-            if mask[y, x] == 0:
+            if ((a[y, x] != 0) | (b[y, x] != 0)) != value:
                 x += 1
                 continue
             x0 = x
-            while x < w and mask[y, x] != 0:
+            while x < w and ((a[y, x] != 0) | (b[y, x] != 0)) == value:
                 x += 1
             ry[n] = y
             rx0[n] = x0
             rx1[n] = x
             parent[n] = n
             n += 1
-        if y > 0 and prev1 > prev0:
-            j = prev0
-            for i in range(cur0, n):
-                # previous-row runs that end before this run's left neighbour cannot touch it
-                # nor any later run of this row
-                while j < prev1 and rx1[j] < rx0[i]:
-                    j += 1
-                jj = j
-                while jj < prev1 and rx0[jj] <= rx1[i]:
-                    a = _find_root(parent, i)
-                    b = _find_root(parent, jj)
-                    if a != b:
-                        if a < b:
-                            parent[b] = a
-                        else:
-                            parent[a] = b
-                    jj += 1
+        j = prev0
+        for i in range(cur0, n):
+            # previous-row runs that end before this run's reach cannot touch it nor any
+            # later run of this row
+            while j < prev1 and rx1[j] + t <= rx0[i]:
+                j += 1
+            jj = j
+            while jj < prev1 and rx0[jj] < rx1[i] + t:
+                r1 = _find_root(parent, i)
+                r2 = _find_root(parent, jj)
+                if r1 < r2:
+                    parent[r2] = r1
+                elif r2 < r1:
+                    parent[r1] = r2
+                jj += 1
         prev0 = cur0
         prev1 = n
     return n
@@ -496,39 +497,7 @@ def _select_fill_kernel(a: np.ndarray, b: np.ndarray, seed: np.ndarray, use_seed
     rx1 = np.empty(m, np.int64)
     parent = np.empty(m, np.int64)
     if use_seed:
-        n = 0
-        prev0 = 0
-        prev1 = 0
-        for y in range(h):
-            cur0 = n
-            x = 0
-            while x < w:
-                if a[y, x] == 0 and b[y, x] == 0:
-                    x += 1
-                    continue
-                x0 = x
-                while x < w and (a[y, x] != 0 or b[y, x] != 0):
-                    x += 1
-                ry[n] = y
-                rx0[n] = x0
-                rx1[n] = x
-                parent[n] = n
-                n += 1
-            j = prev0
-            for i in range(cur0, n):
-                while j < prev1 and rx1[j] < rx0[i]:  # 8-connectivity: touching diagonally
-                    j += 1
-                jj = j
-                while jj < prev1 and rx0[jj] <= rx1[i]:
-                    r1 = _find_root(parent, i)
-                    r2 = _find_root(parent, jj)
-                    if r1 < r2:
-                        parent[r2] = r1
-                    elif r2 < r1:
-                        parent[r1] = r2
-                    jj += 1
-            prev0 = cur0
-            prev1 = n
+        n = _runs(a, b, True, True, ry, rx0, rx1, parent)
         hit = np.zeros(n, np.bool_)
         for i in range(n):
             y = ry[i]
@@ -548,39 +517,7 @@ def _select_fill_kernel(a: np.ndarray, b: np.ndarray, seed: np.ndarray, use_seed
     if not fill:
         return
     # background runs of out, 4-connected; a root reaching the border is not a hole
-    n = 0
-    prev0 = 0
-    prev1 = 0
-    for y in range(h):
-        cur0 = n
-        x = 0
-        while x < w:
-            if out[y, x] != 0:
-                x += 1
-                continue
-            x0 = x
-            while x < w and out[y, x] == 0:
-                x += 1
-            ry[n] = y
-            rx0[n] = x0
-            rx1[n] = x
-            parent[n] = n
-            n += 1
-        j = prev0
-        for i in range(cur0, n):
-            while j < prev1 and rx1[j] <= rx0[i]:  # 4-connectivity: sharing a column
-                j += 1
-            jj = j
-            while jj < prev1 and rx0[jj] < rx1[i]:
-                r1 = _find_root(parent, i)
-                r2 = _find_root(parent, jj)
-                if r1 < r2:
-                    parent[r2] = r1
-                elif r2 < r1:
-                    parent[r1] = r2
-                jj += 1
-        prev0 = cur0
-        prev1 = n
+    n = _runs(out, out, False, False, ry, rx0, rx1, parent)
     border = np.zeros(n, np.bool_)
     for i in range(n):
         if ry[i] == 0 or ry[i] == h - 1 or rx0[i] == 0 or rx1[i] == w:
@@ -604,12 +541,12 @@ def _marker_components(like: np.ndarray, work: np.ndarray, min_area: float,
     returns their number. ``work``: box-sized uint8 scratch."""
     hb, wb = like.shape
     _erode_cross_kernel(like, work)
-    m = hb * ((wb + 1) // 2) + 1
+    m = hb * ((wb + 1) // 2) + hb + 1
     ry = np.empty(m, np.int64)
     rx0 = np.empty(m, np.int64)
     rx1 = np.empty(m, np.int64)
     parent = np.empty(m, np.int64)
-    n = _runs8(work, ry, rx0, rx1, parent)
+    n = _runs(work, work, True, True, ry, rx0, rx1, parent)
     area = np.zeros(n, np.int64)
     for i in range(n):
         parent[i] = _find_root(parent, i)
