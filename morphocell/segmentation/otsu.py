@@ -306,6 +306,20 @@ def _median_f32(buf: np.ndarray, n: int):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _masked_median_kernel(val: np.ndarray, mask: np.ndarray, buf: np.ndarray):  # pragma: no cover
+    """``np.median(val[mask != 0])`` of a float32 image (:func:`_median_f32`; ``buf``: float32
+    scratch of at least ``val.size``)."""
+    h, w = val.shape
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x] != 0:
+                buf[n] = val[y, x]
+                n += 1
+    return _median_f32(buf, n)
+
+
+@njit(cache=True, nogil=True)
 def _background_kernel(img: np.ndarray, step: int, q: float, out: np.ndarray) -> None:  # pragma: no cover
     """Per-channel median (``np.median``, float64) of the pixels of ``img[::step, ::step]``
     whose R + G + B is at least the ``k``-th smallest such sum, ``k = min(n - 1,
@@ -660,13 +674,7 @@ def _rbc_markers_kernel(fg: np.ndarray, cand_full: np.ndarray, s8: np.ndarray, o
         rbc_ref = np.float32(0.0)
         if have_free:
             rbc_ref = _median_f32(vals, n_free)
-            n_free = 0
-            for y in range(h):
-                for x in range(w):
-                    if efree[y, x] != 0:
-                        vals[n_free] = stain[y, x]
-                        n_free += 1
-            rbc_stain = _median_f32(vals, n_free)
+            rbc_stain = _masked_median_kernel(stain, efree, vals)
             # a red cell is not much denser than the free ones (eosinophil granules are)
             smax = np.float32(np.float64(rbc_stain) * (1.0 + stain_tol))
             for y in range(hb):
@@ -681,13 +689,7 @@ def _rbc_markers_kernel(fg: np.ndarray, cand_full: np.ndarray, s8: np.ndarray, o
         n_rbc += _marker_components(like, work, min_area, dist, dnuc, peak_se, min_peak, far,
                                     markers)
         if use_free_delta and have_free:
-            m = 0
-            for y in range(hb):
-                for x in range(wb):
-                    if nuc[y, x] != 0:
-                        vals[m] = chroma[y, x]
-                        m += 1
-            nuc_ref = _median_f32(vals, m)
+            nuc_ref = _masked_median_kernel(chroma, nuc, vals)
             if np.float64(rbc_ref) - np.float64(nuc_ref) >= chroma_gap:
                 cmin2 = np.float32(np.float64(rbc_ref) - free_delta)
                 for y in range(hb):
@@ -985,7 +987,6 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     H, W = image.shape[:2]
     img, f = shrink(image, p.work_side)
     h, w = img.shape[:2]
-    Hc, Wc = h * f, w * f                          # the part of the image that was shrunk
     ksize = 2 * int(round(2 * p.sigma)) + 1
 
     # 1. optical density relative to the background
