@@ -758,9 +758,15 @@ def flood(relief: np.ndarray, markers: np.ndarray) -> np.ndarray:
     lab = np.array(markers, dtype=np.int32, order="C", copy=True)
     if rel.shape != lab.shape or rel.ndim != 2:
         raise ValueError(f"relief {rel.shape} and markers {lab.shape} must be equal 2-D shapes")
-    _flood_kernel(rel, lab, np.empty(rel.size, np.int64), np.empty(256, np.int64),
-                  np.empty(256, np.int64))
+    _flood_in_place(rel, lab)
     return lab
+
+
+def _flood_in_place(relief: np.ndarray, labels: np.ndarray) -> None:
+    """:func:`flood` without its checks and copies: ``labels`` (C-contiguous int32, the
+    shape of the C-contiguous uint8 ``relief``) is flooded in place."""
+    _flood_kernel(relief, labels, np.empty(relief.size, np.int64), np.empty(256, np.int64),
+                  np.empty(256, np.int64))
 
 
 def multi_otsu3(values: np.ndarray) -> tuple[int, int]:
@@ -840,8 +846,9 @@ def _norm8(x: np.ndarray) -> np.ndarray:
 def _select_fill(a: np.ndarray, b: np.ndarray | None = None, seed: np.ndarray | None = None,
                  fill: bool = False) -> np.ndarray:
     """uint8 0/1 mask ``a | b``; with ``seed`` only its 8-connected components that touch
-    ``seed`` (:func:`_component_with`); with ``fill`` its holes filled (:func:`_fill_holes`).
-    One compiled pass (:func:`_select_fill_kernel`)."""
+    ``seed``; with ``fill`` its holes filled (the 4-connected background not reaching the
+    border). One compiled pass (:func:`_select_fill_kernel`); tested against OpenCV's
+    labelling and flood fill (``tests/reference.py``)."""
     a = np.ascontiguousarray(a)
     out = np.zeros(a.shape, np.uint8)
     _select_fill_kernel(a, a if b is None else np.ascontiguousarray(b),
@@ -1063,9 +1070,8 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
         float(p.free_rbc_delta or 0.0), np.float32(p.free_rbc_ring), markers)
 
     # 5. watershed of the inverted distance transform from nucleus + red-cell markers
-    ws = markers  # flooded in place (flood() without its copies)
-    _flood_kernel(255 - _norm8(dist), ws, np.empty(ws.size, np.int64), np.empty(256, np.int64),
-                  np.empty(256, np.int64))
+    ws = markers
+    _flood_in_place(255 - _norm8(dist), ws)
     cell_c = (ws == 1).astype(np.uint8)
     if p.open_radius > 0:
         cell_c = cv2.morphologyEx(cell_c, cv2.MORPH_OPEN, _disc(p.open_radius))
