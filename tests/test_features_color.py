@@ -96,6 +96,38 @@ def test_single_pixels_over_colour_space():
         assert stats[2, CH.index("R"), 0] == (int(px[0]) + int(px[2])) / 2
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_percentiles_exact_with_ties_at_the_minimum_and_far_outliers(seed):
+    """The order-statistic search bins each real-valued channel with a dedicated bin for
+    its minimum and the span of a ~128-pixel sample: a large tie at the minimum (white
+    pixels: stain densities clipped to 0, saturation 0), a bulk of random stain-like colours
+    (nearly all values distinct, so a rank off by one shows) and rare extreme pixels outside
+    the sample's span must still give numpy's percentiles."""
+    rng = np.random.default_rng(seed)
+    h, w = 48, 60
+    img = np.stack([rng.integers(100, 231, (h, w)), rng.integers(60, 211, (h, w)),
+                    rng.integers(140, 221, (h, w))], axis=-1).astype(np.uint8)
+    img[rng.random((h, w)) < 0.4] = 255  # white: a tie at the minimum of H, S and stains
+    nuc = np.zeros((h, w), bool)
+    nuc[8:40, 5:30] = True
+    cyt = np.zeros((h, w), bool)
+    cyt[2:46, 2:58] = True
+    cyt &= ~nuc
+    # rare extremes on both sides of every channel, at nucleus pixels the ~128-pixel sample
+    # (every 6th of the 800, in raster order) does not visit, so they lie outside its span
+    extremes = [[0, 0, 0], [20, 20, 20], [40, 0, 60], [255, 0, 0], [0, 0, 255],
+                [10, 250, 10], [250, 250, 0], [5, 5, 5]]
+    for i, px in enumerate(extremes):
+        k = 6 * (5 + 11 * i) + 1 + (i + seed) % 5
+        img[8 + k // 25, 5 + k % 25] = px
+    stats, res = color.color_stats(img, nuc, cyt)
+    for r, m in enumerate((nuc, cyt, nuc | cyt)):
+        want, want_res = ref.color_region_stats(img, m, CH)
+        np.testing.assert_allclose(stats[r], want, rtol=1e-9, atol=1e-11, err_msg=f"region {r}")
+        np.testing.assert_allclose(stats[r, :, 2:5], want[:, 2:5], rtol=1e-12, atol=1e-12,
+                                   err_msg=f"region {r}")
+
+
 def test_empty_region_is_nan_and_constant_region_has_nan_shape_stats(crops):
     _, crop = crops[0]
     no_cyt = np.zeros_like(crop.cytoplasm)
