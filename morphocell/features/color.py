@@ -191,7 +191,7 @@ def color_stats(image: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray
     _k.color_stats(image, nucleus, cytoplasm, L["levels"], L["f"], L["lin"], L["od"],
                    L["logn"], _k.XYZ_FROM_RGB, _k.WHITE_D65, _k.HED_FROM_RGB,
                    np.empty((3, npx), np.uint8),
-                   np.empty((9, npx)), np.empty((9, npx), np.int16), np.empty((7, npx)),
+                   np.empty((9, npx)), np.empty((9, npx), np.uint16), np.empty((7, npx)),
                    np.zeros((2, 4, 256), np.int32), np.zeros((3, 8, nb), np.int32),
                    np.full((3, 8, nb), -1, np.int32), stats, resultant)
     return stats, resultant
