@@ -183,7 +183,9 @@ def color_stats(image: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray
                            f"{image.shape[:2]}")
     if (nucleus & cytoplasm).any():
         cytoplasm = cytoplasm & ~nucleus
-    npx = image.shape[0] * image.shape[1]
+    # work space for the cell's pixels only (not the whole crop): ~150 bytes a pixel, and a
+    # smaller footprint leaves more of the cache to the other families
+    npx = max(1, int(np.count_nonzero(nucleus)) + int(np.count_nonzero(cytoplasm)))
     nb = _k.NBINS
     stats = np.full((3, len(CHANNELS), len(STATS)), np.nan)
     resultant = np.full(3, np.nan)

@@ -399,9 +399,8 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     levels, f, lin, od, logn : float64 (256,) lookup tables of :func:`luts`
     xyz, white, hed : float64 colour matrices (:data:`XYZ_FROM_RGB`, :data:`WHITE_D65`,
         :data:`HED_FROM_RGB`)
-    px : uint8 (3, h*w), cols : float64 (9, h*w), bins : uint16 (9, h*w),
-    tmp : float64 (7, h*w)
-        work space (pixel list -- nucleus pixels first, then cytoplasm pixels, each in
+    px : uint8 (3, n), cols : float64 (9, n), bins : uint16 (9, n), tmp : float64 (7, n)
+        work space, ``n`` >= the number of cell pixels (pixel list -- nucleus pixels first, then cytoplasm pixels, each in
         raster order, so a pixel's region is whether its index is below the nucleus count
         --, channel values, bin indices, scratch rows);
     hist8 : int32 (2, 4, 256) zeros; histf : int32 (3, 8, NBINS) zeros;
