@@ -718,24 +718,19 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
                 b1 = want_bin[r, c, 2 * qi + 1]
                 k0 = want_rank[r, c, 2 * qi]
                 k1 = want_rank[r, c, 2 * qi + 1]
+                # bin 0 holds the column's minimum only (no slot, nothing gathered)
                 cm = mom[2, cc, 4]
-                if b0 == 0:  # bin 0 holds the column's minimum only
-                    a = cm
-                    b = cm if b1 == 0 else kth_smallest(
-                        buf[start[slot[r, c, b1]]:start[slot[r, c, b1] + 1]],
-                        start[slot[r, c, b1] + 1] - start[slot[r, c, b1]], k1)
+                s0 = slot[r, c, b0]
+                s1 = slot[r, c, b1]
+                seg0 = buf[start[s0]:start[s0 + 1]] if b0 > 0 else buf[:0]
+                a = kth_smallest(seg0, seg0.size, k0) if b0 > 0 else cm
+                if b1 != b0:
+                    seg1 = buf[start[s1]:start[s1 + 1]]
+                    b = kth_smallest(seg1, seg1.size, k1)
+                elif k1 == k0 or b0 == 0:
+                    b = a
                 else:
-                    s0 = slot[r, c, b0]
-                    s1 = slot[r, c, b1]
-                    seg0 = buf[start[s0]:start[s0 + 1]]
-                    a = kth_smallest(seg0, seg0.size, k0)
-                    if s1 != s0:
-                        seg1 = buf[start[s1]:start[s1 + 1]]
-                        b = kth_smallest(seg1, seg1.size, k1)
-                    elif k1 == k0:
-                        b = a
-                    else:
-                        b = min_from(seg0, k0 + 1, seg0.size)
+                    b = min_from(seg0, k0 + 1, seg0.size)
                 v = (n - 1) * _QS[qi]
                 row[2 + qi] = _lerp(a, b, v - np.floor(v))
         # hue: location statistics back on the circle (turns in [0, 1))
