@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit
 
 from ..._select import kth_smallest, min_from
+from .crop import hist2
 
 __all__ = ["CHANNELS", "STATS", "NBINS", "color_stats", "luts", "HED_FROM_RGB",
            "XYZ_FROM_RGB", "WHITE_D65"]
@@ -334,24 +335,6 @@ def _power_sums(x, a, b, v0, lanes, out):
 
 
 @njit(cache=True, nogil=True)
-def _hist2(b, k0, k1, h2, out):
-    """``out[b[k]] += 1`` for ``k`` in ``[k0, k1)``, counted in two histograms (even / odd
-    ``k``, ``h2``: zeros on entry and on return) so that neighbouring pixels in the same bin
-    -- the usual case -- do not wait on each other's increment of one counter."""
-    k = k0
-    while k + 2 <= k1:
-        h2[0, b[k]] += 1
-        h2[1, b[k + 1]] += 1
-        k += 2
-    if k < k1:
-        h2[0, b[k]] += 1
-    for i in range(out.shape[0]):
-        out[i] += h2[0, i] + h2[1, i]
-        h2[0, i] = 0
-        h2[1, i] = 0
-
-
-@njit(cache=True, nogil=True)
 def _combine(na, a, nb, b, out):
     """Moments of the union of two disjoint samples: ``a``, ``b``, ``out`` hold
     (mean, m2, m3, m4, min, max) with ``m_k`` the central moments (means of powers).
@@ -606,10 +589,10 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
             b = b if b > 1 else 1
             bc[uk] = b if v > cm else 0
         if c < 8:
-            _hist2(bins[c], 0, n0, h2, histf[0, c])
-            _hist2(bins[c], n0, npx, h2, histf[1, c])
+            hist2(bins[c], 0, n0, h2, histf[0, c])
+            hist2(bins[c], n0, npx, h2, histf[1, c])
         else:
-            _hist2(bins[8], 0, npx, h2, histf[2, 0])
+            hist2(bins[8], 0, npx, h2, histf[2, 0])
     for c in range(1, 8):
         for b in range(NBINS):
             histf[2, c, b] = histf[0, c, b] + histf[1, c, b]

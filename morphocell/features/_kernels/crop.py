@@ -1,10 +1,11 @@
-"""numba kernel of :func:`morphocell.features.base.make_crop`: the cell's bounding box."""
+"""numba kernels shared by the families: the cell's bounding box for
+:func:`morphocell.features.base.make_crop`, and an interleaved histogram (colour, LBP)."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-__all__ = ["cell_bbox"]
+__all__ = ["cell_bbox", "hist2"]
 
 
 @njit(cache=True, nogil=True)
@@ -50,3 +51,21 @@ def cell_bbox(nucleus: np.ndarray, cytoplasm: np.ndarray, out: np.ndarray) -> bo
     out[2] = c0
     out[3] = c1
     return True
+
+
+@njit(cache=True, nogil=True)
+def hist2(b, k0, k1, h2, out):
+    """``out[b[k]] += 1`` for ``k`` in ``[k0, k1)``, counted in two histograms (even / odd
+    ``k``, ``h2``: zeros on entry and on return) so that neighbouring pixels in the same bin
+    -- the usual case -- do not wait on each other's increment of one counter."""
+    k = k0
+    while k + 2 <= k1:
+        h2[0, b[k]] += 1
+        h2[1, b[k + 1]] += 1
+        k += 2
+    if k < k1:
+        h2[0, b[k]] += 1
+    for i in range(out.shape[0]):
+        out[i] += h2[0, i] + h2[1, i]
+        h2[0, i] = 0
+        h2[1, i] = 0

@@ -16,6 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .crop import hist2
+
 __all__ = [
     "N_HARALICK", "glcm_counts", "haralick_from_counts", "lbp_uniform_counts",
     "granularity_sums",
@@ -352,7 +354,8 @@ def lbp_uniform_counts(img, lab, rps, cps, n_ps, out):
     bits = np.empty(m, np.uint32)
     amb = np.empty(m, np.uint32)
     codes = np.empty(m, np.uint8)
-    hist = np.zeros((2, 96), np.int64)
+    hist = np.zeros(96, np.int64)
+    h2 = np.zeros((2, 96), np.int64)
     zero = np.uint32(0)
     one = np.float32(1.0)
     band = _LBP_BAND
@@ -413,18 +416,11 @@ def lbp_uniform_counts(img, lab, rps, cps, n_ps, out):
             ones = _popcount32(b)
             chg = _popcount32((b ^ (b >> np.uint32(1))) & chg_mask)
             codes[uk] = np.uint8(32) * lab_p[ui0 + uk] + np.uint8(ones if chg <= 2 else n_p + 1)
-        # two interleaved histograms: neighbouring pixels usually share a bin
         hist[:] = 0
-        k = 0
-        while k + 2 <= m:
-            hist[0, codes[k]] += 1
-            hist[1, codes[k + 1]] += 1
-            k += 2
-        if k < m:
-            hist[0, codes[k]] += 1
+        hist2(codes, 0, m, h2, hist)
         for a in range(2):
             for k in range(n_p + 2):
-                out[j, a, k] += hist[0, 32 * (a + 1) + k] + hist[1, 32 * (a + 1) + k]
+                out[j, a, k] += hist[32 * (a + 1) + k]
 
 
 @njit(cache=True, nogil=True)
