@@ -338,3 +338,9 @@ def test_extract_features_end_to_end(crops, pbc_small):
     assert list(row) == NAMES
     np.testing.assert_array_equal(np.array(list(row.values())),
                                   texture.compute_array(make_crop(img, segment(img))))
+
+
+def test_lbp_histograms_rejects_labels_other_than_0_1_2():
+    gray = np.zeros((8, 8), np.uint8)
+    with pytest.raises(FeatureError, match="region labels"):
+        texture.lbp_histograms(gray, np.full((8, 8), 3, np.uint8), 8, 1.0)

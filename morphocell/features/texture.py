@@ -288,7 +288,11 @@ def _lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lbp_histograms(gray: np.ndarray, lab: np.ndarray, p: int, radius: float) -> np.ndarray:
-    """Uniform-LBP code counts ``(2, p + 2)`` int64 over nucleus (row 0) and cytoplasm."""
+    """Uniform-LBP code counts ``(2, p + 2)`` int64 over nucleus (row 0) and cytoplasm;
+    ``lab`` as :func:`region_labels` makes it (0, 1, 2)."""
+    lab = np.ascontiguousarray(lab, np.uint8)
+    if lab.size and lab.max() > 2:
+        raise FeatureError(f"region labels must be 0, 1 or 2, got {int(lab.max())}")
     return _lbp_counts(gray, lab, ((int(p), float(radius)),))[0]
 
 

@@ -354,8 +354,8 @@ def lbp_uniform_counts(img, lab, rps, cps, n_ps, out):
     bits = np.empty(m, np.uint32)
     amb = np.empty(m, np.uint32)
     codes = np.empty(m, np.uint8)
-    hist = np.zeros(96, np.int64)
-    h2 = np.zeros((2, 96), np.int64)
+    hist = np.zeros(256, np.int64)     # every uint8 bin: no write outside, whatever lab holds
+    h2 = np.zeros((2, 256), np.int64)
     zero = np.uint32(0)
     one = np.float32(1.0)
     band = _LBP_BAND
