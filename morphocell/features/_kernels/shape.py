@@ -677,20 +677,29 @@ def contour_curvature(pts, n, step, sigma, xs, ys, kappa):
         wts[i] = np.exp(-0.5 * u * u)
         tot += wts[i]
     ext = np.empty((2, m + 2 * half))  # circular padding instead of a modulo per tap
-    for k in range(m + 2 * half):
-        idx = (k - half) % m
+    for k in range(m + 2 * half):  # index (k - half) mod m without a division per sample
+        idx = k - half
+        while idx < 0:
+            idx += m
+        while idx >= m:
+            idx -= m
         ext[0, k] = xs[idx]
         ext[1, k] = ys[idx]
-    sx = np.empty(m)
-    sy = np.empty(m)
+    # taps outer, samples inner: each sample's sum still adds its taps in order from 0.0
+    # (the same value, bit for bit, as a per-sample loop), and the inner loop over
+    # independent samples vectorises (a per-sample sum waits on its previous addition)
+    sx = np.zeros(m)
+    sy = np.zeros(m)
+    ex = ext[0]
+    ey = ext[1]
+    for i in range(2 * half + 1):
+        wi = wts[i]
+        for k in range(m):
+            sx[k] += wi * ex[k + i]
+            sy[k] += wi * ey[k + i]
     for k in range(m):
-        ax = 0.0
-        ay = 0.0
-        for i in range(2 * half + 1):
-            ax += wts[i] * ext[0, k + i]
-            ay += wts[i] * ext[1, k + i]
-        sx[k] = ax / tot
-        sy[k] = ay / tot
+        sx[k] = sx[k] / tot
+        sy[k] = sy[k] / tot
     turn = 0.0
     for k in range(m):
         kp = k + 1 if k + 1 < m else 0
