@@ -87,6 +87,7 @@ dark signal has granularity 0.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -361,35 +362,54 @@ def _names() -> list[str]:
     return _NAMES
 
 
+class _Plan(NamedTuple):
+    """Constant kernel inputs of the module's parameters, built once."""
+
+    shift: int            # q = gray >> shift (LEVELS levels)
+    off_r: np.ndarray     # GLCM offsets
+    off_c: np.ndarray
+    rps: np.ndarray       # LBP sample offsets of every (P, R) in turn
+    cps: np.ndarray
+    n_ps: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def _plan() -> _Plan:
+    off_r, off_c = _glcm_offsets(tuple(int(d) for d in DISTANCES))
+    offs = [_lbp_offsets(int(p), float(rad)) for p, rad in LBP_PARAMS]
+    return _Plan(int(np.log2(256 // LEVELS)), off_r, off_c,
+                 np.concatenate([rp for rp, _ in offs]), np.concatenate([cp for _, cp in offs]),
+                 np.array([rp.size for rp, _ in offs], np.int64))
+
+
 def compute_array(crop: Crop) -> np.ndarray:
     """Every texture feature of ``crop`` as a float64 vector in :func:`specs` order.
 
     Per region: 13 x len(DISTANCES) GLCM features (distance-major), the LBP histograms
-    (``LBP_PARAMS`` order), then the granularity spectrum; NaN for an empty region.
+    (``LBP_PARAMS`` order), then the granularity spectrum; NaN for an empty region. The
+    kernels of :func:`region_labels`, :func:`quantize`, :func:`glcm_counts`,
+    :func:`haralick`, :func:`lbp_histograms` and :func:`granularity`, called directly.
     """
+    from ._kernels import texture as k
+
+    pl = _plan()
     gray = crop.gray
-    lab = region_labels(crop)
-    n_nuc = int(np.count_nonzero(lab == 1))
-    n_cyt = int(np.count_nonzero(lab == 2))
-    n_px = (n_nuc, n_cyt, n_nuc + n_cyt)
-
-    har = haralick(glcm_counts(quantize(gray), lab), len(DISTANCES))
-    hists = []
-    for h in _lbp_counts(gray, lab, LBP_PARAMS):
-        hists.append(np.vstack([h, h[0] + h[1]]))
-    lbp = np.concatenate(hists, axis=1).astype(np.float64)
-    gran = granularity(gray, lab)
-
-    per_region = []
-    for ri in range(3):
-        if n_px[ri] == 0:
-            lbp_r = np.full(lbp.shape[1], np.nan)
-            gran_r = np.full(gran.shape[1], np.nan)
-        else:
-            lbp_r = lbp[ri] / n_px[ri]
-            gran_r = gran[ri]
-        per_region.append(np.concatenate([har[ri].ravel(), lbp_r, gran_r]))
-    return np.concatenate(per_region)
+    lab = np.empty(gray.shape, np.uint8)
+    q = np.empty(gray.shape, np.uint8)
+    n_nuc, n_cyt = k.labels_levels(np.asarray(crop.nucleus, bool), np.asarray(crop.cytoplasm, bool),
+                                   gray, pl.shift, lab, q)
+    counts = np.zeros((pl.off_r.size, 2 * LEVELS, 2 * LEVELS), np.int32)
+    k.glcm_counts(q, lab, pl.off_r, pl.off_c, counts)
+    har = np.empty((3, len(DISTANCES), k.N_HARALICK))
+    k.haralick_from_counts(counts, len(DISTANCES), _NLOG, har)
+    lbp = np.zeros((pl.n_ps.size, 2, int(pl.n_ps.max()) + 2), np.int64)
+    k.lbp_uniform_counts(gray, lab, pl.rps, pl.cps, pl.n_ps, lbp)
+    sums = np.zeros((GRANULARITY_STEPS + 1, 2), np.int64)
+    k.granularity_sums(gray, lab, GRANULARITY_STEPS, sums)
+    out = np.empty(len(_names()))
+    if k.assemble(har, lbp, pl.n_ps, sums, n_nuc, n_cyt, out) != out.size:
+        raise AssertionError("texture vector layout does not match specs()")
+    return out
 
 
 def compute(crop: Crop) -> dict[str, float]:

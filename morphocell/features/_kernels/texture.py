@@ -19,12 +19,75 @@ from numba import njit
 from .crop import hist2
 
 __all__ = [
-    "N_HARALICK", "glcm_counts", "haralick_from_counts", "lbp_uniform_counts",
+    "N_HARALICK", "labels_levels", "assemble", "glcm_counts", "haralick_from_counts", "lbp_uniform_counts",
     "granularity_sums",
 ]
 
 #: number of Haralick features computed by :func:`haralick_from_counts`
 N_HARALICK = 13
+
+
+@njit(cache=True, nogil=True)
+def labels_levels(nucleus, cytoplasm, gray, shift, lab, q):
+    """One pass: ``lab = nucleus + 2 (cytoplasm & ~nucleus)`` (0 background, 1 nucleus, 2
+    cytoplasm; the nucleus wins overlaps) and the GLCM levels ``q = gray >> shift``; returns
+    the pixel counts ``(n nucleus, n cytoplasm)``."""
+    h, w = gray.shape
+    n1 = 0
+    n2 = 0
+    for r in range(h):
+        for c in range(w):
+            a = np.uint8(nucleus[r, c])
+            b = np.uint8(cytoplasm[r, c]) & (a ^ np.uint8(1))
+            lab[r, c] = a + (b << np.uint8(1))
+            q[r, c] = gray[r, c] >> np.uint8(shift)
+            n1 += a
+            n2 += b
+    return n1, n2
+
+
+@njit(cache=True, nogil=True)
+def assemble(har, lbp, n_ps, sums, n1, n2, out):
+    """The texture vector of the three regions (nucleus, cytoplasm, cell) in column order:
+    per region the Haralick features ``har[region]`` (distance-major), the LBP histograms of
+    each (P, R) in turn as fractions of the region's pixels (``lbp[j, 0]`` nucleus, ``lbp[j,
+    1]`` cytoplasm, their sum the cell), then the granularity spectrum ``100 (S_i - S_{i+1})
+    / S_0`` from the opening sums ``sums[i, 0 | 1]`` (0 when ``S_0 = 0``); NaN for the LBP
+    and granularity of an empty region. The arithmetic is numpy's on the same arrays."""
+    nd = har.shape[1]
+    nh = har.shape[2]
+    n_steps = sums.shape[0] - 1
+    k = 0
+    for reg in range(3):
+        npx = n1 if reg == 0 else (n2 if reg == 1 else n1 + n2)
+        for d in range(nd):
+            for f in range(nh):
+                out[k] = har[reg, d, f]
+                k += 1
+        for j in range(n_ps.shape[0]):
+            for b in range(n_ps[j] + 2):
+                if npx == 0:
+                    out[k] = np.nan
+                else:
+                    v = lbp[j, 0, b] + lbp[j, 1, b] if reg == 2 else lbp[j, reg, b]
+                    out[k] = np.float64(v) / np.float64(npx)
+                k += 1
+        s0 = sums[0, 0] + sums[0, 1] if reg == 2 else sums[0, reg]
+        for i in range(n_steps):
+            if npx == 0:
+                out[k] = np.nan
+            elif s0 == 0:
+                out[k] = 0.0
+            else:
+                if reg == 2:
+                    a = sums[i, 0] + sums[i, 1]
+                    b = sums[i + 1, 0] + sums[i + 1, 1]
+                else:
+                    a = sums[i, reg]
+                    b = sums[i + 1, reg]
+                out[k] = 100.0 * np.float64(a - b) / np.float64(s0)
+            k += 1
+    return k
 
 
 @njit(cache=True, nogil=True)
