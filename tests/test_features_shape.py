@@ -163,9 +163,10 @@ def test_radii_feret_min_agree_with_reference(cells, features):
 
 
 def test_feret_and_convex_area_on_random_masks():
-    """Random (also multi-component, line-like, 1-pixel) masks: FeretMax and ConvexArea as
-    scikit-image, FeretMin as the brute-force reference."""
-    from skimage.measure import regionprops
+    """Random (also multi-component, line-like, 1-pixel, touching the array's edges) masks:
+    Area, Perimeter, axis lengths, FeretMax and ConvexArea as scikit-image, FeretMin as the
+    brute-force reference (the compiled raster scan of runs and border pixels included)."""
+    from skimage.measure import perimeter, regionprops
 
     rng = np.random.default_rng(0)
     n = 0
@@ -177,6 +178,11 @@ def test_feret_and_convex_area_on_random_masks():
         vals, _ = shape.region_features(m)
         rp = regionprops(m.astype(np.uint8))[0]
         fmax, fmin = ref.shape_feret(m)
+        assert vals[K.CORE_NAMES.index("Area")] == rp.area
+        np.testing.assert_allclose(vals[K.CORE_NAMES.index("Perimeter")], perimeter(m, 4),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(vals[K.CORE_NAMES.index("MajorAxisLength")],
+                                   rp.axis_major_length, rtol=1e-9, atol=1e-12)
         assert vals[K.CORE_NAMES.index("ConvexArea")] == rp.area_convex
         np.testing.assert_allclose(vals[K.CORE_NAMES.index("FeretMax")],
                                    rp.feret_diameter_max, rtol=1e-12)
