@@ -71,7 +71,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from .._select import kth_smallest
+from .._select import select_nth
 from .._utils import cv2_one_thread
 from .masks import CellMasks
 
@@ -290,18 +290,24 @@ def _select_labels_kernel(lab: np.ndarray, keep: np.ndarray, out: np.ndarray) ->
 
 @njit(cache=True, nogil=True)
 def _median_f32(buf: np.ndarray, n: int):  # pragma: no cover - compiled
-    """``np.median(buf[:n])`` of float32 values (``buf`` is reordered): the middle value, or
-    for an even ``n`` the float32 mean of the two middle ones; NaN when ``n == 0``."""
+    """``np.median(buf[:n])`` of float32 values: the middle value, or for an even ``n`` the
+    float32 mean of the two middle ones; NaN when ``n == 0``. ``buf`` is left unchanged."""
     if n == 0:
         return np.float32(np.nan)
     k = n // 2
-    hi = kth_smallest(buf, n, k)
+    hi = select_nth(buf, n, k, np.empty(n, np.float32), np.empty(n, np.float32))
     if n % 2 == 1:
         return hi
-    lo = buf[0]
-    for i in range(1, k):
-        if buf[i] > lo:
-            lo = buf[i]
+    # the (k-1)-th smallest: below hi when at least k values are, else hi itself
+    below = 0
+    lo = hi
+    for i in range(n):
+        x = buf[i]
+        if x < hi:
+            below += 1
+            lo = x if below == 1 or x > lo else lo
+    if below < k:
+        lo = hi
     return (lo + hi) / np.float32(2.0)
 
 
@@ -656,7 +662,8 @@ def _rbc_markers_kernel(fg: np.ndarray, cand_full: np.ndarray, s8: np.ndarray, o
     n_rbc = 0
     if n_ring >= 8:
         q = int(cyt_quantile * (n_ring - 1))
-        cyt_ref = kth_smallest(vals, n_ring, q)
+        cyt_ref = select_nth(vals, n_ring, q, np.empty(n_ring, np.float32),
+                             np.empty(n_ring, np.float32))
         # red cells lying free in the field: stained foreground outside the candidate
         free = np.empty((h, w), np.uint8)
         for y in range(h):
