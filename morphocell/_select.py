@@ -1,14 +1,14 @@
 """Order-statistic kernel shared by the segmentation and the colour features.
 
-``kth_smallest`` returns exactly the value a full sort would put at index ``k``; only the
-work differs (expected O(n) instead of O(n log n)).
+``kth_smallest`` (in place) and ``select_nth`` (out of place) return exactly the value a full
+sort would put at index ``k``; only the work differs (expected O(n) instead of O(n log n)).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-__all__ = ["kth_smallest", "min_from"]
+__all__ = ["kth_smallest", "min_from", "select_nth"]
 
 
 @njit(cache=True, nogil=True)
