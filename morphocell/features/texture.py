@@ -187,10 +187,15 @@ def quantize(gray: np.ndarray, levels: int = LEVELS) -> np.ndarray:
 
 
 def region_labels(crop: Crop) -> np.ndarray:
-    """``uint8`` label image: 0 background, 1 nucleus, 2 cytoplasm (nucleus wins overlaps)."""
-    nuc = np.asarray(crop.nucleus, bool).view(np.uint8)
-    cyt = np.asarray(crop.cytoplasm, bool).view(np.uint8)
-    return nuc + ((cyt & (nuc ^ 1)) << 1)
+    """``uint8`` label image: 0 background, 1 nucleus, 2 cytoplasm (nucleus wins overlaps);
+    the labelling of :func:`compute_array` (its kernel, the GLCM levels discarded)."""
+    from ._kernels import texture as k
+
+    nuc = np.asarray(crop.nucleus, bool)
+    lab = np.empty(nuc.shape, np.uint8)
+    k.labels_levels(nuc, np.asarray(crop.cytoplasm, bool), np.zeros(nuc.shape, np.uint8), 0,
+                    lab, np.empty(nuc.shape, np.uint8))
+    return lab
 
 
 def glcm_offsets(distances=DISTANCES) -> tuple[np.ndarray, np.ndarray]:
