@@ -73,6 +73,7 @@ def select_nth(a: np.ndarray, n: int, k: int, b1: np.ndarray, b2: np.ndarray):  
     """
     src = a
     dst = b1
+    into_b1 = True  # the buffer the next pass writes
     lo = 0          # src[lo:lo + m] is the live part
     m = n
     while m > 16:
@@ -98,7 +99,8 @@ def select_nth(a: np.ndarray, n: int, k: int, b1: np.ndarray, b2: np.ndarray):  
         else:
             return p
         src = dst
-        dst = b2 if dst is b1 else b1
+        into_b1 = not into_b1
+        dst = b1 if into_b1 else b2
     # a few values left: insertion sort of a copy
     for i in range(m):
         dst[i] = src[lo + i]

@@ -179,13 +179,10 @@ def scan_region(mask, runs, border, bimg, sums):
             tb[c] = row[c] ^ row[c - 1]
         tb[w] = row[w - 1]
         # border: in the mask with a 4-neighbour outside it (or outside the array)
-        if w == 1:
-            fb[0] = row[0]
-        else:
-            fb[0] = row[0]
-            for c in range(1, w - 1):
-                fb[c] = row[c] & ((row[c - 1] & row[c + 1] & up[c] & dn[c]) ^ one)
-            fb[w - 1] = row[w - 1]
+        fb[0] = row[0]
+        for c in range(1, w - 1):
+            fb[c] = row[c] & ((row[c - 1] & row[c + 1] & up[c] & dn[c]) ^ one)
+        fb[w - 1] = row[w - 1]
         any_run = False
         s = 0
         for q in range(wp // 8):

@@ -19,7 +19,8 @@ from numba import njit
 from .crop import hist2
 
 __all__ = [
-    "N_HARALICK", "labels_levels", "assemble", "glcm_counts", "haralick_from_counts", "lbp_uniform_counts",
+    "N_HARALICK", "labels_levels", "assemble", "glcm_counts", "haralick_from_counts",
+    "lbp_uniform_counts",
     "granularity_sums",
 ]
 
