@@ -231,6 +231,31 @@ def test_edt_is_exact(cells):
         np.testing.assert_array_equal(dt2[:hh * ww].reshape(hh, ww), np.rint(expected))
 
 
+def test_edt_both_row_methods_are_exact():
+    """Rows reaching farther than EDT_DIRECT_MAX columns take the envelope sweep, the others
+    the direct minimum: a large disc has both, random blobs have rows with several runs."""
+    import scipy.ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    masks = [_disc(K.EDT_DIRECT_MAX + 40), _disc(K.EDT_DIRECT_MAX + 1)]
+    bar = np.zeros((80, 30), bool)
+    bar[5:75, 10:19] = True  # nearest background along the row: the bound's last offset
+    masks.append(bar)
+    for _ in range(6):
+        noise = ndi.gaussian_filter(rng.random((180, 260)), 6)
+        masks.append(noise > np.quantile(noise, 0.45))
+    for m in masks:
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
+        hh, ww = r1 - r0 + 3, c1 - c0 + 3
+        g, dt2, sbuf, tbuf, *_ = K.alloc_lobe_workspace(*m.shape)
+        K.edt_sq(m, r0, r1, c0, c1, g, dt2, sbuf, tbuf)
+        expected = ndi.distance_transform_edt(np.pad(m[r0:r1 + 1, c0:c1 + 1], 1)) ** 2
+        np.testing.assert_array_equal(dt2[:hh * ww].reshape(hh, ww), np.rint(expected))
+    assert np.sqrt(expected.max()) < K.EDT_DIRECT_MAX  # the blobs: direct rows only
+    assert ndi.distance_transform_edt(masks[0]).max() > K.EDT_DIRECT_MAX  # the disc: both
+
+
 # ---- behaviour on known shapes ------------------------------------------------------------
 
 def _disc(r, size=None, centre=None):
