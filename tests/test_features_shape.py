@@ -217,18 +217,23 @@ def test_lobe_count_agrees_with_reference(cells, features):
         assert row["Nucleus_Shape_LobeCount"] == ref.shape_lobe_count(crop.nucleus, *args)
 
 
-def test_edt_is_exact(cells):
+def _assert_edt_is_scipys(m):
+    """edt_sq of mask ``m`` on its bounding box equals scipy's squared EDT; returns it."""
     import scipy.ndimage as ndi
 
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
+    hh, ww = r1 - r0 + 3, c1 - c0 + 3
+    g, dt2, sbuf, tbuf, *_ = K.alloc_lobe_workspace(*m.shape)
+    K.edt_sq(m, r0, r1, c0, c1, g, dt2, sbuf, tbuf)
+    expected = ndi.distance_transform_edt(np.pad(m[r0:r1 + 1, c0:c1 + 1], 1)) ** 2
+    np.testing.assert_array_equal(dt2[:hh * ww].reshape(hh, ww), np.rint(expected))
+    return expected
+
+
+def test_edt_is_exact(cells):
     for _, _, _, crop in cells[::4]:
-        m = crop.nucleus
-        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
-        hh, ww = r1 - r0 + 3, c1 - c0 + 3
-        g, dt2, sbuf, tbuf, *_ = K.alloc_lobe_workspace(*m.shape)
-        K.edt_sq(m, r0, r1, c0, c1, g, dt2, sbuf, tbuf)
-        expected = ndi.distance_transform_edt(np.pad(m[r0:r1 + 1, c0:c1 + 1], 1)) ** 2
-        np.testing.assert_array_equal(dt2[:hh * ww].reshape(hh, ww), np.rint(expected))
+        _assert_edt_is_scipys(crop.nucleus)
 
 
 def test_edt_both_row_methods_are_exact():
@@ -245,13 +250,7 @@ def test_edt_both_row_methods_are_exact():
         noise = ndi.gaussian_filter(rng.random((180, 260)), 6)
         masks.append(noise > np.quantile(noise, 0.45))
     for m in masks:
-        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
-        hh, ww = r1 - r0 + 3, c1 - c0 + 3
-        g, dt2, sbuf, tbuf, *_ = K.alloc_lobe_workspace(*m.shape)
-        K.edt_sq(m, r0, r1, c0, c1, g, dt2, sbuf, tbuf)
-        expected = ndi.distance_transform_edt(np.pad(m[r0:r1 + 1, c0:c1 + 1], 1)) ** 2
-        np.testing.assert_array_equal(dt2[:hh * ww].reshape(hh, ww), np.rint(expected))
+        expected = _assert_edt_is_scipys(m)
     assert np.sqrt(expected.max()) < K.EDT_DIRECT_MAX  # the blobs: direct rows only
     assert ndi.distance_transform_edt(masks[0]).max() > K.EDT_DIRECT_MAX  # the disc: both
 
