@@ -139,6 +139,33 @@ def test_train_segmenter_refuses_a_bad_input_size_before_any_work(tmp_path, size
     assert not (tmp_path / "w.keras").exists()
 
 
+def test_fine_tuning_starts_from_the_init_weights_with_their_architecture(items, tiny):
+    _, _, path = tiny
+    start = unet.load_unet(path)
+    # input_size / base_filters / depth given here are replaced by those of the file
+    model, hist = unet.train_unet(items, items[:2], input_size=64, base_filters=16, depth=4,
+                                  epochs=1, batch_size=2, learning_rate=1e-7, random_state=0,
+                                  verbose=0, init=path)
+    assert model.input_shape[1] == 32 and len(hist["loss"]) == 1
+    assert [w.shape for w in model.get_weights()] == [w.shape for w in start.get_weights()]
+    # a learning rate of 1e-7 barely moves the convolution kernels away from the file's
+    kernels = [(a, b) for a, b in zip(model.get_weights(), start.get_weights()) if a.ndim == 4]
+    assert kernels and all(np.abs(a - b).max() < 1e-4 for a, b in kernels)
+    fresh = unet.build_unet(32, 4, 2)
+    assert max(np.abs(a - b).max() for a, b in zip(fresh.get_weights(), start.get_weights())
+               if a.ndim == 4) > 1e-2
+
+
+def test_train_segmenter_init_refuses_a_different_input_size(tmp_path, tiny, capsys):
+    from morphocell.cli import main
+
+    rc = main(["train-segmenter", "--out", str(tmp_path / "w.keras"), "--data",
+               str(tmp_path / "missing"), "--init", str(tiny[2]), "--input-size", "64"])
+    assert rc == 2
+    assert "--input-size 64 differs from the input size of --init" in capsys.readouterr().err
+    assert not (tmp_path / "w.keras").exists()
+
+
 # Bundled weights on the held-out (odd-id) subsets of tests/test_segmentation.py. Measured
 # when the weights were added (mean Dice): dataset1 nucleus 0.975 / cell 0.981, dataset2
 # nucleus 0.969 / cell 0.961 (classical on the same images: 0.964 / 0.934, 0.960 / 0.922).

@@ -493,11 +493,14 @@ def _loss(keras):
 
 def train_unet(train_items, val_items, *, input_size: int = INPUT_SIZE, base_filters: int = 16,
                depth: int = 4, epochs: int = 40, batch_size: int = 16, learning_rate: float = 2e-3,
-               patience: int = 8, random_state: int = 0, verbose: int = 1):
+               patience: int = 8, random_state: int = 0, verbose: int = 1, init=None):
     """Train a U-Net; returns ``(model, history_dict)``.
 
     ``train_items`` / ``val_items``: lists of ``(image, label)`` (+ anything after) with labels
     0/1/2. The best epoch on the validation loss is kept (early stopping with restore).
+    ``init``: a weights file (:func:`load_unet`) or a Keras U-Net to start from instead of a
+    fresh network (fine-tuning; it is copied, not changed); its input size and architecture
+    then replace ``input_size``, ``base_filters`` and ``depth``.
     """
     keras = _keras()
     import tensorflow as tf
@@ -508,6 +511,9 @@ def train_unet(train_items, val_items, *, input_size: int = INPUT_SIZE, base_fil
     except Exception:  # noqa: BLE001 - not available on every build
         pass
     gpu = _use_gpu_policy(keras)
+    start = load_unet(init) if isinstance(init, (str, os.PathLike)) else init
+    if start is not None:
+        input_size = int(start.input_shape[1])
     x, y = _resize_pairs(train_items, input_size)
     xv, yv = _resize_pairs(val_items, input_size)
     n = len(x)
@@ -525,7 +531,11 @@ def train_unet(train_items, val_items, *, input_size: int = INPUT_SIZE, base_fil
     steps_per_epoch = max(1, int(np.ceil(n / batch_size)))
     vds = (tf.data.Dataset.from_tensor_slices((xv, tf.one_hot(yv, N_CLASSES)))
            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    model = build_unet(input_size, base_filters, depth)
+    if start is None:
+        model = build_unet(input_size, base_filters, depth)
+    else:  # a fresh copy under this run's dtype policy, with the file's weights
+        model = keras.Model.from_config(start.get_config())
+        model.set_weights(start.get_weights())
     steps = steps_per_epoch * epochs
     sched = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(sched), loss=_loss(keras),
@@ -561,7 +571,15 @@ def train_command(args) -> int:
     """CLI: ``morphocell train-segmenter --out WEIGHTS [--data segwbc] [--pseudo pbc]``."""
     import json
 
-    size = getattr(args, "input_size", None) or INPUT_SIZE
+    init = None
+    if getattr(args, "init", None) is not None:  # fine-tuning: the file gives size and layers
+        init = load_unet(args.init)
+        size = int(init.input_shape[1])
+        if getattr(args, "input_size", None) not in (None, size):
+            raise MorphocellError(f"--input-size {args.input_size} differs from the input size "
+                                  f"of --init {args.init} ({size})")
+    else:
+        size = getattr(args, "input_size", None) or INPUT_SIZE
     if size < 32 or size % 16:  # four 2x poolings must divide it; checked before any work
         raise MorphocellError(f"--input-size must be a multiple of 16 and at least 32, got {size}")
     data = Path(args.data) if args.data else Path(os.environ.get(
@@ -589,7 +607,8 @@ def train_command(args) -> int:
           "odd ids are held out for evaluation")
     model, hist = train_unet(train, val, epochs=args.epochs or 40, input_size=size,
                              base_filters=getattr(args, "base_filters", 16) or 16,
-                             random_state=args.random_state)
+                             learning_rate=getattr(args, "learning_rate", None) or 2e-3,
+                             random_state=args.random_state, init=init)
     out = Path(args.out)
     save_unet(model, out)
     print(json.dumps({"weights": str(out.with_suffix(".keras")),
