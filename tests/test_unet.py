@@ -166,6 +166,33 @@ def test_train_segmenter_init_refuses_a_different_input_size(tmp_path, tiny, cap
     assert not (tmp_path / "w.keras").exists()
 
 
+def test_train_segmenter_cli_fine_tunes_end_to_end(tmp_path, tiny, capsys):
+    """The whole CLI path: expert masks of a folder (even ids train / validate, odd ids are
+    left out), --init weights, one epoch, the weights file written and loadable."""
+    import json
+    import shutil
+
+    from morphocell.cli import main
+
+    data = tmp_path / "masks" / "dataset1"
+    data.mkdir(parents=True)
+    for i, (img_p, mask_p) in enumerate(segwbc_sample()):
+        for j in (2 * i, 2 * i + 1):  # one even and one odd id per sample image
+            shutil.copy(img_p, data / f"{j:03d}_image.png")
+            shutil.copy(mask_p, data / f"{j:03d}_mask.png")
+    out = tmp_path / "ft.keras"
+    rc = main(["train-segmenter", "--out", str(out), "--data", str(tmp_path / "masks"),
+               "--init", str(tiny[2]), "--learning-rate", "1e-4", "--epochs", "1",
+               "--expert-repeat", "1"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # 8 images, 4 even ids: one for validation (1/6, at least one), three for training
+    assert report["epochs_run"] == 1 and (report["n_train"], report["n_val"]) == (3, 1)
+    model = unet.load_unet(out)
+    assert model.input_shape[1] == 32  # from --init, not the 128 px default
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft.keras", "masks"]  # no temp left
+
+
 # Bundled weights on the held-out (odd-id) subsets of tests/test_segmentation.py. Measured
 # when the weights were added (mean Dice): dataset1 nucleus 0.975 / cell 0.981, dataset2
 # nucleus 0.969 / cell 0.961 (classical on the same images: 0.964 / 0.934, 0.960 / 0.922).
