@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="start from these U-Net weights (fine-tuning); the input size and "
                         "architecture come from the file")
-    p.add_argument("--learning-rate", type=float, default=2e-3,
+    p.add_argument("--learning-rate", type=float, default=None,
                    help="initial Adam learning rate, cosine-decayed to 5%% of it (default 2e-3)")
     p.add_argument("--random-state", type=int, default=0)
     p.set_defaults(func=_lazy("morphocell.segmentation.unet", "train_command"))

@@ -40,6 +40,8 @@ __all__ = ["INPUT_SIZE", "build_unet", "load_unet", "predict_probabilities", "se
            "train_command", "BUNDLED_WEIGHTS"]
 
 INPUT_SIZE = 128
+#: initial Adam learning rate of :func:`train_unet` (cosine-decayed to 5% of it)
+LEARNING_RATE = 2e-3
 N_CLASSES = 3
 #: Shipped weights (if present), produced by the command in docs/segmentation.md.
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "unet_segwbc.keras"
@@ -492,7 +494,7 @@ def _loss(keras):
 
 
 def train_unet(train_items, val_items, *, input_size: int = INPUT_SIZE, base_filters: int = 16,
-               depth: int = 4, epochs: int = 40, batch_size: int = 16, learning_rate: float = 2e-3,
+               depth: int = 4, epochs: int = 40, batch_size: int = 16, learning_rate: float = LEARNING_RATE,
                patience: int = 8, random_state: int = 0, verbose: int = 1, init=None):
     """Train a U-Net; returns ``(model, history_dict)``.
 
@@ -607,7 +609,7 @@ def train_command(args) -> int:
           "odd ids are held out for evaluation")
     model, hist = train_unet(train, val, epochs=args.epochs or 40, input_size=size,
                              base_filters=getattr(args, "base_filters", 16) or 16,
-                             learning_rate=getattr(args, "learning_rate", None) or 2e-3,
+                             learning_rate=getattr(args, "learning_rate", None) or LEARNING_RATE,
                              random_state=args.random_state, init=init)
     out = Path(args.out)
     save_unet(model, out)
