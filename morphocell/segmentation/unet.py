@@ -494,8 +494,9 @@ def _loss(keras):
 
 
 def train_unet(train_items, val_items, *, input_size: int = INPUT_SIZE, base_filters: int = 16,
-               depth: int = 4, epochs: int = 40, batch_size: int = 16, learning_rate: float = LEARNING_RATE,
-               patience: int = 8, random_state: int = 0, verbose: int = 1, init=None):
+               depth: int = 4, epochs: int = 40, batch_size: int = 16,
+               learning_rate: float = LEARNING_RATE, patience: int = 8, random_state: int = 0,
+               verbose: int = 1, init=None):
     """Train a U-Net; returns ``(model, history_dict)``.
 
     ``train_items`` / ``val_items``: lists of ``(image, label)`` (+ anything after) with labels
