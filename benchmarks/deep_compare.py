@@ -6,13 +6,13 @@ Compared, all trained on the same training images with the same seed:
 ``cnn_softmax``
     one :class:`~morphocell.deep.CNNEmbedder` trained on all training images, its softmax;
 ``cnn_svc``
-    the leakage-free deep path of :mod:`morphocell.deep.fusion` (K cross-fitted networks, a
+    the leakage-free deep path of :mod:`morphocell.deep.crossfit` (K cross-fitted networks, a
     calibrated SVC per network on the embeddings of its held-out fold, probabilities averaged);
 ``handcrafted_stack``
     :class:`~morphocell.ensembles.stacking.StackedCellClassifier` on the hand-crafted features;
 ``fused_stack``
     the late-fusion stack on hand-crafted features + the deep path's out-of-fold
-    probabilities (:class:`~morphocell.deep.fusion.FusedModel`);
+    probabilities (:class:`~morphocell.deep.crossfit.FusedModel`);
 ``handcrafted_stack_copies``, ``fused_stack_copies`` (with ``--domain-copies F``)
     the same two stacks also trained on one domain-randomised copy of a fraction ``F`` of the
     training images (``morphocell train --domain-copies``; in the fused stack the copies train
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     import keras
 
     from morphocell.deep.embedder import CNNEmbedder, decode_images
-    from morphocell.deep.fusion import DeepModel, FusedModel, crossfit_embeddings
+    from morphocell.deep.crossfit import DeepModel, FusedModel, crossfit_embeddings
     from morphocell.ensembles.stacking import BaseLearner, StackedCellClassifier
     from morphocell.features.extractor import extract_batch, feature_names
 

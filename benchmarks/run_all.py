@@ -22,7 +22,7 @@ others still run):
     :class:`~morphocell.ensembles.stacking.StackedCellClassifier`.
 ``deep`` (TensorFlow; a "not installed" row otherwise)
     ``cnn_softmax``: one :class:`~morphocell.deep.CNNEmbedder` on all training images;
-    ``cnn_svc``: the cross-fitted, leakage-free deep path (:mod:`morphocell.deep.fusion`);
+    ``cnn_svc``: the cross-fitted, leakage-free deep path (:mod:`morphocell.deep.crossfit`);
     ``fused_stack``: late-fusion stack of hand-crafted features + the deep path's out-of-fold
     probabilities (needs the ``accuracy`` section's features). Same recipe as
     ``benchmarks/deep_compare.py``.
@@ -382,7 +382,7 @@ class Run:
         import tensorflow as tf
 
         from morphocell.deep.embedder import CNNEmbedder, decode_images
-        from morphocell.deep.fusion import (DeepModel, FusedModel, crossfit_embeddings,
+        from morphocell.deep.crossfit import (DeepModel, FusedModel, crossfit_embeddings,
                                             proba_names)
 
         cfg, seed = self.cfg, self.cfg["random_state"]

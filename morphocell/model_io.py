@@ -60,8 +60,8 @@ TRUSTED_TYPES: set[str] = {
     "morphocell.ensembles.stacking.BaseLearner",
     "morphocell.features.extractor.FeatureExtractor",
     # morphocell.deep: the network is rebuilt from its .keras bytes with Keras safe_mode=True
-    "morphocell.deep.fusion.DeepModel",
-    "morphocell.deep.fusion.FusedModel",
+    "morphocell.deep.crossfit.DeepModel",
+    "morphocell.deep.crossfit.FusedModel",
     "morphocell.deep.embedder.CNNEmbedder",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",

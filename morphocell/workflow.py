@@ -216,7 +216,7 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
         "cv_scores": clf.cv_scores_,
         "versions": _versions(),
     }
-    from .domain import fit_domain_reference
+    from .novelty import fit_domain_reference
 
     # the images themselves, not their domain copies: the reference says what the lab's own
     # cells look like (copies would widen it until another lab's stain passes as "like")
@@ -328,31 +328,31 @@ def train_deep(paths, labels, *, features: str, cv: int = 5, random_state=0, epo
                n_jobs=None, cache_dir=None, verbose: int = 0, cnn_crop=None,
                cnn_augment=None, domain_copies: float | None = None,
                review_accuracy: float = REVIEW_ACCURACY):
-    """Train a deep (CNN embedding) or fused model through ``morphocell.deep.fusion``.
+    """Train a deep (CNN embedding) or fused model through ``morphocell.deep.crossfit``.
 
     ``epochs``, ``cnn_crop`` and ``cnn_augment`` (the :class:`~morphocell.deep.CNNEmbedder`
-    ``crop`` and ``augment``) default to ``morphocell.deep.fusion.DEFAULT_EMBEDDER``.
+    ``crop`` and ``augment``) default to ``morphocell.deep.crossfit.DEFAULT_EMBEDDER``.
     ``domain_copies`` (``"fused"`` only; default :data:`DEFAULT_DOMAIN_COPIES` for
     ``"fused"`` and 0 for ``"deep"``): fraction of the images that get one
     domain-randomised copy, as in :func:`train_handcrafted`; the copies train the stack's
-    hand-crafted learners only (:meth:`morphocell.deep.fusion.FusedModel.fit`).
+    hand-crafted learners only (:meth:`morphocell.deep.crossfit.FusedModel.fit`).
     ``review_accuracy``: as in :func:`train_handcrafted`.
 
     Raises
     ------
     MorphocellError
-        If the deep extra (TensorFlow/Keras and ``morphocell.deep.fusion.fit_deep_model``) is
+        If the deep extra (TensorFlow/Keras and ``morphocell.deep.crossfit.fit_deep_model``) is
         not available.
     """
     from .model_io import SavedModel, default_atypical_classes
 
     try:
-        from .deep.fusion import fit_deep_model
+        from .deep.crossfit import fit_deep_model
     except ImportError as exc:
         raise MorphocellError(
             f"--features {features} needs the deep extra: install it with "
             f"pip install 'morphocell[deep]' (TensorFlow/Keras) and a morphocell with "
-            f"morphocell.deep.fusion.fit_deep_model ({exc})") from None
+            f"morphocell.deep.crossfit.fit_deep_model ({exc})") from None
     labels = np.asarray(labels, dtype=object)
     if domain_copies is None:
         domain_copies = default_domain_copies(features)
@@ -427,14 +427,14 @@ def review_reference(est, y, classes, target_accuracy: float = REVIEW_ACCURACY) 
     return review_threshold(np.asarray(oof)[:len(y)], y, classes, target_accuracy)
 
 
-#: Feature families a deep model computes for its domain check (:mod:`morphocell.domain`).
+#: Feature families a deep model computes for its domain check (:mod:`morphocell.novelty`).
 DOMAIN_FAMILIES = ("shape", "color")
 
 
 def _deep_domain_reference(handcrafted, paths, y, cache_dir, n_jobs, verbose):
-    """The :mod:`morphocell.domain` reference of a deep or fused model: from the fused
+    """The :mod:`morphocell.novelty` reference of a deep or fused model: from the fused
     model's hand-crafted table, or (deep) from the stain and size features computed here."""
-    from .domain import fit_domain_reference
+    from .novelty import fit_domain_reference
 
     if handcrafted is None:
         X, st, _, _ = compute_features(paths, DOMAIN_FAMILIES, "otsu", cache_dir, n_jobs,
@@ -574,7 +574,7 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     dict with ``proba`` ``(n, C)`` (NaN rows for failed images), ``statuses``, ``errors`` and,
     with ``base_learners`` and a stacked model on hand-crafted features, ``base`` =
     ``{learner: (n, C) probabilities}``; for a model whose file holds a domain reference
-    (:mod:`morphocell.domain`; hand-crafted, deep and fused models trained by this version),
+    (:mod:`morphocell.novelty`; hand-crafted, deep and fused models trained by this version),
     ``domain_score`` and ``unlike_training`` per image.
 
     Hand-crafted features go through the feature cache (``cache_dir``), for fused models too
@@ -652,7 +652,7 @@ def _insert_domain_columns(df, res: dict) -> bool:
 def _add_domain_scores(out: dict, ref: dict, X, ok: np.ndarray) -> None:
     """``out["domain_score"]`` / ``out["unlike_training"]`` for all rows; ``X``: the rows
     where ``ok``."""
-    from .domain import domain_scores
+    from .novelty import domain_scores
 
     n = len(ok)
     score, unlike = domain_scores(ref, X)
@@ -728,7 +728,7 @@ def _review_excess(review: dict, n_marked: int, n: int) -> dict | None:
 
 
 #: ``morphocell predict`` warns when more than this share of the cells is unlike the training
-#: images (about 1% is expected for images like them; see :mod:`morphocell.domain`).
+#: images (about 1% is expected for images like them; see :mod:`morphocell.novelty`).
 UNLIKE_WARN_SHARE = 0.05
 
 
@@ -1062,7 +1062,7 @@ def demo_command(args) -> int:
                         "n_images": len(paths), "n_used": int(ok.sum()),
                         "cv": 5, "random_state": 0, "cv_scores": clf.cv_scores_,
                         "versions": _versions()})
-    from .domain import fit_domain_reference
+    from .novelty import fit_domain_reference
 
     ref = fit_domain_reference(X[ok].reset_index(drop=True), y[ok])
     if ref is not None:

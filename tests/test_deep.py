@@ -28,7 +28,7 @@ def _subset(n, split="train", classes=CLASSES, offset=0):
 
 def test_import_morphocell_does_not_import_tensorflow():
     code = ("import sys, morphocell, morphocell.deep, morphocell.deep.embedder, "
-            "morphocell.deep.fusion, morphocell.deep.models, morphocell.deep.augment\n"
+            "morphocell.deep.crossfit, morphocell.deep.models, morphocell.deep.augment\n"
             "from morphocell.deep import CNNEmbedder, fit_deep_model\n"
             "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
@@ -304,7 +304,7 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     import pandas as pd
 
     from morphocell import model_io
-    from morphocell.deep.fusion import TRUSTED_TYPES, DeepModel, FusedModel, proba_names
+    from morphocell.deep.crossfit import TRUSTED_TYPES, DeepModel, FusedModel, proba_names
     from morphocell.errors import DataError
     from morphocell.features.extractor import extract_batch, feature_names
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from morphocell._select import kth_smallest, min_from
+from morphocell.features._kernels.select import kth_smallest, min_from
 
 
 def _cases():
@@ -35,7 +35,7 @@ def test_kth_smallest_equals_sorted_value_and_partitions(case):
 def test_select_nth_equals_sorted_value_and_leaves_input(case):
     """The branch-free out-of-place selection: the sorted value at every tested rank, the
     input untouched (ties, sorted, reversed, constant and one-value inputs included)."""
-    from morphocell._select import select_nth
+    from morphocell.features._kernels.select import select_nth
 
     ref = np.sort(case)
     for k in sorted(k for k in {0, 1, 17, case.size // 3, case.size // 2, case.size - 2,

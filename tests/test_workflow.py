@@ -328,7 +328,7 @@ def test_training_with_domain_copies(tmp_path, capsys):
     assert m.predict_proba(paths[:2]).shape == (2, 8)
     # the stain / size reference describes the images themselves, not their copies: it is
     # the one fitted on the real rows alone
-    from morphocell.domain import fit_domain_reference
+    from morphocell.novelty import fit_domain_reference
 
     ref = fit_domain_reference(info["X"].iloc[:n], info["y"][:n])
     assert m.metadata["domain_reference"] == ref

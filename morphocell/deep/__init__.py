@@ -7,7 +7,7 @@ Everything here needs the ``deep`` extra (TensorFlow + Keras 3), imported lazily
   feature table (``Cell_Embedding_Cnn_0000 ...``), plus its own ``predict_proba``.
 * :func:`fit_deep_model` -- CNN embeddings + a classifier (``features="deep"``) or a stacked
   ensemble over hand-crafted + deep features (``features="fused"``), trained on out-of-fold
-  deep features only (see :mod:`morphocell.deep.fusion` and ``docs/deep.md``).
+  deep features only (see :mod:`morphocell.deep.crossfit` and ``docs/deep.md``).
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ _LAZY = {
     "CNNEmbedder": "morphocell.deep.embedder",
     "decode_images": "morphocell.deep.embedder",
     "embedding_names": "morphocell.deep.embedder",
-    "DeepModel": "morphocell.deep.fusion",
-    "FusedModel": "morphocell.deep.fusion",
-    "fit_deep_model": "morphocell.deep.fusion",
-    "crossfit_embeddings": "morphocell.deep.fusion",
+    "DeepModel": "morphocell.deep.crossfit",
+    "FusedModel": "morphocell.deep.crossfit",
+    "fit_deep_model": "morphocell.deep.crossfit",
+    "crossfit_embeddings": "morphocell.deep.crossfit",
 }
 
 

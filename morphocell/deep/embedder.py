@@ -13,7 +13,7 @@ Pipeline
    median colour of its border and resized to ``input_size`` (``cv2.INTER_AREA`` when
    shrinking, bilinear when enlarging). The decoded ``uint8`` tensor is the cache: it is held
    in memory for all epochs (``n * S * S * 3`` bytes: 134 MB for 11k images at 64 px) and is
-   shared by the K cross-fitting networks of :mod:`morphocell.deep.fusion`.
+   shared by the K cross-fitting networks of :mod:`morphocell.deep.crossfit`.
 2. **tf.data**: ``from_tensor_slices -> shuffle(seeded, reshuffled every epoch) -> repeat
    -> zip(counter) -> map(augment, AUTOTUNE parallel, deterministic order) -> batch ->
    prefetch(AUTOTUNE)``, so augmentation of the next batches overlaps training.

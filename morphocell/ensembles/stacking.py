@@ -32,7 +32,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .fusion import resolve_groups
+from .column_groups import resolve_groups
 
 __all__ = ["StackedCellClassifier", "BaseLearner", "BASE_KINDS"]
 
@@ -323,7 +323,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         ``StratifiedKFold(min(cv, smallest class), shuffle=True, random_state)`` (at least 2).
     feature_groups : dict or None
         ``None``: early fusion, each learner sees all columns. A dict ``{group: columns}``
-        (list of names, a prefix, or a regex; see :mod:`morphocell.ensembles.fusion`): late
+        (list of names, a prefix, or a regex; see :mod:`morphocell.ensembles.column_groups`): late
         fusion, one learner of each kind per group, named ``"{kind}_{group}"``.
     class_weight : "balanced", None or dict {label: weight}, default "balanced"
         Set on every base learner that has a ``class_weight`` parameter (XGBoost: applied as
@@ -452,7 +452,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         learner -- does not train the meta-learner either; the base-learner and stack scores
         are then over the samples that train the meta-learner. E.g. domain-randomised copies
         that only the hand-crafted group describes train the hand-crafted learners only
-        (:class:`morphocell.deep.fusion.FusedModel` with ``copies``). Without such samples
+        (:class:`morphocell.deep.crossfit.FusedModel` with ``copies``). Without such samples
         nothing changes.
         """
         from sklearn.metrics import accuracy_score, f1_score

@@ -71,7 +71,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from .._select import select_nth
+from ..features._kernels.select import select_nth
 from .._utils import cv2_one_thread
 from .masks import CellMasks
 

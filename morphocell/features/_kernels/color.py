@@ -20,7 +20,7 @@ operations (agreement ~1e-12, tested). Two exact strategies for order statistics
   k-th smallest value lies in the bin where the cumulative count passes k; only the values of
   the <= 6 bins that hold the wanted order statistics are gathered (none for bin 0: its value
   is the minimum), and the wanted ranks within them found by selection (quickselect,
-  ``morphocell._select``), not by sorting. Exact for any data, O(n) per channel; the sample
+  ``morphocell.features._kernels.select``), not by sorting. Exact for any data, O(n) per channel; the sample
   span only decides how few values are gathered.
 
 Percentiles follow ``numpy.percentile(method="linear")`` bit for bit given the same order
@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..._select import kth_smallest, min_from
+from .select import kth_smallest, min_from
 from .crop import hist2
 
 __all__ = ["CHANNELS", "STATS", "NBINS", "color_stats", "luts", "HED_FROM_RGB",

@@ -1,4 +1,4 @@
-"""morphocell.domain: the out-of-domain score on real images of two labs."""
+"""morphocell.novelty: the out-of-domain score on real images of two labs."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import DATA, pbc_subset
 
-from morphocell.domain import DOMAIN_FEATURES, domain_scores, fit_domain_reference
+from morphocell.novelty import DOMAIN_FEATURES, domain_scores, fit_domain_reference
 from morphocell.features.extractor import extract_batch, feature_names
 
 

@@ -82,7 +82,7 @@ __all__ = ["CrossFit", "crossfit_embeddings", "DeepModel", "FusedModel", "fit_de
 DEFAULT_EMBEDDER = {"architecture": "small-resnet", "input_size": 64, "crop": 0.75,
                     "embedding_dim": 256, "epochs": 20, "batch_size": 32, "augment": "stain"}
 #: Types a saved deep/fused model holds beyond the stacking ones (for ``model_io``).
-TRUSTED_TYPES = ["morphocell.deep.fusion.DeepModel", "morphocell.deep.fusion.FusedModel",
+TRUSTED_TYPES = ["morphocell.deep.crossfit.DeepModel", "morphocell.deep.crossfit.FusedModel",
                  "morphocell.deep.embedder.CNNEmbedder"]
 
 
@@ -408,7 +408,7 @@ class FusedModel(ClassifierMixin, BaseEstimator):
 
         from sklearn.model_selection import PredefinedSplit
 
-        from ..ensembles.fusion import HANDCRAFTED
+        from ..ensembles.column_groups import HANDCRAFTED
         from ..ensembles.stacking import StackedCellClassifier
 
         self.deep_ = deep
