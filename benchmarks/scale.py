@@ -221,7 +221,8 @@ def driver_cost(chunk_sizes: list[int], work: Path, repeats: int = 5) -> list[di
     import numpy as np
 
     from morphocell.features.extractor import feature_names
-    from morphocell.stream import _key8, _schema, _write_part, iter_entries
+    from morphocell.io import iter_entries
+    from morphocell.stream import _key8, _schema, _write_part
 
     names = feature_names()
     schema = _schema(names)

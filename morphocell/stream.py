@@ -54,7 +54,6 @@ features dataset; two runs writing into the same folder at the same time.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import json
@@ -74,9 +73,9 @@ from ._utils import atomic_path, atomic_write, file_sha256
 from .errors import DataError
 from .features.extractor import (STATUS_ERROR, STATUS_NO_CELL, STATUS_OK, _families, _one,
                                  feature_names)
-from .io import IMAGE_EXTENSIONS, iter_chunks
+from .io import iter_chunks, iter_entries
 
-__all__ = ["iter_entries", "extract_to_parquet", "read_features", "StreamResult",
+__all__ = ["extract_to_parquet", "read_features", "StreamResult",
            "features_command", "dataset_counts", "META_NAME", "FORMAT_VERSION"]
 
 #: Name of the metadata file inside the dataset folder.
@@ -93,109 +92,6 @@ _STATUS_CODES = {STATUS_OK: 0, STATUS_NO_CELL: 1, STATUS_ERROR: 2}
 
 
 _NO_HASH = np.uint64(0)  # the 8-byte hash prefix recorded for a file that could not be read
-
-
-# --------------------------------------------------------------------------------------------
-# Lazy listing
-# --------------------------------------------------------------------------------------------
-
-def _is_image_name(name: str) -> bool:
-    return (not name.startswith(".")) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _scan_images(folder: str) -> Iterator[str]:
-    """Image files of one folder, sorted by name (one directory's names held at a time)."""
-    try:
-        with os.scandir(folder) as it:
-            names = sorted(e.name for e in it if _is_image_name(e.name) and e.is_file())
-    except PermissionError:
-        raise DataError("permission denied while listing the folder", folder) from None
-    for n in names:
-        yield os.path.join(folder, n)
-
-
-def _has_subfolder(folder: Path) -> bool:
-    with os.scandir(folder) as it:
-        return any(e.is_dir() and not e.name.startswith(".") for e in it)
-
-
-def _iter_manifest(csv_path: Path) -> Iterator[tuple[str, str, str | None]]:
-    base = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        if "path" not in fields:
-            raise DataError(f"manifest needs a 'path' column (found: {fields})", csv_path)
-        has_label, has_id = "label" in fields, "id" in fields
-        for r in reader:
-            r = {k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
-            if not r.get("path"):
-                continue
-            p = r["path"]
-            path = p if os.path.isabs(p) else os.path.join(base, p)
-            path = str(Path(path))  # the same spelling as io.load_manifest
-            key = (r.get("id") if has_id else "") or os.path.abspath(path)
-            label = (r.get("label") or None) if has_label else None
-            yield key, path, label
-
-
-def iter_entries(inputs: Sequence[str | os.PathLike] | str | os.PathLike
-                 ) -> Iterator[tuple[str, str, str | None]]:
-    """List images lazily as ``(id, path, label)`` tuples, never holding the whole list.
-
-    The same rules as :func:`morphocell.io.resolve_inputs` and the same paths in the same
-    order (a test checks it):
-
-    * one folder whose subfolders hold images -> ``root/<label>/<image>``, sorted by label then
-      file name (one directory's names are held in memory at a time: for millions of files in
-      one folder prefer a manifest);
-    * one ``.csv`` file -> a manifest read row by row: a ``path`` column (relative paths are
-      relative to the CSV's folder), optional ``label`` and ``id`` columns; ``id`` makes the
-      row key, so one file listed several times with distinct ids gives distinct rows;
-    * otherwise image files and flat folders of images, labels unknown.
-
-    The row key ``id`` is the manifest's ``id`` when given, else the absolute path.
-
-    Raises
-    ------
-    DataError
-        If a manifest lacks a ``path`` column or is not UTF-8, a folder cannot be listed, or
-        (when the generator is exhausted) nothing was listed.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    items = [Path(i) for i in inputs]
-    if not items:
-        raise DataError("no input given")
-    n = 0
-    try:
-        if len(items) == 1 and items[0].suffix.lower() == ".csv":
-            if not items[0].is_file():
-                raise DataError("manifest not found", items[0])
-            for e in _iter_manifest(items[0]):
-                n += 1
-                yield e
-        elif len(items) == 1 and items[0].is_dir() and _has_subfolder(items[0]):
-            root = items[0]
-            with os.scandir(root) as it:
-                classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
-            for cls in classes:
-                for p in _scan_images(str(root / cls)):
-                    n += 1
-                    yield os.path.abspath(p), p, cls
-        else:
-            for i in items:
-                if i.is_dir():
-                    for p in _scan_images(str(i)):
-                        n += 1
-                        yield os.path.abspath(p), p, None
-                else:
-                    n += 1  # a missing file becomes a failed row, as in extract_batch
-                    yield os.path.abspath(str(i)), str(i), None
-    except UnicodeDecodeError:
-        raise DataError("manifest is not a UTF-8 CSV file", items[0]) from None
-    if n == 0:
-        raise DataError("no images found in " + ", ".join(map(str, items)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from morphocell.cli import main as cli_main
 from morphocell.errors import DataError
 from morphocell.features.extractor import extract_batch, feature_names
 from morphocell.io import resolve_inputs
-from morphocell.stream import (META_NAME, extract_to_parquet, iter_entries, read_features)
+from morphocell.io import iter_entries
+from morphocell.stream import META_NAME, extract_to_parquet, read_features
 
 CHUNK = 4  # images per part: 64 images -> 16 parts
 
