@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from ._version import __version__
-from .errors import MorphocellError
+from .._version import __version__
+from ..errors import MorphocellError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -24,9 +24,9 @@ _REFINE = {"auto": "auto", "on": True, "off": False}
 
 
 def _cmd_segment(args) -> int:
-    from ._utils import progress
-    from .io import iter_chunks, read_image, resolve_inputs
-    from .segmentation import save_masks, segment
+    from .._utils import progress
+    from ..io import iter_chunks, read_image, resolve_inputs
+    from ..segmentation import save_masks, segment
 
     paths, _ = resolve_inputs(args.images)
     out = Path(args.out)
@@ -37,7 +37,7 @@ def _cmd_segment(args) -> int:
         seen[stem] = seen.get(stem, 0) + 1
         names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
     if args.method == "unet":  # batches through the network (GPU when TensorFlow sees one)
-        from .segmentation.unet import segment_unet_batch
+        from ..segmentation.unet import segment_unet_batch
 
         def seg_many(imgs):
             return segment_unet_batch(imgs, args.model, tta=args.tta,
@@ -69,9 +69,9 @@ def _cmd_crop(args) -> int:
     import pandas as pd
     from PIL import Image
 
-    from ._utils import atomic_path, progress, write_csv
-    from .io import read_image, resolve_inputs
-    from .segmentation.detect import crop_cells, find_white_cells
+    from .._utils import atomic_path, progress, write_csv
+    from ..io import read_image, resolve_inputs
+    from ..segmentation.detect import crop_cells, find_white_cells
 
     if args.size is not None and args.size < 16:
         raise MorphocellError(f"--size must be at least 16 pixels, got {args.size}")
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dask scheduler address (tcp://HOST:PORT), needs the dist extra")
     p.add_argument("--chunk-size", type=int, default=256, help="images per written part")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_lazy("morphocell.stream", "features_command"))
+    p.set_defaults(func=_lazy("morphocell.cli.features", "features_command"))
 
     p = sub.add_parser("train", help="train a classifier on a labelled folder or manifest")
     p.add_argument("data", help="folder of class subfolders, or manifest CSV (path,label)")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=None,
                    help="initial Adam learning rate, cosine-decayed to 5%% of it (default 2e-3)")
     p.add_argument("--random-state", type=int, default=0)
-    p.set_defaults(func=_lazy("morphocell.segmentation.unet", "train_command"))
+    p.set_defaults(func=_lazy("morphocell.cli.train_segmenter", "train_command"))
     return parser
 
 
