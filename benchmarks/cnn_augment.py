@@ -10,7 +10,7 @@ classes) and scored, with its softmax restricted to the five segwbc classes
 * ``dataset1`` / ``dataset2``: segwbc (other labs; no preprocessing).
 
 Nothing here is tuned on segwbc: the ``stain`` ranges are those of the hand-crafted models'
-domain-randomised copies (``morphocell.preprocess.DomainAugmentConfig``), fixed before.
+stain-augmented copies (``morphocell.preprocess.StainAugmentConfig``), fixed before.
 
 Usage (from the repository root; ~4 min per value on 2 CPU cores)::
 

@@ -36,8 +36,8 @@ dropped: absolute sizes, lengths, radii, curvatures; granularity, whose steps ar
 dropped); ``invariant`` (dimensionless shape features in units 1 / rad + LBP).
 
 *training*: ``pbc`` (the PBC train rows as they are) or ``pbc+aug`` (plus one
-domain-randomised copy of each image of a stratified subset of ``AUG_PER_CLASS`` per class:
-:func:`morphocell.preprocess.domain_augment` with its default ranges, i.e. random hue
+stain-augmented copy of each image of a stratified subset of ``AUG_PER_CLASS`` per class:
+:func:`morphocell.preprocess.stain_augment` with its default ranges, i.e. random hue
 rotation +-0.08 of the wheel, saturation x0.6-1.4, illumination tint x0.85-1.15 per channel,
 gamma 0.7-1.4, Gaussian blur sigma 0-2 px, rescale x0.5-1.2; written once as JPEG (quality
 95) under ``CACHE_DIR/cross_lab_aug/`` and measured through the feature cache).
@@ -81,7 +81,7 @@ PREPROCESSING = ("none", "reinhard", "macenko", "scale", "reinhard+scale", "mace
 #: feature sets of the models trained on PBC as it is (``colour_invariant`` is defined by
 #: :func:`feature_subsets` but left out here: one ~3-5 min fit each)
 FEATURE_SETS = ("all", "no_colour", "scale_invariant", "invariant")
-#: feature sets of the models trained on PBC + domain-randomised PBC copies
+#: feature sets of the models trained on PBC + stain-augmented PBC copies
 AUG_FEATURE_SETS = ("all", "no_colour")
 LEARNERS = ("xgb",)
 #: deep row: a CNNEmbedder (small-resnet) trained on a stratified PBC train subset, softmax
@@ -92,7 +92,7 @@ DEEP_SETTINGS_QUICK = {"per_class": 30, "input_size": 64, "epochs": 3}
 QUICK_PREPROCESSING = ("none", "reinhard", "scale")
 QUICK_FEATURE_SETS = ("all", "invariant")
 QUICK_AUG_FEATURE_SETS = ("all",)
-#: domain-randomised copies: one per image of a stratified subset of this many per class
+#: stain-augmented copies: one per image of a stratified subset of this many per class
 AUG_PER_CLASS = 500
 AUG_PER_CLASS_QUICK = 20
 QUICK_PER_CLASS = 40
@@ -193,14 +193,14 @@ def fit_targets(paths: list[str]) -> dict:
 
 
 def augmented_copies(rows: list[dict], per_class: int, seed: int, folder: Path) -> list[dict]:
-    """One domain-randomised copy (JPEG, quality 95) of each image of a seeded stratified
+    """One stain-augmented copy (JPEG, quality 95) of each image of a seeded stratified
     subset of ``rows``; files already there are reused (same seed: same bytes). Returns rows
     ``{path, label}`` of the copies."""
     import cv2
 
     from morphocell._utils import atomic_path
     from morphocell.io import read_image
-    from morphocell.preprocess import domain_augment
+    from morphocell.preprocess import stain_augment
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -209,7 +209,7 @@ def augmented_copies(rows: list[dict], per_class: int, seed: int, folder: Path) 
         dst = folder / f"{r['label']}_{stem}_s{seed}.jpg"
         if not dst.is_file():
             rng = np.random.default_rng([seed, abs(hash_name(stem))])
-            img, _ = domain_augment(read_image(r["path"]), rng)
+            img, _ = stain_augment(read_image(r["path"]), rng)
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
             if not ok:
@@ -334,7 +334,7 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
     from morphocell.ensembles.stacking import BaseLearner
     from morphocell.features.extractor import extract_batch
     from morphocell.io import read_image
-    from morphocell.preprocess import DomainAugmentConfig
+    from morphocell.preprocess import STAIN_AUGMENT
 
     t0 = time.perf_counter()
     data_root, out = Path(data_root), Path(out)
@@ -365,7 +365,7 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
     Xte, yte = Xte.to_numpy()[ok_te], np.array([r["label"] for r in test])[ok_te]
     timings["pbc_features_s"] = time.perf_counter() - t
 
-    # domain-randomised copies of a PBC train subset (PBC train images only)
+    # stain-augmented copies of a PBC train subset (PBC train images only)
     t = time.perf_counter()
     aug_rows = augmented_copies(train, AUG_PER_CLASS_QUICK if quick else AUG_PER_CLASS,
                                 random_state, cache_dir / "cross_lab_aug")
@@ -475,7 +475,7 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
         "quick": quick, "random_state": random_state, "n_jobs": n_jobs,
         "n_train": len(ytr), "n_train_failed": int((~ok_tr).sum()),
         "n_augmented": len(yau), "n_augmented_failed": int((~ok_au).sum()),
-        "augment": dataclasses.asdict(DomainAugmentConfig()),
+        "augment": dataclasses.asdict(STAIN_AUGMENT),
         "n_values_sanitized": {k: v for k, v in n_sanitized.items() if v},
         "n_pbc_test_5class": len(yte),
         "train_classes": sorted(set(ytr.tolist())), "restricted_to": list(CLASSES),

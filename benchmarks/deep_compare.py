@@ -14,7 +14,7 @@ Compared, all trained on the same training images with the same seed:
     the late-fusion stack on hand-crafted features + the deep path's out-of-fold
     probabilities (:class:`~morphocell.deep.crossfit.FusedModel`);
 ``handcrafted_stack_copies``, ``fused_stack_copies`` (with ``--domain-copies F``)
-    the same two stacks also trained on one domain-randomised copy of a fraction ``F`` of the
+    the same two stacks also trained on one stain-augmented copy of a fraction ``F`` of the
     training images (``morphocell train --domain-copies``; in the fused stack the copies train
     the hand-crafted learners only), on the same split and the same cross-fitted deep path;
 ``naive_final_net_svc`` (ablation, not a product)
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--architecture", default="small-resnet")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--domain-copies", type=float, default=0.0, metavar="FRACTION",
-                    help="also fit both stacks with domain-randomised copies of this fraction "
+                    help="also fit both stacks with stain-augmented copies of this fraction "
                     "of the training images (extra rows *_copies; default 0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     print("fused_stack", res["models"]["fused_stack"], flush=True)
     checkpoint()
 
-    # 5. both stacks with domain-randomised copies (same split, same deep path)
+    # 5. both stacks with stain-augmented copies (same split, same deep path)
     if args.domain_copies:
         from morphocell.workflow import _domain_copy_features
 
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
                                             args.domain_copies, args.seed, None, "otsu", None,
                                             args.n_jobs, 0)
         T["domain_copies_features"] = time.perf_counter() - t
-        print(f"{len(src)} domain-randomised copies: {T['domain_copies_features']:.0f} s",
+        print(f"{len(src)} stain-augmented copies: {T['domain_copies_features']:.0f} s",
               flush=True)
         t = time.perf_counter()
         hc_c = StackedCellClassifier(cv=args.cv, random_state=args.seed, n_jobs=args.n_jobs).fit(

@@ -141,7 +141,7 @@ def train_handcrafted(paths: Sequence[str], labels: Sequence[str], *, cv: int = 
     ``domain_copies``: fraction [0..1] of the training images (default
     :data:`DEFAULT_DOMAIN_COPIES`, 0.35; 0: none), drawn per class with
     ``random_state``, that also enter training as one domain-randomised copy each
-    (:func:`morphocell.preprocess.write_domain_copies`: random hue, saturation, tint,
+    (:func:`morphocell.preprocess.write_stain_copies`: random hue, saturation, tint,
     gamma, blur, scale), so that the model sees other stains and optics than its own lab's.
     A copy always falls in the same cross-validation fold as its image
     (``StackedCellClassifier.fit(groups=...)``). The copies are JPEG files under
@@ -253,7 +253,7 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
 
     import pandas as pd
 
-    from .preprocess import write_domain_copies
+    from .preprocess import write_stain_copies
 
     seed = random_state if isinstance(random_state, (int, np.integer)) else 0
     rng = np.random.default_rng([int(seed), 0x646F6D])
@@ -272,9 +272,9 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
                else tempfile.TemporaryDirectory(prefix="morphocell-copies-"))
     with scratch as tmp:
         folder = Path(cache_dir) / "domain_copies" if cache_dir is not None else Path(tmp)
-        copies = write_domain_copies([paths[i] for i in src], folder, seed=int(seed),
-                                     n_threads=n_jobs if n_jobs and n_jobs > 0 else None,
-                                     verbose=verbose)
+        copies = write_stain_copies([paths[i] for i in src], folder, seed=int(seed),
+                                    n_threads=n_jobs if n_jobs and n_jobs > 0 else None,
+                                    verbose=verbose)
         have = np.array([c is not None for c in copies], dtype=bool)
         src = src[have]
         Xc, st, _, _ = compute_features([c for c in copies if c is not None], families, method,

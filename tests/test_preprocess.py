@@ -156,17 +156,39 @@ def test_normalize_scale():
     assert pp.fit_rbc_target([np.nan, 10.0, 30.0, 20.0]) == 20.0
 
 
-def test_domain_augment_is_seeded(real):
+def test_stain_augment_is_seeded(real):
     img = real[0]
-    a, pa = pp.domain_augment(img, np.random.default_rng(3))
-    b, pb = pp.domain_augment(img, np.random.default_rng(3))
-    c, _ = pp.domain_augment(img, np.random.default_rng(4))
+    a, pa = pp.stain_augment(img, np.random.default_rng(3))
+    b, pb = pp.stain_augment(img, np.random.default_rng(3))
+    c, _ = pp.stain_augment(img, np.random.default_rng(4))
     assert pa == pb and np.array_equal(a, b) and a.dtype == np.uint8
     assert a.shape[:2] == tuple(round(s * pa["scale"]) for s in img.shape[:2])
     assert not np.array_equal(a, c) or a.shape != c.shape
 
 
-def test_domain_copies_are_reproducible_cached_and_named_by_content(data_dir, tmp_path):
+def test_stain_augmentation_ranges_are_defined_once(real):
+    """The CNN's "stain" preset takes its colour ranges from the one StainAugmentConfig; its
+    colour-only form draws no blur and no rescaling."""
+    from morphocell.deep.augment import STAIN, AugmentConfig
+
+    ranges = pp.STAIN_AUGMENT
+    assert (STAIN.hue, STAIN.saturation, STAIN.gamma, STAIN.tint) == (
+        ranges.hue, ranges.saturation, ranges.gamma, ranges.tint)
+    other = pp.StainAugmentConfig(hue=0.2, saturation=(0.5, 1.5), tint=(0.7, 1.3),
+                                  gamma=(0.5, 2.0))
+    derived = AugmentConfig.stain(other)
+    assert (derived.hue, derived.saturation, derived.gamma, derived.tint) == (
+        0.2, (0.5, 1.5), (0.5, 2.0), (0.7, 1.3))
+    colour = ranges.colour_only()
+    assert colour.blur == (0.0, 0.0) and colour.scale == (1.0, 1.0)
+    assert (colour.hue, colour.saturation) == (ranges.hue, ranges.saturation)
+    img = real[0]
+    out, p = pp.stain_augment(img, np.random.default_rng(3), colour)
+    assert out.shape == img.shape and p["scale"] == 1.0 and p["blur"] == 0.0
+    assert np.abs(out.astype(int) - img.astype(int)).mean() > 1  # the colours did change
+
+
+def test_stain_copies_are_reproducible_cached_and_named_by_content(data_dir, tmp_path):
     import os
     import shutil
 
@@ -175,8 +197,8 @@ def test_domain_copies_are_reproducible_cached_and_named_by_content(data_dir, tm
     shutil.copyfile(src[0], twin)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    out = pp.write_domain_copies([*src, str(twin), str(bad), str(tmp_path / "missing.jpg")],
-                                 tmp_path / "copies", seed=3)
+    out = pp.write_stain_copies([*src, str(twin), str(bad), str(tmp_path / "missing.jpg")],
+                                tmp_path / "copies", seed=3)
     assert out[4] is None and out[5] is None
     assert out[3] == out[0]  # a copy depends on the image's content, not its name
     assert len(set(out[:3])) == 3
@@ -186,12 +208,12 @@ def test_domain_copies_are_reproducible_cached_and_named_by_content(data_dir, tm
         if a.shape == b.shape:  # (a drawn scale of ~1 keeps the size)
             assert np.abs(a.astype(int) - b.astype(int)).mean() > 1
     stamps = [os.stat(c).st_mtime_ns for c in out[:3]]
-    again = pp.write_domain_copies(src, tmp_path / "copies", seed=3)
+    again = pp.write_stain_copies(src, tmp_path / "copies", seed=3)
     assert again == out[:3] and [os.stat(c).st_mtime_ns for c in again] == stamps
-    fresh = pp.write_domain_copies(src, tmp_path / "fresh", seed=3)
+    fresh = pp.write_stain_copies(src, tmp_path / "fresh", seed=3)
     for c, f in zip(out[:3], fresh):
         assert open(c, "rb").read() == open(f, "rb").read()  # same seed: same bytes
-    other = pp.write_domain_copies(src, tmp_path / "copies", seed=4)
+    other = pp.write_stain_copies(src, tmp_path / "copies", seed=4)
     assert not set(other) & set(out)
     assert sorted(os.listdir(tmp_path / "copies")) == sorted(
         os.path.basename(c) for c in [*out[:3], *other])  # nothing half-written left

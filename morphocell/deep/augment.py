@@ -8,19 +8,19 @@ image is, independently and on the fly:
   symmetries of the square, exactly, no interpolation);
 * rotated by a small angle ``theta ~ U(-max_rotation, +max_rotation)`` (bilinear, reflected
   border, so no black corners appear);
-* colour-jittered to mimic stain variation: brightness ``x + d``, ``d ~ U(-b, b)``; contrast
+* colour-jittered: brightness ``x + d``, ``d ~ U(-b, b)``; contrast
   ``(x - mean) * c + mean``, ``c ~ U(1 - c0, 1 + c0)``; hue shift ``h ~ U(-h0, h0)`` (fraction of
-  the colour wheel); saturation ``* s``, ``s ~ U(1 - s0, 1 + s0)``; the result is clipped to
+  the colour wheel); saturation ``* s``, ``s ~ U(s0, s1)``; the result is clipped to
   ``[0, 1]`` (``tf.image.stateless_random_*`` semantics, applied to ``x / 255``);
-* optionally (off in the standard configuration, on in :data:`STAIN`), the optics and stain of
-  another lab, with the ranges of :func:`morphocell.preprocess.domain_augment`: gamma
-  ``x ** g``, ``g ~ U(g0, g1)``, then a per-channel gain (illumination tint)
-  ``x_c * t_c``, ``t_c ~ U(1 - t0, 1 + t0)``, clipped to ``[0, 1]``.
+* optionally (off in :data:`STANDARD`, on in :data:`STAIN`), another lab's optics and stain:
+  gamma ``x ** g``, ``g ~ U(g0, g1)``, then a per-channel gain (illumination tint)
+  ``x_c * t_c``, ``t_c ~ U(t0, t1)``, clipped to ``[0, 1]``.
 
 Two presets: :data:`STANDARD` (``CNNEmbedder(augment=True)``: mild jitter within one lab's
-stain) and :data:`STAIN` (``augment="stain"``: hue +-0.08 of the wheel, saturation x0.6-1.4,
-gamma 0.7-1.4, tint x0.85-1.15 -- what the domain-randomised copies of the hand-crafted
-models use, for images from other labs; docs/cross_lab.md).
+stain) and :data:`STAIN` (``augment="stain"``: the stain augmentation ranges of
+:data:`morphocell.preprocess.STAIN_AUGMENT` -- hue, saturation, gamma, tint -- without its
+blur and rescaling, which have no place at the network's fixed input size; built by
+:meth:`AugmentConfig.stain`, so the ranges are defined once).
 
 Every random draw comes from ``tf.random.stateless_*`` ops keyed by ``(random_state, i)``
 where ``i`` counts the images streamed so far (across epochs). The augmented stream is
@@ -32,12 +32,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..preprocess.augment import STAIN_AUGMENT, StainAugmentConfig
+
 __all__ = ["AugmentConfig", "augment_image", "STANDARD", "STAIN", "augment_config"]
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Strength of each augmentation (see the module docstring for the formulas)."""
+    """Strength of each augmentation (see the module docstring for the formulas).
+
+    ``saturation``, ``gamma`` and ``tint`` are ranges ``(low, high)``, as in
+    :class:`~morphocell.preprocess.StainAugmentConfig`; ``brightness``, ``contrast`` and
+    ``hue`` are half-widths around no change.
+    """
 
     flips: bool = True
     rot90: bool = True
@@ -45,16 +52,25 @@ class AugmentConfig:
     brightness: float = 0.08
     contrast: float = 0.15
     hue: float = 0.03
-    saturation: float = 0.15
+    saturation: tuple[float, float] = (0.85, 1.15)
     gamma: tuple[float, float] = (1.0, 1.0)
-    tint: float = 0.0
+    tint: tuple[float, float] = (1.0, 1.0)
+
+    @classmethod
+    def stain(cls, ranges: StainAugmentConfig = STAIN_AUGMENT, **geometry) -> AugmentConfig:
+        """The standard geometry and brightness / contrast jitter with the colour ranges of a
+        stain augmentation (``ranges.colour_only()``: hue, saturation, gamma, tint; blur and
+        rescaling are not applied to the network's fixed-size input)."""
+        colour = ranges.colour_only()
+        return cls(hue=colour.hue, saturation=tuple(colour.saturation),
+                   gamma=tuple(colour.gamma), tint=tuple(colour.tint), **geometry)
 
 
 #: ``CNNEmbedder(augment=True)``: mild colour jitter.
 STANDARD = AugmentConfig()
-#: ``CNNEmbedder(augment="stain")``: other labs' stains and optics (the ranges of
-#: :class:`morphocell.preprocess.DomainAugmentConfig`, less blur and rescaling).
-STAIN = AugmentConfig(hue=0.08, saturation=0.4, gamma=(0.7, 1.4), tint=0.15)
+#: ``CNNEmbedder(augment="stain")``: other labs' stains and optics
+#: (:data:`morphocell.preprocess.STAIN_AUGMENT`, colour part).
+STAIN = AugmentConfig.stain()
 
 
 def augment_config(augment) -> AugmentConfig | None:
@@ -102,6 +118,8 @@ def augment_image(image, seed, config: AugmentConfig = STANDARD):
     image : tf.Tensor
     seed : tf.Tensor, shape (2,), int32 or int64
         Stateless seed; the same seed gives the same output.
+    config : AugmentConfig
+        What to apply (default :data:`STANDARD`).
 
     Returns
     -------
@@ -128,15 +146,15 @@ def augment_image(image, seed, config: AugmentConfig = STANDARD):
                                                seeds[5])
     if config.hue > 0:
         x = tf.image.stateless_random_hue(x, config.hue, seeds[6])
-    if config.saturation > 0:
-        x = tf.image.stateless_random_saturation(x, 1.0 - config.saturation,
-                                                 1.0 + config.saturation, seeds[7])
-    if config.gamma != (1.0, 1.0) or config.tint > 0:
+    if tuple(config.saturation) != (1.0, 1.0):
+        x = tf.image.stateless_random_saturation(x, config.saturation[0],
+                                                 config.saturation[1], seeds[7])
+    if tuple(config.gamma) != (1.0, 1.0) or tuple(config.tint) != (1.0, 1.0):
         # extra keys folded in from the seed: the draws above stay what they were
         seed64 = tf.cast(seed, tf.int64)
         g = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(seed64, 8),
                                         minval=config.gamma[0], maxval=config.gamma[1])
         t = tf.random.stateless_uniform((3,), tf.random.experimental.stateless_fold_in(seed64, 9),
-                                        minval=1.0 - config.tint, maxval=1.0 + config.tint)
+                                        minval=config.tint[0], maxval=config.tint[1])
         x = tf.pow(tf.clip_by_value(x, 0.0, 1.0), g) * t
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0

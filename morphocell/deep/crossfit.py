@@ -45,7 +45,7 @@ The scheme (K = ``cv`` folds, ``StratifiedKFold(shuffle=True, random_state)``)
    (``feature_groups={"handcrafted": ..., "deep": ...}``): RF/SVC/XGBoost per group, cross-fitted
    again inside the stack on the networks' own folds (so a deep learner is scored on the
    outputs of a network it never saw outputs of), and a meta-learner on their out-of-fold
-   probabilities. Domain-randomised copies (``copies``) add hand-crafted rows without deep
+   probabilities. Stain-augmented copies (``copies``) add hand-crafted rows without deep
    columns, in their source image's fold: they train the hand-crafted learners only. For a new
    image the deep columns are :meth:`DeepModel.predict_proba` (the average over the K pairs,
    each ``g_k`` refitted on all of fold k) -- the usual stacking approximation (a model
@@ -351,7 +351,7 @@ class FusedModel(ClassifierMixin, BaseEstimator):
             Hand-crafted features of ``X`` (same row order); computed with
             :func:`~morphocell.features.extractor.extract_batch` when omitted.
         copies : (DataFrame, int array), optional
-            Hand-crafted features of domain-randomised copies of some images of ``X`` and the
+            Hand-crafted features of stain-augmented copies of some images of ``X`` and the
             position in ``X`` of each copy's source image (``morphocell train --domain-copies``).
             They train the hand-crafted learners only: the deep columns of a copy are missing
             (NaN), so it trains neither the deep learners nor the meta-learner
@@ -548,7 +548,7 @@ def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: 
     stack_params : dict, optional
         ``"fused"`` only: extra :class:`StackedCellClassifier` parameters (e.g. ``estimators``).
     copies : (DataFrame, int array), optional
-        ``"fused"`` only: hand-crafted features of domain-randomised copies and the position
+        ``"fused"`` only: hand-crafted features of stain-augmented copies and the position
         of each copy's source image in ``paths`` (see :meth:`FusedModel.fit`).
     **embedder_params
         Other :class:`CNNEmbedder` parameters (``architecture``, ``input_size``, ...).

@@ -450,7 +450,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         Missing groups (late fusion): a sample whose columns of a learner's group are *all*
         NaN does not train that learner, and -- as it has no out-of-fold probability from that
         learner -- does not train the meta-learner either; the base-learner and stack scores
-        are then over the samples that train the meta-learner. E.g. domain-randomised copies
+        are then over the samples that train the meta-learner. E.g. stain-augmented copies
         that only the hand-crafted group describes train the hand-crafted learners only
         (:class:`morphocell.deep.crossfit.FusedModel` with ``copies``). Without such samples
         nothing changes.

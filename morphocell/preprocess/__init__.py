@@ -20,9 +20,10 @@ concentrations by least squares; each stain's concentrations rescaled so that it
 percentile equals the target's; the image rebuilt with the target's stain vectors and
 background colour (:class:`MacenkoTarget`).
 
-**Domain randomisation** (:func:`domain_augment`): the opposite strategy, applied to the
-*training* images: random hue rotation, saturation, illumination tint, gamma, blur and
-rescaling, so that a classifier trained on one lab sees a spread of stains and optics.
+**Stain augmentation** (:func:`stain_augment`, ranges in :class:`StainAugmentConfig`): the
+opposite strategy, applied to the *training* images: random hue rotation, saturation,
+illumination tint, gamma, blur and rescaling, so that a classifier trained on one lab sees a
+spread of stains and optics.
 
 **Scale** (:func:`estimate_rbc_diameter`, :func:`normalize_scale`): the red cells of a
 smear are a ruler that does not depend on the white cell's class; their median diameter in
@@ -38,17 +39,17 @@ cell ignored) against the training images' median gives the factor by which to r
 from __future__ import annotations
 
 from ._common import StainNormalizationError
-from .augment import DomainAugmentConfig, domain_augment, write_domain_copies
+from .augment import STAIN_AUGMENT, StainAugmentConfig, stain_augment, write_stain_copies
 from .scale import estimate_rbc_diameter, fit_rbc_target, normalize_scale
 from .stain import (MacenkoTarget, background_rgb, fit_macenko_target, fit_reinhard_target,
                     lab_stats, macenko_normalize, macenko_stains, reinhard_normalize)
 
 __all__ = [
-    "DomainAugmentConfig",
     "MacenkoTarget",
+    "STAIN_AUGMENT",
+    "StainAugmentConfig",
     "StainNormalizationError",
     "background_rgb",
-    "domain_augment",
     "estimate_rbc_diameter",
     "fit_macenko_target",
     "fit_rbc_target",
@@ -58,5 +59,6 @@ __all__ = [
     "macenko_stains",
     "normalize_scale",
     "reinhard_normalize",
-    "write_domain_copies",
+    "stain_augment",
+    "write_stain_copies",
 ]

@@ -1,9 +1,19 @@
-"""Stain augmentation (domain randomisation) of training images: one set of ranges."""
+"""Stain augmentation of training images: the one definition of its ranges.
+
+Stain augmentation (domain randomisation) draws, per training image, another lab's stain and
+optics: a hue rotation, a saturation factor, a gamma, a per-channel gain (illumination tint),
+a Gaussian blur and a rescaling. A classifier trained on one lab then sees a spread of stains
+and optics. The ranges live in :class:`StainAugmentConfig`; :func:`stain_augment` applies
+them to an image in NumPy / OpenCV (the copies of the hand-crafted models,
+:func:`write_stain_copies`), and :class:`morphocell.deep.augment.AugmentConfig.stain` takes
+the colour part of the same ranges for the CNN's on-the-fly augmentation
+(``CNNEmbedder(augment="stain")``).
+"""
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -12,13 +22,24 @@ from ._common import _check_image
 
 
 @dataclass(frozen=True)
-class DomainAugmentConfig:
-    """Ranges of :func:`domain_augment` (each drawn uniformly per image).
+class StainAugmentConfig:
+    """Ranges of the stain augmentation (each drawn uniformly per image).
 
-    ``hue``: rotation of the HSV hue, as a fraction of the colour wheel (+-);
-    ``saturation``: factor range on HSV saturation; ``tint``: per-channel gain range
-    (illumination colour, e.g. a yellowish lamp); ``gamma``: exponent range on intensities in
-    0..1; ``blur``: Gaussian sigma range in px (0: none); ``scale``: resize factor range.
+    Attributes
+    ----------
+    hue : float
+        Rotation of the HSV hue, as a fraction of the colour wheel, drawn in ``[-hue, hue]``.
+    saturation : (float, float)
+        Factor range on the HSV saturation.
+    tint : (float, float)
+        Per-channel gain range (illumination colour, e.g. a yellowish lamp), one draw per
+        channel.
+    gamma : (float, float)
+        Exponent range on intensities in 0..1.
+    blur : (float, float)
+        Gaussian sigma range in px (0: none).
+    scale : (float, float)
+        Resize factor range.
     """
 
     hue: float = 0.08
@@ -28,15 +49,35 @@ class DomainAugmentConfig:
     blur: tuple[float, float] = (0.0, 2.0)
     scale: tuple[float, float] = (0.5, 1.2)
 
+    def colour_only(self) -> StainAugmentConfig:
+        """The same colour ranges without blur and rescaling (``blur=(0, 0)``,
+        ``scale=(1, 1)``): what an augmentation that works at a fixed input size uses."""
+        return replace(self, blur=(0.0, 0.0), scale=(1.0, 1.0))
 
-def domain_augment(image: np.ndarray, rng: np.random.Generator,
-                   config: DomainAugmentConfig = DomainAugmentConfig()) -> tuple[np.ndarray, dict]:
+
+#: The stain augmentation ranges used by default everywhere (copies and the CNN).
+STAIN_AUGMENT = StainAugmentConfig()
+
+
+def stain_augment(image: np.ndarray, rng: np.random.Generator,
+                  config: StainAugmentConfig = STAIN_AUGMENT) -> tuple[np.ndarray, dict]:
     """One random stain / optics / scale variant of a training image.
 
     Order: rescale (area interpolation when shrinking, bicubic when enlarging), Gaussian blur,
     hue rotation and saturation factor in HSV (OpenCV float HSV, hue in degrees), gamma, then
-    per-channel gain, clipped. Returns ``(uint8 image, the drawn parameters)``; the same
-    ``rng`` state gives the same image.
+    per-channel gain, clipped.
+
+    Parameters
+    ----------
+    image : uint8 array (H, W, 3)
+    rng : numpy.random.Generator
+        The source of every draw: the same state gives the same image.
+    config : StainAugmentConfig
+        The ranges (default :data:`STAIN_AUGMENT`).
+
+    Returns
+    -------
+    (uint8 image, dict of the drawn parameters)
     """
     import cv2
 
@@ -64,10 +105,10 @@ def domain_augment(image: np.ndarray, rng: np.random.Generator,
     return np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8), p
 
 
-def write_domain_copies(paths: Sequence[str | os.PathLike], folder: str | os.PathLike,
-                        seed: int = 0, config: DomainAugmentConfig = DomainAugmentConfig(),
-                        n_threads: int | None = None, verbose: int = 0) -> list[str | None]:
-    """One :func:`domain_augment` copy of each image file, written as JPEG (quality 95).
+def write_stain_copies(paths: Sequence[str | os.PathLike], folder: str | os.PathLike,
+                       seed: int = 0, config: StainAugmentConfig = STAIN_AUGMENT,
+                       n_threads: int | None = None, verbose: int = 0) -> list[str | None]:
+    """One :func:`stain_augment` copy of each image file, written as JPEG (quality 95).
 
     The copy of an image depends only on its content, ``seed`` and ``config``: it is drawn
     with ``numpy.random.default_rng([seed, <64 bits of the image's SHA-256>])`` and stored as
@@ -106,7 +147,7 @@ def write_domain_copies(paths: Sequence[str | os.PathLike], folder: str | os.Pat
         except MorphocellError:
             return None
         rng = np.random.default_rng([int(seed), int(digest[:16], 16)])
-        out, _ = domain_augment(img, rng, config)
+        out, _ = stain_augment(img, rng, config)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB image
@@ -118,5 +159,5 @@ def write_domain_copies(paths: Sequence[str | os.PathLike], folder: str | os.Pat
     paths = [os.fspath(p) for p in paths]
     n_threads = n_threads or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        return list(progress(pool.map(one, paths), total=len(paths), desc="domain copies",
+        return list(progress(pool.map(one, paths), total=len(paths), desc="stain copies",
                              verbose=verbose))
