@@ -9,6 +9,7 @@ import reference as R
 from morphocell.errors import SegmentationError
 from morphocell.io import read_image
 from morphocell.segmentation import CellMasks, segment
+from morphocell.segmentation import _kernels as K
 from morphocell.segmentation.metrics import dice, iou, region_scores
 from morphocell.segmentation.otsu import OtsuParams, flood, multi_otsu3, otsu_threshold
 
@@ -328,7 +329,7 @@ def test_red_cell_kernels_match_opencv(pbc_images):
         for t in (100, 160, 200, 240):
             m = np.ascontiguousarray((g < t).astype(np.uint8)[7:-3, 5:])
             ours = np.empty_like(m)
-            o._erode_cross_kernel(m, ours)
+            K.erode_cross(m, ours)
             assert np.array_equal(ours, cv2.erode(m, o._disc(1)))
             n_ref, lab_ref = cv2.connectedComponents(cv2.erode(m, o._disc(1)), connectivity=8)
             area_ref = np.bincount(lab_ref.ravel(), minlength=n_ref)
@@ -338,8 +339,8 @@ def test_red_cell_kernels_match_opencv(pbc_images):
             for min_area, far, se in ((1.0, 1e9, o._disc(2)), (30.0, 12.0, o._disc(2)),
                                       (30.0, 12.0, o._NO_SE), (5.0, 1e9, o._disc(3))):
                 markers = np.full(m.shape, -7, np.int32)
-                count = o._marker_components(m, np.empty_like(m), min_area, dist, dnuc, se,
-                                             np.float32(3.0), np.float32(far), markers)
+                rule = K.MarkerRule(min_area, se, np.float32(3.0), np.float32(far))
+                count = K.marker_components(m, np.empty_like(m), dist, dnuc, rule, True, markers)
                 ok = area_ref >= min_area
                 ok[0] = False
                 if se.size:
@@ -347,6 +348,15 @@ def test_red_cell_kernels_match_opencv(pbc_images):
                     hit = peaks | (dnuc > np.float32(far))
                     ok &= np.bincount(lab_ref[hit], minlength=n_ref) > 0
                 assert count == int(ok.sum())
+                # without the peak test the area rule alone decides (as an empty disc)
+                loose = np.full(m.shape, -7, np.int32)
+                n_loose = K.marker_components(m, np.empty_like(m), dist, dnuc, rule, False, loose)
+                plain = np.full(m.shape, -7, np.int32)
+                K.marker_components(m, np.empty_like(m), dist, dnuc, rule._replace(peak_se=o._NO_SE),
+                                    True, plain)
+                area_ok = area_ref >= min_area
+                area_ok[0] = False
+                assert n_loose == int(area_ok.sum()) and np.array_equal(loose, plain)
                 counts.append((count, int((area_ref[1:] >= min_area).sum())))
                 assert np.array_equal(markers == 2, ok[lab_ref])
                 assert ((markers == -7) == ~ok[lab_ref]).all()
@@ -374,13 +384,13 @@ def test_background_and_masked_median_match_numpy(pbc_images):
                     mask = mask.copy()
                     mask[0, 0] = not mask[0, 0]
                 if mask.any():
-                    assert float(o._masked_median_kernel(val, mask, np.empty(val.size, np.float32))) \
+                    assert float(K.masked_median(val, mask, np.empty(val.size, np.float32))) \
                         == float(np.median(val[mask]))
     few = np.array([[3.0, 1.0], [2.0, 2.0]], np.float32)  # ties, even and odd counts
-    assert float(o._median_f32(few[few > 0], 4)) == 2.0
-    assert float(o._median_f32(few[few != 2.0], 2)) == 2.0
-    assert float(o._median_f32(few[few == 1.0], 1)) == 1.0
-    assert np.isnan(o._median_f32(few[few > 5], 0))
+    assert float(K.median_f32(few[few > 0], 4)) == 2.0
+    assert float(K.median_f32(few[few != 2.0], 2)) == 2.0
+    assert float(K.median_f32(few[few == 1.0], 1)) == 1.0
+    assert np.isnan(K.median_f32(few[few > 5], 0))
 
 
 def test_upscale_by_two_is_replication():
@@ -407,7 +417,7 @@ def test_upscale_by_two_is_replication():
         H, W = 2 * h + int(rng.integers(0, 2)), 2 * w + int(rng.integers(0, 2))
         nb = np.zeros((H, W), bool)
         cyt = np.zeros((H, W), bool)
-        o._upscale2_kernel(nuc, cell, box[0].start, box[0].stop, box[1].start, box[1].stop,
+        K.upscale2(nuc, cell, box[0].start, box[0].stop, box[1].start, box[1].stop,
                            nb, cyt)
         ref_n = o._upscale_box(nuc, box, 2, (H, W))
         ref_c = o._upscale_box(cell, box, 2, (H, W)) | ref_n

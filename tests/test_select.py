@@ -48,7 +48,7 @@ def test_select_nth_equals_sorted_value_and_leaves_input(case):
 
 def test_segmentation_median_is_numpys():
     """The float32 median of the segmentation (odd and even counts, ties) is np.median's."""
-    from morphocell.segmentation.otsu import _median_f32
+    from morphocell.segmentation._kernels import median_f32
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 3, 4, 16, 17, 18, 100, 1001, 4000):
@@ -56,5 +56,5 @@ def test_segmentation_median_is_numpys():
             a = rng.random(n).astype(np.float32)
             if ties:
                 a = np.round(a * 5).astype(np.float32)
-            assert _median_f32(a.copy(), n) == np.float32(np.median(a)), (n, ties)
-    assert np.isnan(_median_f32(np.empty(0, np.float32), 0))
+            assert median_f32(a.copy(), n) == np.float32(np.median(a)), (n, ties)
+    assert np.isnan(median_f32(np.empty(0, np.float32), 0))
