@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +31,21 @@ from .errors import DataError, ImageReadError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "MAX_FILE_BYTES",
     "MIN_SIDE",
+    "LAYOUTS",
+    "DERIVED_SUFFIXES",
     "read_image",
     "validate_image",
+    "iter_entries",
+    "list_entries",
+    "Listing",
+    "ListingReport",
+    "resolve_inputs",
     "load_folder",
     "load_manifest",
-    "resolve_inputs",
-    "iter_entries",
+    "is_derived",
+    "derived_pnginfo",
 ]
 
 #: File name extensions treated as images when listing folders.
@@ -44,12 +54,32 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 #: decoding: protects against decompression bombs. 40 megapixels is far above a cell crop
 #: or a smear field (640x480) yet far below what would exhaust memory.
 MAX_PIXELS = 40_000_000
+#: Largest accepted image file, in bytes, checked with ``stat`` before anything is read.
+#: An image file within :data:`MAX_PIXELS` is far smaller (an uncompressed 8-bit RGB BMP at the
+#: pixel limit is 3 bytes a pixel; a 16-bit RGB TIFF 6), so this refuses only files that
+#: cannot be an image the reader would accept.
+MAX_FILE_BYTES = 256 << 20
 #: Smallest accepted side, in pixels: below this there is no cell to measure.
 MIN_SIDE = 16
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: File signatures read before anything else, with the Pillow format they select.
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (_PNG_MAGIC, "PNG"), (b"BM", "BMP"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
-def _to_uint8_from_16(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+def _to_uint8_from_16(a: np.ndarray, rows: int = 512) -> np.ndarray:
+    """``round(a / 257)`` as ``uint8`` (``a`` in 0..65535), in integer arithmetic and row
+    blocks so that a large 16-bit image needs no float copy of itself:
+    ``(v + 128) // 257`` equals ``round(v / 257)`` for integers (257 is odd: no ties)."""
+    out = np.empty(a.shape, np.uint8)
+    for i in range(0, a.shape[0], rows):
+        blk = a[i:i + rows]
+        if np.issubdtype(blk.dtype, np.floating):
+            out[i:i + rows] = np.clip(np.rint(blk / 257.0), 0, 255)
+        else:
+            out[i:i + rows] = (blk.astype(np.uint32) + 128) // 257
+    return out
 
 
 def _decode_16bit_cv2(data: bytes, path: str) -> np.ndarray:
@@ -58,21 +88,100 @@ def _decode_16bit_cv2(data: bytes, path: str) -> np.ndarray:
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if arr is None:
         raise ImageReadError("corrupt 16-bit image (could not be decoded)", path)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        out = np.empty(arr.shape[:2] + (3,), np.uint8)
+        for i in range(0, arr.shape[0], 512):  # composite on white, a block of rows at a time
+            blk = arr[i:i + 512]
+            rgb = blk[..., 2::-1].astype(np.float64)
+            alpha = blk[..., 3:4].astype(np.float64) / 65535.0
+            out[i:i + 512] = _to_uint8_from_16(rgb * alpha + 65535.0 * (1.0 - alpha))
+        return out
     if arr.ndim == 3:
-        if arr.shape[2] == 4:
-            rgb = arr[..., 2::-1].astype(np.float64)
-            alpha = arr[..., 3:4].astype(np.float64) / 65535.0
-            arr = rgb * alpha + 65535.0 * (1.0 - alpha)
-        else:
-            arr = arr[..., 2::-1]
+        arr = arr[..., 2::-1]
     out = _to_uint8_from_16(arr) if arr.dtype != np.uint8 else arr
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=2)
     return np.ascontiguousarray(out)
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def _sniff(head: bytes) -> str | None:
+    """The format named by a file's first bytes (Pillow's name), or ``None``."""
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
+def _read_bounded(spath: str, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes of a regular image file and its format, checked before they are read:
+    the file is a regular file (``stat``, then the opened descriptor again: a FIFO or device
+    is never read), not empty, at most ``max_bytes``, and starts like a JPEG/PNG/BMP/TIFF."""
+    try:
+        st = os.stat(spath)
+    except FileNotFoundError:
+        if os.path.islink(spath):
+            raise ImageReadError(f"broken symbolic link (target {os.readlink(spath)!r} does "
+                                 "not exist)", spath) from None
+        raise ImageReadError("file not found", spath) from None
+    except PermissionError as exc:
+        raise ImageReadError(f"permission denied ({exc.strerror})", spath) from None
+    except OSError as exc:
+        raise ImageReadError(f"could not be read ({exc.strerror or exc})", spath) from None
+    _check_regular(st, spath, max_bytes)
+    try:
+        fd = os.open(spath, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_BINARY", 0))
+    except PermissionError as exc:
+        raise ImageReadError(f"permission denied ({exc.strerror})", spath) from None
+    except OSError as exc:
+        raise ImageReadError(f"could not be read ({exc.strerror or exc})", spath) from None
+    try:
+        st = os.fstat(fd)  # the file opened may not be the one stat-ed (a swapped name)
+        _check_regular(st, spath, max_bytes)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            head = fh.read(16)
+            fmt = _sniff(head)
+            if fmt is None:
+                raise ImageReadError("not an image (format not recognised: not JPEG, PNG, "
+                                     "BMP or TIFF)", spath)
+            data = head + fh.read(max_bytes + 1 - len(head))
+    except PermissionError as exc:
+        raise ImageReadError(f"permission denied ({exc.strerror})", spath) from None
+    except OSError as exc:
+        raise ImageReadError(f"could not be read ({exc.strerror or exc})", spath) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageReadError(f"file too large: more than {max_bytes} bytes", spath)
+    return data, fmt
+
+
+def _check_regular(st: os.stat_result, spath: str, max_bytes: int) -> None:
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise ImageReadError("is a directory, not an image file", spath)
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                "a character device" if stat.S_ISCHR(mode) else
+                "a block device" if stat.S_ISBLK(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a special file")
+        raise ImageReadError(f"not a regular file ({kind}), not an image", spath)
+    if st.st_size == 0:
+        raise ImageReadError("empty file (0 bytes)", spath)
+    if st.st_size > max_bytes:
+        raise ImageReadError(f"file too large: {st.st_size} bytes exceeds the limit of "
+                             f"{max_bytes} bytes for an image", spath)
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
+               max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Read an image file as an ``HxWx3`` ``uint8`` RGB array.
+
+    Everything that can be checked before decoding is checked first, so that no input costs
+    more than its checks: the file must be a regular file (``os.stat``; a FIFO, a device such
+    as ``/dev/zero`` or a directory is refused without being read), at most ``max_bytes``
+    long, start with a JPEG, PNG, BMP or TIFF signature (the first 16 bytes), and declare at
+    most ``max_pixels`` pixels in its header; only then is it decoded.
 
     Parameters
     ----------
@@ -80,12 +189,15 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
         JPEG, PNG, BMP or TIFF file.
     max_pixels : int
         Refuse images with more pixels than this (read from the header, before decoding).
+    max_bytes : int
+        Refuse files larger than this (from ``stat``, before reading).
 
     Raises
     ------
     ImageReadError
-        If the file is missing, empty, not an image, truncated or corrupt, smaller than
-        ``MIN_SIDE`` pixels on a side, or larger than ``max_pixels``.
+        If the file is missing (or a broken link), not a regular file, empty, too large, not
+        an image, truncated or corrupt, smaller than ``MIN_SIDE`` pixels on a side, or larger
+        than ``max_pixels``.
 
     Examples
     --------
@@ -97,19 +209,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
     from PIL import Image, UnidentifiedImageError
 
     spath = os.fspath(path)
-    p = Path(spath)
-    if not p.exists():
-        raise ImageReadError("file not found", spath)
-    if p.is_dir():
-        raise ImageReadError("is a directory, not an image file", spath)
-    try:
-        data = p.read_bytes()
-    except PermissionError as exc:
-        raise ImageReadError(f"permission denied ({exc.strerror})", spath) from None
-    except OSError as exc:
-        raise ImageReadError(f"could not be read ({exc.strerror or exc})", spath) from None
-    if len(data) == 0:
-        raise ImageReadError("empty file (0 bytes)", spath)
+    data, fmt = _read_bounded(spath, int(max_bytes))
 
     import io as _io
 
@@ -119,9 +219,10 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
         Image.MAX_IMAGE_PIXELS = None
         try:
             try:
-                im = Image.open(_io.BytesIO(data))
+                im = Image.open(_io.BytesIO(data), formats=[fmt])
             except UnidentifiedImageError:
-                raise ImageReadError("not an image (format not recognised)", spath) from None
+                raise ImageReadError(f"not an image (starts like {fmt} but its header is not "
+                                     "valid)", spath) from None
             except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad headers
                 raise ImageReadError(f"corrupt image header ({exc})", spath) from None
             w, h = im.size
@@ -142,7 +243,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
 
     mode = im.mode
     if raw16 and mode in ("RGB", "RGBA"):
+        del im
         return _decode_16bit_cv2(data, spath)
+    del data
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.repeat(_to_uint8_from_16(np.asarray(im))[..., None], 3, axis=2)
     if mode in ("I", "F"):
@@ -204,41 +307,354 @@ def validate_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _is_image_file(p: Path) -> bool:
-    return (not p.name.startswith(".")) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+# --------------------------------------------------------------------------------------------
+# Listing: the one lister of folders, class folders and manifests
+# --------------------------------------------------------------------------------------------
+
+#: Ways to read one folder given as input (``layout=``):
+#: ``"auto"``: images only -> unlabelled; subfolders only -> one class per subfolder; both ->
+#: :class:`DataError` naming one loose image and one subfolder (the caller must choose);
+#: ``"flat"``: the images directly inside, subfolders ignored (counted in the report);
+#: ``"classes"``: one class per subfolder, loose images ignored (counted in the report).
+LAYOUTS = ("auto", "flat", "classes")
+
+#: File name endings of what ``morphocell segment`` writes next to its inputs' names
+#: (``<name>_mask.png``, ``<name>_overlay.png``), also the segwbc expert masks
+#: (``NNN_mask.png``): masks and overlays, never cells. The lister skips them.
+DERIVED_SUFFIXES = ("_mask.png", "_overlay.png")
+#: PNG text chunk (keyword, value) that marks a file as written by morphocell (masks,
+#: overlays): see :func:`derived_pnginfo`. The lister skips marked PNGs whatever their name.
+DERIVED_MARKER = ("Software", "morphocell")
+
+
+@dataclass
+class ListingReport:
+    """What a listing left out or found odd, filled as :func:`iter_entries` runs.
+
+    Attributes
+    ----------
+    skipped : list of str
+        Masks and overlays (files written by morphocell, expert ``*_mask.png``) not listed.
+    ignored : list of str
+        Loose images under ``layout="classes"``, subfolders under ``layout="flat"``.
+    empty_classes : list of str
+        Class folders that hold no image (an error when labels are required).
+    labelled : bool
+        Whether some input carries labels (a class folder, a manifest with ``label``).
+    layouts : list of str
+        The reading chosen for each input: ``"flat"``, ``"classes"``, ``"manifest"``,
+        ``"file"``.
+    """
+
+    skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    labelled: bool = False
+    layouts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Listing:
+    """A complete listing (:func:`list_entries`): ``ids``, ``paths``, ``labels`` (``None``
+    when no input carries labels; ``""`` for an unlabelled row among labelled ones) and the
+    :class:`ListingReport` of what was left out."""
+
+    ids: list[str]
+    paths: list[str]
+    labels: list[str] | None
+    report: ListingReport
+
+
+def derived_pnginfo():
+    """A :class:`PIL.PngImagePlugin.PngInfo` carrying :data:`DERIVED_MARKER`; pass it as
+    ``pnginfo=`` when saving a mask or overlay so that no lister reads it back as a cell."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(*DERIVED_MARKER)
+    return info
+
+
+def _has_marker(path: str, limit: int = 1 << 16) -> bool:
+    """Whether the PNG at ``path`` holds the :data:`DERIVED_MARKER` text chunk before its
+    image data (where Pillow writes text chunks); reads at most ``limit`` bytes."""
+    want = DERIVED_MARKER[0].encode("latin-1") + b"\0" + DERIVED_MARKER[1].encode("latin-1")
+    try:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return False
+            head = fh.read(limit)
+    except OSError:
+        return False
+    if not head.startswith(_PNG_MAGIC):
+        return False
+    pos = len(_PNG_MAGIC)
+    while pos + 8 <= len(head):
+        n = int.from_bytes(head[pos:pos + 4], "big")
+        kind = head[pos + 4:pos + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        if kind == b"tEXt" and head[pos + 8:pos + 8 + n] == want:
+            return True
+        pos += 12 + n
+    return False
+
+
+def is_derived(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a mask or overlay rather than a cell image: its name ends with one
+    of :data:`DERIVED_SUFFIXES`, or it is a PNG marked with :data:`DERIVED_MARKER`."""
+    s = os.fspath(path)
+    low = s.lower()
+    if low.endswith(DERIVED_SUFFIXES):
+        return True
+    return low.endswith(".png") and _has_marker(s)
+
+
+def _is_image_name(name: str) -> bool:
+    return (not name.startswith(".")) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _scan(folder: str) -> tuple[list[str], list[str]]:
+    """``(image names, subfolder names)`` of one folder, each sorted; hidden names left out.
+
+    An image name is any non-folder entry with an image extension, including a broken symbolic
+    link or a FIFO: those are listed and become failed rows when read, never dropped here."""
+    files, dirs = [], []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    dirs.append(e.name)
+                elif _is_image_name(e.name):
+                    files.append(e.name)
+    except PermissionError:
+        raise DataError("permission denied while listing the folder", folder) from None
+    except NotADirectoryError:
+        raise DataError("not a folder", folder) from None
+    return sorted(files), sorted(dirs)
+
+
+def _iter_manifest(csv_path: Path, report: ListingReport, labelled: bool = False
+                   ) -> Iterator[tuple[str, str, str | None]]:
+    base = csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        if "path" not in fields:
+            raise DataError(f"manifest needs a 'path' column (found: {fields})", csv_path)
+        has_label, has_id = "label" in fields, "id" in fields
+        if labelled and not has_label:
+            raise DataError(f"manifest needs a 'label' column to train (found: {fields})",
+                            csv_path)
+        report.labelled = report.labelled or has_label
+        for r in reader:
+            r = {k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
+            if not r.get("path"):
+                continue
+            p = r["path"]
+            path = str(Path(p if os.path.isabs(p) else os.path.join(base, p)))
+            key = (r.get("id") if has_id else "") or os.path.abspath(path)
+            label = (r.get("label") or None) if has_label else None
+            yield key, path, label
+
+
+def _folder_layout(folder: str, files: list[str], dirs: list[str], layout: str,
+                   skip_derived: bool) -> str:
+    if layout != "auto":
+        return layout
+    if not dirs:
+        return "flat"
+    loose = next((n for n in files
+                  if not (skip_derived and is_derived(os.path.join(folder, n)))), None)
+    if loose is None:
+        return "classes"
+    more_f = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    more_d = f" and {len(dirs) - 1} more" if len(dirs) > 1 else ""
+    raise DataError(
+        f"holds both images ({loose}{more_f}) and subfolders ({dirs[0]}/{more_d}); say which "
+        "reading you want: layout='flat' (the images directly inside; subfolders ignored) or "
+        "layout='classes' (one class per subfolder; loose images ignored) "
+        "(command line: --layout flat|classes)", folder)
+
+
+def iter_entries(inputs: Sequence[str | os.PathLike] | str | os.PathLike, *,
+                 layout: str = "auto", labelled: bool = False, skip_derived: bool = True,
+                 report: ListingReport | None = None
+                 ) -> Iterator[tuple[str, str, str | None]]:
+    """List images lazily as ``(id, path, label)`` tuples, never holding the whole list.
+
+    Each input is read as follows:
+
+    * a ``.csv`` file -> a manifest read row by row: a ``path`` column (relative paths are
+      relative to the CSV's folder), optional ``label`` and ``id`` columns; ``id`` makes the
+      row key, so one file listed several times with distinct ids gives distinct rows;
+    * a folder -> by ``layout`` (:data:`LAYOUTS`): with ``"auto"``, a folder of images is
+      unlabelled, a folder of subfolders is ``root/<label>/<image>`` (sorted by label then
+      file name), and a folder holding both is a :class:`DataError` naming one image and one
+      subfolder; ``"flat"`` / ``"classes"`` choose;
+    * anything else -> one image path (a missing file becomes a failed row when read).
+
+    Masks and overlays (:func:`is_derived`: ``*_mask.png``, ``*_overlay.png``, PNGs marked by
+    morphocell) are skipped and recorded in ``report.skipped`` unless ``skip_derived=False``.
+    A broken symbolic link or other non-regular file with an image name is listed (it becomes
+    a failed row when read). One directory's names are held in memory at a time: for
+    millions of files in one folder prefer a manifest. The row key ``id`` is the manifest's
+    ``id`` when given, else the absolute path.
+
+    Parameters
+    ----------
+    inputs : path or sequence of paths
+    layout : {"auto", "flat", "classes"}
+    labelled : bool
+        Require a label for every row (training): an input without labels, an empty class
+        folder or a manifest row with an empty label is a :class:`DataError`.
+    skip_derived : bool
+        Skip masks and overlays (default).
+    report : ListingReport, optional
+        Filled with what was skipped, ignored or empty while the generator runs.
+
+    Raises
+    ------
+    DataError
+        A manifest without a ``path`` column or not UTF-8, a folder that cannot be listed or
+        mixes images and subfolders under ``layout="auto"``, missing labels when
+        ``labelled``, or (when the generator is exhausted) nothing listed.
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    yield from _entries([Path(i) for i in inputs], layout, labelled, skip_derived,
+                        ListingReport() if report is None else report, False)
+
+
+def _entries(items: list[Path], layout: str, labelled: bool, skip_derived: bool,
+             rep: ListingReport, force_manifest: bool) -> Iterator[tuple[str, str, str | None]]:
+    if not items:
+        raise DataError("no input given")
+    n = 0
+
+    def keep(path: str) -> bool:
+        if skip_derived and is_derived(path):
+            rep.skipped.append(path)
+            return False
+        return True
+
+    for item in items:
+        if force_manifest or (item.suffix.lower() == ".csv" and not item.is_dir()):
+            if not item.is_file():
+                raise DataError("manifest not found", item)
+            rep.layouts.append("manifest")
+            try:
+                for line, (key, path, label) in enumerate(_iter_manifest(item, rep, labelled),
+                                                             start=2):
+                    if labelled and not label:
+                        raise DataError(f"row {line} has no label ({path}); every row needs "
+                                        "a 'label' to train", item)
+                    if keep(path):
+                        n += 1
+                        yield key, path, label
+            except UnicodeDecodeError:
+                raise DataError("manifest is not a UTF-8 CSV file", item) from None
+            continue
+        if not item.is_dir():
+            if labelled:
+                raise DataError("no labels: give a folder of class subfolders or a manifest "
+                                "CSV with 'path' and 'label' columns", item)
+            rep.layouts.append("file")
+            if keep(str(item)):
+                n += 1
+                yield os.path.abspath(str(item)), str(item), None
+            continue
+        folder = str(item)
+        files, dirs = _scan(folder)
+        how = _folder_layout(folder, files, dirs, layout, skip_derived)
+        rep.layouts.append(how)
+        if how == "flat":
+            if labelled:
+                raise DataError("no labels: the folder holds images, not class subfolders "
+                                "(give a folder of class subfolders or a manifest CSV with "
+                                "'path' and 'label' columns)", item)
+            rep.ignored.extend(os.path.join(folder, d) for d in dirs)
+            for name in files:
+                p = os.path.join(folder, name)
+                if keep(p):
+                    n += 1
+                    yield os.path.abspath(p), p, None
+            continue
+        rep.labelled = True
+        rep.ignored.extend(os.path.join(folder, f) for f in files
+                           if not (skip_derived and is_derived(os.path.join(folder, f))))
+        for cls in dirs:
+            sub = os.path.join(folder, cls)
+            names, _ = _scan(sub)
+            k = 0
+            for name in names:
+                p = os.path.join(sub, name)
+                if keep(p):
+                    k += 1
+                    n += 1
+                    yield os.path.abspath(p), p, cls
+            if k == 0:
+                rep.empty_classes.append(sub)
+                if labelled:
+                    raise DataError(f"class folder {cls!r} holds no image: remove it or add "
+                                    "its images (a model cannot learn a class without "
+                                    "examples)", sub)
+    if n == 0:
+        extra = (f" ({len(rep.skipped)} masks/overlays written by morphocell skipped)"
+                 if rep.skipped else "")
+        raise DataError("no images found in " + ", ".join(map(str, items)) + extra)
+
+
+def list_entries(inputs: Sequence[str | os.PathLike] | str | os.PathLike, *,
+                 layout: str = "auto", labelled: bool = False,
+                 skip_derived: bool = True) -> Listing:
+    """:func:`iter_entries` collected into a :class:`Listing` (ids, paths, labels, report)."""
+    rep = ListingReport()
+    ids, paths, labs = [], [], []
+    for key, path, label in iter_entries(inputs, layout=layout, labelled=labelled,
+                                         skip_derived=skip_derived, report=rep):
+        ids.append(key)
+        paths.append(path)
+        labs.append(label or "")
+    return Listing(ids, paths, labs if rep.labelled else None, rep)
+
+
+def resolve_inputs(inputs: Sequence[str | os.PathLike] | str | os.PathLike, *,
+                   layout: str = "auto", labelled: bool = False
+                   ) -> tuple[list[str], list[str] | None]:
+    """Turn CLI-style inputs into ``(paths, labels)`` (see :func:`iter_entries` for the rules;
+    :func:`list_entries` also returns what was skipped)."""
+    lst = list_entries(inputs, layout=layout, labelled=labelled)
+    return lst.paths, lst.labels
 
 
 def load_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
     """List a folder of class subfolders: ``root/<label>/<image>``.
 
     Returns ``(paths, labels)`` sorted by label then file name. Hidden files and folders
-    (``.DS_Store``, ``.ipynb_checkpoints``) and non-image files are ignored.
+    (``.DS_Store``, ``.ipynb_checkpoints``), non-image files and masks/overlays are ignored.
 
     Raises
     ------
     DataError
-        If ``root`` is not a folder, cannot be listed, or holds no class subfolder with images.
+        If ``root`` is not a folder, cannot be listed, holds no class subfolder with images,
+        or a class subfolder holds no image.
     """
     root_p = Path(root)
     if not root_p.is_dir():
         raise DataError("not a folder (expected a folder of class subfolders)", root_p)
-    paths: list[str] = []
-    labels: list[str] = []
-    try:
-        classes = sorted(d for d in root_p.iterdir() if d.is_dir() and not d.name.startswith("."))
-    except PermissionError:
-        raise DataError("permission denied while listing the folder", root_p) from None
-    for d in classes:
-        try:
-            files = sorted(f for f in d.iterdir() if _is_image_file(f))
-        except PermissionError:
-            raise DataError("permission denied while listing the class folder", d) from None
-        for f in files:
-            paths.append(str(f))
-            labels.append(d.name)
-    if not paths:
+    if not _scan(str(root_p))[1]:
         raise DataError("no class subfolder with images found", root_p)
-    return paths, labels
+    lst = list_entries(root_p, layout="classes", labelled=True)
+    return lst.paths, lst.labels  # type: ignore[return-value]
 
 
 def load_manifest(csv_path: str | os.PathLike) -> tuple[list[str], list[str] | None]:
@@ -251,162 +667,17 @@ def load_manifest(csv_path: str | os.PathLike) -> tuple[list[str], list[str] | N
     csv_p = Path(csv_path)
     if not csv_p.is_file():
         raise DataError("manifest not found", csv_p)
-    base = csv_p.parent
-    try:
-        with open(csv_p, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in (reader.fieldnames or [])]
-            if "path" not in fields:
-                raise DataError(f"manifest needs a 'path' column (found: {fields})", csv_p)
-            rows = list(reader)
-    except UnicodeDecodeError:
-        raise DataError("manifest is not a UTF-8 CSV file", csv_p) from None
-    has_label = "label" in fields
+    rep = ListingReport()
     paths, labels = [], []
-    for r in rows:
-        r = {k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
-        if not r.get("path"):
-            continue
-        p = Path(r["path"])
-        paths.append(str(p if p.is_absolute() else base / p))
-        labels.append(r.get("label", ""))
-    if not paths:
-        raise DataError("manifest lists no images", csv_p)
-    return paths, (labels if has_label else None)
-
-
-def resolve_inputs(inputs: Sequence[str | os.PathLike] | str | os.PathLike
-                   ) -> tuple[list[str], list[str] | None]:
-    """Turn CLI-style inputs into ``(paths, labels)``.
-
-    * one folder whose subfolders hold images -> :func:`load_folder` (labels = subfolder names);
-    * one ``.csv`` file -> :func:`load_manifest`;
-    * otherwise files and flat folders of images, labels ``None``.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    inputs = [Path(i) for i in inputs]
-    if len(inputs) == 1:
-        only = inputs[0]
-        if only.suffix.lower() == ".csv":
-            return load_manifest(only)
-        if only.is_dir():
-            has_sub = any(d.is_dir() and not d.name.startswith(".") for d in only.iterdir())
-            if has_sub:
-                return load_folder(only)
-    paths: list[str] = []
-    for i in inputs:
-        if i.is_dir():
-            paths.extend(str(f) for f in sorted(i.iterdir()) if _is_image_file(f))
-        else:
-            paths.append(str(i))  # missing files are reported when read
-    if not paths:
-        raise DataError("no images found in " + ", ".join(map(str, inputs)))
-    return paths, None
-
-
-# --------------------------------------------------------------------------------------------
-# Lazy listing
-# --------------------------------------------------------------------------------------------
-
-def _is_image_name(name: str) -> bool:
-    return (not name.startswith(".")) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _scan_images(folder: str) -> Iterator[str]:
-    """Image files of one folder, sorted by name (one directory's names held at a time)."""
     try:
-        with os.scandir(folder) as it:
-            names = sorted(e.name for e in it if _is_image_name(e.name) and e.is_file())
-    except PermissionError:
-        raise DataError("permission denied while listing the folder", folder) from None
-    for n in names:
-        yield os.path.join(folder, n)
-
-
-def _has_subfolder(folder: Path) -> bool:
-    with os.scandir(folder) as it:
-        return any(e.is_dir() and not e.name.startswith(".") for e in it)
-
-
-def _iter_manifest(csv_path: Path) -> Iterator[tuple[str, str, str | None]]:
-    base = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        if "path" not in fields:
-            raise DataError(f"manifest needs a 'path' column (found: {fields})", csv_path)
-        has_label, has_id = "label" in fields, "id" in fields
-        for r in reader:
-            r = {k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
-            if not r.get("path"):
-                continue
-            p = r["path"]
-            path = p if os.path.isabs(p) else os.path.join(base, p)
-            path = str(Path(path))  # the same spelling as io.load_manifest
-            key = (r.get("id") if has_id else "") or os.path.abspath(path)
-            label = (r.get("label") or None) if has_label else None
-            yield key, path, label
-
-
-def iter_entries(inputs: Sequence[str | os.PathLike] | str | os.PathLike
-                 ) -> Iterator[tuple[str, str, str | None]]:
-    """List images lazily as ``(id, path, label)`` tuples, never holding the whole list.
-
-    The same rules as :func:`morphocell.io.resolve_inputs` and the same paths in the same
-    order (a test checks it):
-
-    * one folder whose subfolders hold images -> ``root/<label>/<image>``, sorted by label then
-      file name (one directory's names are held in memory at a time: for millions of files in
-      one folder prefer a manifest);
-    * one ``.csv`` file -> a manifest read row by row: a ``path`` column (relative paths are
-      relative to the CSV's folder), optional ``label`` and ``id`` columns; ``id`` makes the
-      row key, so one file listed several times with distinct ids gives distinct rows;
-    * otherwise image files and flat folders of images, labels unknown.
-
-    The row key ``id`` is the manifest's ``id`` when given, else the absolute path.
-
-    Raises
-    ------
-    DataError
-        If a manifest lacks a ``path`` column or is not UTF-8, a folder cannot be listed, or
-        (when the generator is exhausted) nothing was listed.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    items = [Path(i) for i in inputs]
-    if not items:
-        raise DataError("no input given")
-    n = 0
-    try:
-        if len(items) == 1 and items[0].suffix.lower() == ".csv":
-            if not items[0].is_file():
-                raise DataError("manifest not found", items[0])
-            for e in _iter_manifest(items[0]):
-                n += 1
-                yield e
-        elif len(items) == 1 and items[0].is_dir() and _has_subfolder(items[0]):
-            root = items[0]
-            with os.scandir(root) as it:
-                classes = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
-            for cls in classes:
-                for p in _scan_images(str(root / cls)):
-                    n += 1
-                    yield os.path.abspath(p), p, cls
-        else:
-            for i in items:
-                if i.is_dir():
-                    for p in _scan_images(str(i)):
-                        n += 1
-                        yield os.path.abspath(p), p, None
-                else:
-                    n += 1  # a missing file becomes a failed row, as in extract_batch
-                    yield os.path.abspath(str(i)), str(i), None
-    except UnicodeDecodeError:
-        raise DataError("manifest is not a UTF-8 CSV file", items[0]) from None
-    if n == 0:
-        raise DataError("no images found in " + ", ".join(map(str, items)))
-
+        for _, path, label in _entries([csv_p], "auto", False, True, rep, True):
+            paths.append(path)
+            labels.append(label or "")
+    except DataError as exc:
+        if exc.reason.startswith("no images found"):
+            raise DataError("manifest lists no images", csv_p) from None
+        raise
+    return paths, (labels if rep.labelled else None)
 
 
 def iter_chunks(items: Iterable, size: int):

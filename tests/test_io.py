@@ -158,9 +158,13 @@ def test_unreadable_permissions(tmp_path, rgb, monkeypatch):
     p = _save(tmp_path, "locked.png", Image.fromarray(rgb))
     p.chmod(0)
     if os.geteuid() == 0:  # root reads anything: make the OS call fail as it would for a user
-        def denied(self):
-            raise PermissionError(13, "Permission denied", str(self))
-        monkeypatch.setattr(type(p), "read_bytes", denied)
+        real_open = os.open
+
+        def denied(path, *a, **k):
+            if os.fspath(path) == str(p):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *a, **k)
+        monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ImageReadError, match="permission denied"):
         read_image(p)
 
@@ -171,13 +175,13 @@ def test_unreadable_folder(tmp_path, rgb, monkeypatch):
     Image.fromarray(rgb).save(root / "a" / "1.png")
     (root / "a").chmod(0)
     if os.geteuid() == 0:
-        real = type(root).iterdir
+        real = os.scandir
 
-        def iterdir(self):
-            if self.name == "a":
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
-        monkeypatch.setattr(type(root), "iterdir", iterdir)
+        def scandir(path="."):
+            if os.path.basename(os.fspath(path)) == "a":
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path)
+        monkeypatch.setattr(os, "scandir", scandir)
     try:
         with pytest.raises(DataError, match="permission denied") as e:
             load_folder(root)
