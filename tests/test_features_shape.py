@@ -131,12 +131,12 @@ def test_zernike_agrees_with_mahotas(cells):
             nm = [(n, k) for n in range(9) for k in range(n + 1) if (n - k) % 2 == 0]
             theirs = {f"Zernike_{n}_{k}": v for (n, k), v in zip(nm, z, strict=True)}
             # our radius covers every pixel centre, so mahotas' disc drops no pixel
-            assert aux[3] == pytest.approx(vals[K.CORE_NAMES.index("RadiusMax")] + 0.5)
+            assert aux[3] == pytest.approx(vals[shape.CORE_NAMES.index("RadiusMax")] + 0.5)
             assert theirs["Zernike_0_0"] == pytest.approx(1 / np.pi, rel=1e-12)
             assert theirs["Zernike_1_1"] < 1e-9  # why Z_1_1 is left out
-            for name in K.CORE_NAMES:
+            for name in shape.CORE_NAMES:
                 if name.startswith("Zernike_"):
-                    np.testing.assert_allclose(vals[K.CORE_NAMES.index(name)], theirs[name],
+                    np.testing.assert_allclose(vals[shape.CORE_NAMES.index(name)], theirs[name],
                                                rtol=1e-6, atol=1e-12,
                                                err_msg=f"{region} {name}")
 
@@ -178,15 +178,15 @@ def test_feret_and_convex_area_on_random_masks():
         vals, _ = shape.region_features(m)
         rp = regionprops(m.astype(np.uint8))[0]
         fmax, fmin = ref.shape_feret(m)
-        assert vals[K.CORE_NAMES.index("Area")] == rp.area
-        np.testing.assert_allclose(vals[K.CORE_NAMES.index("Perimeter")], perimeter(m, 4),
+        assert vals[shape.CORE_NAMES.index("Area")] == rp.area
+        np.testing.assert_allclose(vals[shape.CORE_NAMES.index("Perimeter")], perimeter(m, 4),
                                    rtol=1e-12)
-        np.testing.assert_allclose(vals[K.CORE_NAMES.index("MajorAxisLength")],
+        np.testing.assert_allclose(vals[shape.CORE_NAMES.index("MajorAxisLength")],
                                    rp.axis_major_length, rtol=1e-9, atol=1e-12)
-        assert vals[K.CORE_NAMES.index("ConvexArea")] == rp.area_convex
-        np.testing.assert_allclose(vals[K.CORE_NAMES.index("FeretMax")],
+        assert vals[shape.CORE_NAMES.index("ConvexArea")] == rp.area_convex
+        np.testing.assert_allclose(vals[shape.CORE_NAMES.index("FeretMax")],
                                    rp.feret_diameter_max, rtol=1e-12)
-        np.testing.assert_allclose(vals[K.CORE_NAMES.index("FeretMin")], fmin, rtol=1e-12)
+        np.testing.assert_allclose(vals[shape.CORE_NAMES.index("FeretMin")], fmin, rtol=1e-12)
         n += 1
 
 
@@ -293,7 +293,7 @@ def test_disc_curvature_and_bending_energy():
 def test_disc_shape_values():
     r = 30
     vals, aux = shape.region_features(_disc(r))
-    get = dict(zip(K.CORE_NAMES, vals))
+    get = dict(zip(shape.CORE_NAMES, vals))
     assert get["Eccentricity"] < 0.05
     assert get["Circularity"] == pytest.approx(1.0, abs=0.1)
     assert get["Roundness"] == pytest.approx(1.0, abs=0.02)

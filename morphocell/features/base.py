@@ -1,23 +1,35 @@
-"""What every feature family receives: the image and masks cropped to the cell.
+"""The family protocol and what every family receives: the image and masks cropped to the cell.
 
 Per-pixel work happens on the bounding box of the cell (plus ``PAD`` pixels), never on the
-whole image. Family modules (:mod:`.shape`, :mod:`.color`, :mod:`.texture`) each expose
+whole image. A feature family is a module (:mod:`.shape`, :mod:`.color`, :mod:`.texture`)
+that satisfies :class:`FeatureFamily`:
 
-* ``specs() -> list[FeatureSpec]`` — their names, units and formulas, in column order;
-* ``compute(crop: Crop) -> dict[str, float]`` — a value for every name of ``specs()``;
-  a feature of an empty region (e.g. no cytoplasm) is ``NaN`` (the NaN policy).
+* ``NAMES: tuple[str, ...]`` — its column names, in the order of its vectors;
+* ``specs() -> list[FeatureSpec]`` — the name, unit, meaning and formula of each of
+  ``NAMES``, in the same order (what the registry holds);
+* ``compute_array(crop: Crop) -> ndarray`` — a float64 vector of ``len(NAMES)`` values; a
+  feature of an empty region (e.g. no cytoplasm) is ``NaN`` (the NaN policy);
+* ``compute(crop: Crop) -> dict[str, float]`` — the same values by name.
+
+The extractor (:func:`morphocell.features.extractor.extract_array`) calls only
+``compute_array`` and ``NAMES``; a registered name that no family computes, or a computed
+column that is not registered, is an error.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import FeatureError
 from ..segmentation.masks import CellMasks
 
-__all__ = ["Crop", "make_crop", "PAD", "REGION_ATTR"]
+if TYPE_CHECKING:
+    from .registry import FeatureSpec
+
+__all__ = ["Crop", "FeatureFamily", "make_crop", "as_dict", "PAD", "REGION_ATTR"]
 
 #: Margin (pixels) kept around the cell's bounding box.
 PAD = 4
@@ -71,3 +83,24 @@ def make_crop(image: np.ndarray, masks: CellMasks, pad: int = PAD) -> Crop:
         cytoplasm=np.ascontiguousarray(masks.cytoplasm[r0:r1, c0:c1]),
         offset=(r0, c0),
     )
+
+
+@runtime_checkable
+class FeatureFamily(Protocol):
+    """What a feature family module provides (see the module docstring)."""
+
+    NAMES: tuple[str, ...]
+
+    def specs(self) -> list[FeatureSpec]:
+        """Spec of each of ``NAMES``, in the same order."""
+
+    def compute_array(self, crop: Crop) -> np.ndarray:
+        """float64 vector of ``len(NAMES)`` values (NaN for an empty region)."""
+
+    def compute(self, crop: Crop) -> dict[str, float]:
+        """``{name: value}`` in ``NAMES`` order."""
+
+
+def as_dict(names: tuple[str, ...], values: np.ndarray) -> dict[str, float]:
+    """``{name: value}`` of a family's vector (the ``compute`` of every family)."""
+    return dict(zip(names, values.tolist(), strict=True))

@@ -63,17 +63,25 @@ True
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import FeatureError
 from ._kernels import color as _k
-from .base import Crop
+from .base import Crop, as_dict
 from .registry import REGIONS, FeatureSpec
 
-__all__ = ["specs", "compute", "color_stats", "CHANNELS", "STATS"]
+__all__ = ["NAMES", "specs", "compute", "compute_array", "color_stats", "CHANNELS", "STATS"]
 
-CHANNELS = _k.CHANNELS
-STATS = _k.STATS
+#: channel tokens in the order of :func:`color_stats`' output: the 8-bit channels (from
+#: 256-bin histograms), then the real-valued ones
+CHANNELS = ("R", "G", "B", "V", "OdR", "OdG", "OdB",
+            "H", "S", "LabL", "LabA", "LabB", "Hem", "Eos", "Res")
+#: statistic tokens in the order of :func:`color_stats`' output
+STATS = ("Mean", "Std", "Median", "P10", "P90", "Skewness", "Kurtosis")
+if (len(CHANNELS), len(STATS)) != (_k.N8 + _k.NF, _k.N_STATS):  # the kernel's layout
+    raise ImportError("colour channel / statistic names do not match the colour kernel")
 
 _CHANNEL_DOC = {
     "R": ("intensity", "red level (0..255)", "I_R"),
@@ -108,21 +116,6 @@ _STAT_FORMULA = {
 _CONTRASTS = ("LabL", "LabA", "LabB")
 
 
-def _names() -> list[str]:
-    out = []
-    for r in REGIONS:
-        for c in CHANNELS:
-            for s in STATS:
-                out.append(f"{r}_Color_{s}_{c}")
-        out.append(f"{r}_Color_MeanResultantLength_H")
-    out += [f"Cell_Color_NucleusCytoplasmContrast_{c}" for c in _CONTRASTS]
-    out.append("Cell_Color_NucleusCytoplasmDeltaE")
-    return out
-
-
-_NAMES = _names()
-
-
 def specs() -> list[FeatureSpec]:
     """Specs of every colour feature, in column order (see the module docstring)."""
     out = []
@@ -152,7 +145,43 @@ def specs() -> list[FeatureSpec]:
     return out
 
 
-_LUTS = _k.luts()
+class _Tables(NamedTuple):
+    """Constant inputs of the colour kernel (lookup tables of :func:`_k.luts`, matrices)."""
+
+    levels: np.ndarray
+    f: np.ndarray
+    lin: np.ndarray
+    od: np.ndarray
+    logn: np.ndarray
+    xyz: np.ndarray
+    white: np.ndarray
+    hed: np.ndarray
+
+
+class _Work(NamedTuple):
+    """Work space of the colour kernel for ``npx`` cell pixels (see :func:`_k.color_stats`)."""
+
+    px: np.ndarray
+    cols: np.ndarray
+    bins: np.ndarray
+    tmp: np.ndarray
+    hist8: np.ndarray
+    histf: np.ndarray
+    slot: np.ndarray
+
+    @classmethod
+    def alloc(cls, npx: int) -> _Work:
+        nb = _k.NBINS
+        return cls(np.empty((3, npx), np.uint8), np.empty((9, npx)),
+                   np.empty((9, npx), np.uint16), np.empty((7, npx)),
+                   np.zeros((2, 4, 256), np.int32), np.zeros((3, 8, nb), np.int32),
+                   np.full((3, 8, nb), -1, np.int32))
+
+
+_L = _k.luts()
+_TABLES = _Tables(_L["levels"], _L["f"], _L["lin"], _L["od"], _L["logn"], _k.XYZ_FROM_RGB,
+                  _k.WHITE_D65, _k.HED_FROM_RGB)
+del _L
 
 
 def color_stats(image: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray
@@ -186,16 +215,9 @@ def color_stats(image: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray
     # work space for the cell's pixels only (not the whole crop): ~150 bytes a pixel, and a
     # smaller footprint leaves more of the cache to the other families
     npx = max(1, int(np.count_nonzero(nucleus)) + int(np.count_nonzero(cytoplasm)))
-    nb = _k.NBINS
     stats = np.full((3, len(CHANNELS), len(STATS)), np.nan)
     resultant = np.full(3, np.nan)
-    L = _LUTS
-    _k.color_stats(image, nucleus, cytoplasm, L["levels"], L["f"], L["lin"], L["od"],
-                   L["logn"], _k.XYZ_FROM_RGB, _k.WHITE_D65, _k.HED_FROM_RGB,
-                   np.empty((3, npx), np.uint8),
-                   np.empty((9, npx)), np.empty((9, npx), np.uint16), np.empty((7, npx)),
-                   np.zeros((2, 4, 256), np.int32), np.zeros((3, 8, nb), np.int32),
-                   np.full((3, 8, nb), -1, np.int32), stats, resultant)
+    _k.color_stats(image, nucleus, cytoplasm, *_TABLES, *_Work.alloc(npx), stats, resultant)
     return stats, resultant
 
 
@@ -203,14 +225,16 @@ _IL = CHANNELS.index("LabL")
 
 
 def compute(crop: Crop) -> dict[str, float]:
-    """Every colour feature of one crop, ``{name: value}`` in :func:`specs` order."""
-    return dict(zip(_NAMES, compute_array(crop).tolist(), strict=True))
+    """Every colour feature of one crop, ``{name: value}`` in :data:`NAMES` order."""
+    return as_dict(NAMES, compute_array(crop))
 
 
 def compute_array(crop: Crop) -> np.ndarray:
-    """Every colour feature of one crop as a float64 vector in :func:`specs` order."""
+    """Every colour feature of one crop as a float64 vector in :data:`NAMES` order: the
+    statistics of :func:`color_stats` and the hue's mean resultant length per region, then
+    the nucleus / cytoplasm contrasts."""
     stats, res = color_stats(crop.image, crop.nucleus, crop.cytoplasm)
-    vals = np.empty(len(_NAMES))
+    vals = np.empty(len(NAMES))
     per = stats.shape[1] * stats.shape[2] + 1
     body = vals[:3 * per].reshape(3, per)
     body[:, :-1] = stats.reshape(3, -1)
@@ -219,3 +243,7 @@ def compute_array(crop: Crop) -> np.ndarray:
     vals[3 * per:3 * per + 3] = d
     vals[-1] = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
     return vals
+
+
+#: column names of the colour family, in the order of :func:`compute_array`
+NAMES: tuple[str, ...] = tuple(s.name for s in specs())

@@ -21,14 +21,13 @@ from .._utils import cv2_one_thread
 from ..errors import FeatureError, MorphocellError
 from ..segmentation.masks import CellMasks
 from . import registry
-from .base import make_crop
+from .base import FeatureFamily, make_crop
 
 __all__ = ["DEFAULT_FAMILIES", "feature_names", "extract_features", "extract_array",
            "extract_batch", "FeatureExtractor", "STATUS_OK", "STATUS_NO_CELL", "STATUS_ERROR"]
 
 DEFAULT_FAMILIES = ("shape", "color", "texture")
 STATUS_OK, STATUS_NO_CELL, STATUS_ERROR = "ok", "no_cell", "error"
-_NAN1 = np.full(1, np.nan)
 
 
 def _families(families) -> tuple[str, ...]:
@@ -43,8 +42,8 @@ def _families(families) -> tuple[str, ...]:
 
 @lru_cache(maxsize=64)
 def _names(fams: tuple[str, ...]) -> tuple[str, ...]:
-    # the registry is fixed once its family modules are loaded; a per-image list comprehension
-    # over its ~700 specs cost ~0.25 ms an image
+    # the registry is fixed once its family modules are loaded (cached: a list comprehension
+    # over its ~700 specs per image would cost ~0.25 ms)
     return tuple(registry.names(fams))
 
 
@@ -54,21 +53,37 @@ def feature_names(families=None) -> list[str]:
 
 
 @lru_cache(maxsize=64)
-def _modules(fams: tuple[str, ...]) -> tuple:
+def _modules(fams: tuple[str, ...]) -> tuple[FeatureFamily, ...]:
+    """The family modules of ``fams``, each checked against :class:`.base.FeatureFamily`."""
     import importlib
 
-    return tuple(importlib.import_module(f"morphocell.features.{f}") for f in fams)
+    mods = tuple(importlib.import_module(f"morphocell.features.{f}") for f in fams)
+    for f, mod in zip(fams, mods, strict=True):
+        if not isinstance(mod, FeatureFamily):
+            raise FeatureError(f"feature family {f!r} ({mod.__name__}) lacks NAMES, specs, "
+                               "compute_array or compute")
+    return mods
 
 
 @lru_cache(maxsize=64)
-def _layout(fams: tuple[str, ...]) -> np.ndarray:
-    """Index of each of :func:`feature_names` in the concatenation of the family modules'
-    ``compute_array`` vectors (plus one trailing NaN, the index of a name no module gives)."""
-    cat = [n for mod in _modules(fams) for n in mod._names()]
+def _layout(fams: tuple[str, ...]) -> tuple[np.ndarray, int]:
+    """Index of each of :func:`feature_names` (the registry's order) in the concatenation of
+    the family modules' ``compute_array`` vectors (their ``NAMES``), and that vector's length.
+    Every registered name must be computed by a family and every computed one registered."""
+    cat = [n for mod in _modules(fams) for n in mod.NAMES]
     pos = {n: i for i, n in enumerate(cat)}
-    idx = np.array([pos.get(n, len(cat)) for n in _names(fams)], dtype=np.intp)
+    names = _names(fams)
+    missing = [n for n in names if n not in pos]
+    if missing:
+        raise FeatureError(f"{len(missing)} registered feature(s) computed by no family "
+                           f"of {list(fams)}: {missing[:5]}")
+    extra = sorted(set(cat) - set(names))
+    if extra or len(pos) != len(cat):
+        raise FeatureError(f"family output not registered once each: {extra[:5]} "
+                           f"({len(cat)} columns, {len(pos)} distinct)")
+    idx = np.array([pos[n] for n in names], dtype=np.intp)
     idx.setflags(write=False)
-    return idx
+    return idx, len(cat)
 
 
 @cv2_one_thread()
@@ -91,9 +106,12 @@ def extract_array(image: np.ndarray, masks: CellMasks | None = None, families=No
     if not (masks.nucleus.any() or masks.cytoplasm.any()):
         return np.full(len(names), np.nan), masks
     crop = make_crop(img, masks)
-    parts = [mod.compute_array(crop) for mod in _modules(fams)]
-    parts.append(_NAN1)
-    return np.concatenate(parts)[_layout(fams)], masks
+    idx, n_cat = _layout(fams)
+    vec = np.concatenate([mod.compute_array(crop) for mod in _modules(fams)])
+    if vec.size != n_cat:
+        raise FeatureError(f"the families {list(fams)} computed {vec.size} values for "
+                           f"{n_cat} names")
+    return vec[idx], masks
 
 
 def extract_features(image: np.ndarray, masks: CellMasks | None = None, families=None,

@@ -65,11 +65,12 @@ import threading
 
 import numpy as np
 
-from .base import Crop
+from ._kernels import shape as K
+from .base import Crop, as_dict
 from .registry import REGIONS, FeatureSpec
 
-__all__ = ["specs", "compute", "region_features", "curvature_features", "lobe_count",
-           "CURVATURE_STEP", "CURVATURE_SIGMA", "MIN_CONTOUR_LENGTH",
+__all__ = ["NAMES", "CORE_NAMES", "specs", "compute", "compute_array", "region_features",
+           "curvature_features", "lobe_count", "CURVATURE_STEP", "CURVATURE_SIGMA", "MIN_CONTOUR_LENGTH",
            "LOBE_REL_PERSISTENCE", "LOBE_MIN_PERSISTENCE"]
 
 #: arc-length step (px) at which boundary contours are resampled for curvature. Half a pixel:
@@ -191,17 +192,20 @@ _CURV_CONTEXT = (f" Contours: cv2.findContours(RETR_EXTERNAL, CHAIN_APPROX_NONE)
                  "central differences.")
 
 
-def _core_names() -> tuple[str, ...]:
-    from ._kernels.shape import CORE_NAMES
-
-    return CORE_NAMES
+#: the features of every region computed by :func:`region_features`, in its output order
+CORE_NAMES: tuple[str, ...] = (
+    "Area", "Perimeter", "ConvexArea", "Solidity", "Extent", "Eccentricity",
+    "MajorAxisLength", "MinorAxisLength", "EquivalentDiameter", "Circularity", "Roundness",
+    "FeretMax", "FeretMin", "RadiusMin", "RadiusMax", "RadiusMean", "RadiusStd",
+    "Hu1", "Hu2", "Hu3", "Hu4", "Hu5", "Hu6", "Hu7",
+) + tuple(f"Zernike_{n}_{m}" for n, m in K.ZERNIKE_NM)
+if len(CORE_NAMES) != K.N_CORE:  # the kernel's output layout and these names go together
+    raise ImportError(f"shape kernel gives {K.N_CORE} values for {len(CORE_NAMES)} names")
 
 
 def _feature_table() -> dict[str, tuple[str, str, str, str]]:
-    from ._kernels.shape import ZERNIKE_NM
-
     table = dict(_BASE)
-    for n, m in ZERNIKE_NM:
+    for n, m in K.ZERNIKE_NM:
         table[f"Zernike_{n}_{m}"] = (
             "1", f"magnitude of the Zernike moment Z({n},{m}) of the {{r}} mask",
             "|Z_nm| = (n+1)/pi |sum_p R_nm(d_p) e^{-i m theta_p}| / N over the disc of radius "
@@ -213,7 +217,7 @@ def _feature_table() -> dict[str, tuple[str, str, str, str]]:
 
 
 def _region_tokens(region: str) -> tuple[str, ...]:
-    toks = _core_names() + tuple(_CURV)
+    toks = CORE_NAMES + tuple(_CURV)
     return toks + tuple(_NUC) if region == "Nucleus" else toks
 
 
@@ -242,8 +246,6 @@ class _Workspace:
     _local = threading.local()
 
     def __init__(self, h: int, w: int):
-        from ._kernels import shape as K
-
         self.h, self.w = h, w
         self._bufs = K.alloc_workspace(h, w)
         self.lobe = K.alloc_lobe_workspace(h, w)
@@ -281,8 +283,6 @@ def region_features(mask: np.ndarray, ws: _Workspace | None = None
     Returns ``(values, aux)``: ``values`` in ``CORE_NAMES`` order (all NaN for an empty
     mask) and ``aux = (N, centroid row, centroid col, Zernike radius)``.
     """
-    from ._kernels import shape as K
-
     mask = np.ascontiguousarray(mask, dtype=bool)
     if mask.ndim != 2:
         from ..errors import FeatureError
@@ -313,8 +313,6 @@ def curvature_features(mask: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    from ._kernels import shape as K
-
     u8 = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
     contours, _ = cv2.findContours(u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     out = np.empty(len(_CURV))
@@ -342,8 +340,6 @@ def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,
     threshold. ``NaN`` for an empty mask; >= 1 otherwise. ``bbox = (rmin, rmax, cmin,
     cmax)`` of the mask may be given to skip finding it.
     """
-    from ._kernels import shape as K
-
     mask = np.ascontiguousarray(mask, dtype=bool)
     if bbox is None:
         rows = np.flatnonzero(mask.any(axis=1))
@@ -365,16 +361,17 @@ def lobe_count(mask: np.ndarray, ws: _Workspace | None = None,
 
 
 def compute(crop: Crop) -> dict[str, float]:
-    """Every shape feature of a crop (``{name: value}`` in :func:`specs` order)."""
-    return dict(zip(_names(), compute_array(crop).tolist(), strict=True))
+    """Every shape feature of a crop (``{name: value}`` in :data:`NAMES` order)."""
+    return as_dict(NAMES, compute_array(crop))
 
 
 def compute_array(crop: Crop) -> np.ndarray:
-    """Every shape feature of a crop as a float64 vector in :func:`specs` order."""
+    """Every shape feature of a crop as a float64 vector in :data:`NAMES` order: per region
+    :func:`region_features`, :func:`curvature_features` and, for the nucleus,
+    :func:`lobe_count` and the two nucleus / cell ratios."""
     h, w = crop.nucleus.shape
     ws = _Workspace.get(h, w)
-    names = _names()
-    values = np.empty(len(names))
+    values = np.empty(len(NAMES))
     aux = {}
     i = 0
     n_curv = len(_CURV)
@@ -399,10 +396,5 @@ def compute_array(crop: Crop) -> np.ndarray:
     return values
 
 
-_NAMES: list[str] = []
-
-
-def _names() -> list[str]:
-    if not _NAMES:
-        _NAMES.extend(s.name for s in specs())
-    return _NAMES
+#: column names of the shape family, in the order of :func:`compute_array`
+NAMES: tuple[str, ...] = tuple(s.name for s in specs())

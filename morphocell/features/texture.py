@@ -92,11 +92,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import FeatureError
-from .base import Crop
+from .base import Crop, as_dict
 from .registry import REGIONS, FeatureSpec
 
 __all__ = [
-    "specs", "compute", "compute_array", "LEVELS", "DISTANCES", "HARALICK_FEATURES",
+    "NAMES", "specs", "compute", "compute_array", "labels_and_levels", "lbp_counts",
+    "granularity_sums", "LEVELS", "DISTANCES", "HARALICK_FEATURES",
     "LBP_PARAMS", "GRANULARITY_STEPS", "quantize", "region_labels", "glcm_offsets",
     "glcm_counts", "region_glcm", "haralick", "glcm_features", "lbp_offsets",
     "lbp_histograms", "granularity_signal", "granularity",
@@ -174,28 +175,52 @@ def specs() -> list[FeatureSpec]:
     return out
 
 
-# ---- building blocks (public for tests and reuse) -------------------------------------------
+# ---- the steps of compute_array (public: each validates, allocates and calls one kernel) ----
+
+def _level_shift(levels: int) -> int:
+    if levels < 2 or 256 % levels or levels > 128:
+        raise FeatureError(f"GLCM levels must be a power of 2 in 2..128, got {levels}")
+    return int(np.log2(256 // levels))
+
+
+def labels_and_levels(nucleus: np.ndarray, cytoplasm: np.ndarray, gray: np.ndarray,
+                      levels: int = LEVELS) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Region labels and GLCM levels in one pass: ``(lab, q, n_nucleus, n_cytoplasm)``.
+
+    ``lab`` (uint8): 0 background, 1 nucleus, 2 cytoplasm (the nucleus wins overlaps);
+    ``q = floor(gray * levels / 256)`` (uint8, ``0 .. levels - 1``; add 1 for the level
+    values ``k = 1 .. levels`` of the formulas); the pixel counts of the two regions.
+    """
+    shift = _level_shift(levels)
+    from ._kernels import texture as k
+
+    gray = np.ascontiguousarray(gray, np.uint8)
+    nuc = np.asarray(nucleus, bool)
+    cyt = np.asarray(cytoplasm, bool)
+    if gray.ndim != 2 or nuc.shape != gray.shape or cyt.shape != gray.shape:
+        raise FeatureError(f"texture needs a 2-D grey image and masks of its shape, got "
+                           f"{gray.shape}, {nuc.shape}, {cyt.shape}")
+    lab = np.empty(gray.shape, np.uint8)
+    q = np.empty(gray.shape, np.uint8)
+    n_nuc, n_cyt = k.labels_levels(nuc, cyt, gray, shift, lab, q)
+    return lab, q, n_nuc, n_cyt
+
 
 def quantize(gray: np.ndarray, levels: int = LEVELS) -> np.ndarray:
-    """Fixed-bin grey levels ``0 .. levels-1``: ``floor(gray * levels / 256)`` (uint8).
+    """Fixed-bin grey levels ``0 .. levels-1``: ``floor(gray * levels / 256)`` (uint8), as
+    :func:`labels_and_levels` makes them.
 
     Add 1 for the level values ``k = 1 .. levels`` used in the formulas.
     """
-    if levels < 2 or 256 % levels or levels > 128:
-        raise FeatureError(f"GLCM levels must be a power of 2 in 2..128, got {levels}")
-    return (np.asarray(gray, np.uint8) // np.uint8(256 // levels)).astype(np.uint8)
+    gray = np.asarray(gray, np.uint8)
+    none = np.zeros(gray.shape, bool)
+    return labels_and_levels(none, none, gray, levels)[1]
 
 
 def region_labels(crop: Crop) -> np.ndarray:
     """``uint8`` label image: 0 background, 1 nucleus, 2 cytoplasm (nucleus wins overlaps);
-    the labelling of :func:`compute_array` (its kernel, the GLCM levels discarded)."""
-    from ._kernels import texture as k
-
-    nuc = np.asarray(crop.nucleus, bool)
-    lab = np.empty(nuc.shape, np.uint8)
-    k.labels_levels(nuc, np.asarray(crop.cytoplasm, bool), np.zeros(nuc.shape, np.uint8), 0,
-                    lab, np.empty(nuc.shape, np.uint8))
-    return lab
+    the labelling of :func:`compute_array` (:func:`labels_and_levels`)."""
+    return labels_and_levels(crop.nucleus, crop.cytoplasm, crop.gray)[0]
 
 
 def glcm_offsets(distances=DISTANCES) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +310,6 @@ def lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=16)
 def _lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    # computed once per (p, radius): ~20 us a call, twice an image
     ang = 2 * np.pi * np.arange(p, dtype=np.double) / p
     rp, cp = np.round(-radius * np.sin(ang), 5), np.round(radius * np.cos(ang), 5)
     rp.setflags(write=False)
@@ -293,130 +317,124 @@ def _lbp_offsets(p: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
     return rp, cp
 
 
+class _LbpPlan(NamedTuple):
+    """Sample offsets of several (P, R) in turn, as the LBP kernel takes them."""
+
+    rps: np.ndarray
+    cps: np.ndarray
+    n_ps: np.ndarray
+
+
+@lru_cache(maxsize=16)
+def _lbp_plan(params: tuple[tuple[int, float], ...]) -> _LbpPlan:
+    offs = [_lbp_offsets(p, rad) for p, rad in params]
+    n_ps = np.array([rp.size for rp, _ in offs], np.int64)
+    if n_ps.size == 0 or n_ps.min() < 2 or n_ps.max() > 30:
+        raise FeatureError(f"LBP needs 2 <= P <= 30 samples, got {n_ps.tolist()}")
+    plan = _LbpPlan(np.concatenate([rp for rp, _ in offs]),
+                    np.concatenate([cp for _, cp in offs]), n_ps)
+    for a in plan:
+        a.setflags(write=False)
+    return plan
+
+
+def lbp_counts(gray: np.ndarray, lab: np.ndarray, params=LBP_PARAMS) -> np.ndarray:
+    """Uniform-LBP code counts ``(len(params), 2, max P + 2)`` int64 of every ``(P, R)`` of
+    ``params`` (one kernel call, one padding) over nucleus (``[:, 0]``) and cytoplasm
+    (``[:, 1]``); codes ``0 .. P + 1`` of a ``(P, R)`` fill its first ``P + 2`` bins. ``lab``
+    as :func:`labels_and_levels` makes it (0, 1, 2)."""
+    from ._kernels import texture as k
+
+    plan = _lbp_plan(tuple((int(p), float(rad)) for p, rad in params))
+    out = np.zeros((plan.n_ps.size, 2, int(plan.n_ps.max()) + 2), np.int64)
+    k.lbp_uniform_counts(np.ascontiguousarray(gray, np.uint8),
+                         np.ascontiguousarray(lab, np.uint8), plan.rps, plan.cps, plan.n_ps,
+                         out)
+    return out
+
+
 def lbp_histograms(gray: np.ndarray, lab: np.ndarray, p: int, radius: float) -> np.ndarray:
-    """Uniform-LBP code counts ``(2, p + 2)`` int64 over nucleus (row 0) and cytoplasm;
-    ``lab`` as :func:`region_labels` makes it (0, 1, 2)."""
+    """Uniform-LBP code counts ``(2, p + 2)`` int64 over nucleus (row 0) and cytoplasm of
+    one ``(P, R)`` (:func:`lbp_counts`); ``lab`` as :func:`region_labels` makes it."""
     lab = np.ascontiguousarray(lab, np.uint8)
     if lab.size and lab.max() > 2:
         raise FeatureError(f"region labels must be 0, 1 or 2, got {int(lab.max())}")
-    return _lbp_counts(gray, lab, ((int(p), float(radius)),))[0]
-
-
-def _lbp_counts(gray: np.ndarray, lab: np.ndarray, params) -> list[np.ndarray]:
-    """:func:`lbp_histograms` for several ``(P, R)`` in one kernel call (one padding)."""
-    from ._kernels import texture as k
-
-    offs = [_lbp_offsets(int(p), float(rad)) for p, rad in params]
-    n_ps = np.array([rp.size for rp, _ in offs], np.int64)
-    if n_ps.min() < 2 or n_ps.max() > 30:
-        raise FeatureError(f"LBP needs 2 <= P <= 30 samples, got {n_ps.tolist()}")
-    out = np.zeros((len(offs), 2, int(n_ps.max()) + 2), np.int64)
-    k.lbp_uniform_counts(np.ascontiguousarray(gray, np.uint8),
-                         np.ascontiguousarray(lab, np.uint8),
-                         np.concatenate([rp for rp, _ in offs]),
-                         np.concatenate([cp for _, cp in offs]), n_ps, out)
-    return [out[j, :, :n + 2] for j, n in enumerate(n_ps.tolist())]
+    return lbp_counts(gray, lab, ((p, radius),))[0]
 
 
 def granularity_signal(gray: np.ndarray, cell: np.ndarray) -> np.ndarray:
     """``uint8`` signal ``max(0, b - gray)`` in the cell, 0 outside; ``b`` = the lower median
-    (the ceil(n/2)-th smallest) grey level of the n non-cell pixels (255 when n = 0)."""
-    gray = np.asarray(gray, np.uint8)
-    cell = np.asarray(cell, bool)
-    hist = np.bincount(gray[~cell], minlength=256)
-    n_out = int(hist.sum())
-    if n_out:
-        # lower median of the non-cell grey levels (np.median's for an odd count)
-        b = int(np.searchsorted(np.cumsum(hist), (n_out + 1) // 2))
-    else:
-        b = 255
-    lut = np.maximum(b - np.arange(256), 0).astype(np.uint8)
-    sig = lut[gray]
-    sig[~cell] = 0
-    return sig
+    (the ceil(n/2)-th smallest) grey level of the n non-cell pixels (255 when n = 0). The
+    signal whose openings :func:`granularity_sums` adds up (the same kernel)."""
+    from ._kernels import texture as k
+
+    gray = np.ascontiguousarray(gray, np.uint8)
+    cell = np.ascontiguousarray(cell, bool)
+    if gray.ndim != 2 or cell.shape != gray.shape:
+        raise FeatureError(f"granularity needs a 2-D grey image and a mask of its shape, got "
+                           f"{gray.shape} and {cell.shape}")
+    out = np.zeros((gray.shape[0] + 2, gray.shape[1] + 2), np.uint8)
+    k.granularity_signal(gray, cell.view(np.uint8), out)
+    return out[1:-1, 1:-1].copy()
+
+
+def granularity_sums(gray: np.ndarray, lab: np.ndarray,
+                     n_steps: int = GRANULARITY_STEPS) -> np.ndarray:
+    """``(n_steps + 1, 2)`` int64: the sums over nucleus (column 0) and cytoplasm of the
+    openings ``gamma_0 .. gamma_n_steps`` of :func:`granularity_signal`'s signal."""
+    from ._kernels import texture as k
+
+    out = np.zeros((int(n_steps) + 1, 2), np.int64)
+    k.granularity_sums(np.ascontiguousarray(gray, np.uint8),
+                       np.ascontiguousarray(lab, np.uint8), int(n_steps), out)
+    return out
 
 
 def granularity(gray: np.ndarray, lab: np.ndarray, n_steps: int = GRANULARITY_STEPS
                 ) -> np.ndarray:
-    """``(3 regions, n_steps)`` granularity spectra (%) of a grey image (the kernel forms
-    the signal of :func:`granularity_signal` itself)."""
+    """``(3 regions, n_steps)`` granularity spectra (%) of a grey image: the granularity
+    columns of :func:`compute_array` (NaN for a region without pixels, 0 for a region
+    without signal)."""
     from ._kernels import texture as k
 
-    sums = np.zeros((n_steps + 1, 2), np.int64)
-    k.granularity_sums(np.ascontiguousarray(gray, np.uint8),
-                       np.ascontiguousarray(lab, np.uint8), n_steps, sums)
-    sums = np.concatenate([sums, sums.sum(axis=1, keepdims=True)], axis=1)  # + cell
-    out = np.empty((3, n_steps))
-    for reg in range(3):
-        s0 = sums[0, reg]
-        if s0 == 0:
-            out[reg] = 0.0
-        else:
-            out[reg] = 100.0 * (sums[:-1, reg] - sums[1:, reg]) / s0
+    lab = np.ascontiguousarray(lab, np.uint8)
+    sums = granularity_sums(gray, lab, n_steps)
+    out = np.empty((3, int(n_steps)))
+    k.granularity_spectra(sums, int(np.count_nonzero(lab == 1)),
+                          int(np.count_nonzero(lab == 2)), out)
     return out
 
 
 # ---- the family API ------------------------------------------------------------------------
 
-_NAMES: list[str] = []
-
-
-def _names() -> list[str]:
-    if not _NAMES:
-        _NAMES.extend(s.name for s in specs())
-    return _NAMES
-
-
-class _Plan(NamedTuple):
-    """Constant kernel inputs of the module's parameters, built once."""
-
-    shift: int            # q = gray >> shift (LEVELS levels)
-    off_r: np.ndarray     # GLCM offsets
-    off_c: np.ndarray
-    rps: np.ndarray       # LBP sample offsets of every (P, R) in turn
-    cps: np.ndarray
-    n_ps: np.ndarray
-
-
-@lru_cache(maxsize=1)
-def _plan() -> _Plan:
-    off_r, off_c = _glcm_offsets(tuple(int(d) for d in DISTANCES))
-    offs = [_lbp_offsets(int(p), float(rad)) for p, rad in LBP_PARAMS]
-    return _Plan(int(np.log2(256 // LEVELS)), off_r, off_c,
-                 np.concatenate([rp for rp, _ in offs]), np.concatenate([cp for _, cp in offs]),
-                 np.array([rp.size for rp, _ in offs], np.int64))
-
-
 def compute_array(crop: Crop) -> np.ndarray:
-    """Every texture feature of ``crop`` as a float64 vector in :func:`specs` order.
+    """Every texture feature of ``crop`` as a float64 vector in :data:`NAMES` order.
 
     Per region: 13 x len(DISTANCES) GLCM features (distance-major), the LBP histograms
     (``LBP_PARAMS`` order), then the granularity spectrum; NaN for an empty region. The
-    kernels of :func:`region_labels`, :func:`quantize`, :func:`glcm_counts`,
-    :func:`haralick`, :func:`lbp_histograms` and :func:`granularity`, called directly.
+    steps are the public functions :func:`labels_and_levels`, :func:`glcm_counts`,
+    :func:`haralick`, :func:`lbp_counts` and :func:`granularity_sums`; one kernel lays
+    their results out (LBP counts as fractions of the region's pixels, the spectra as
+    :func:`granularity`).
     """
     from ._kernels import texture as k
 
-    pl = _plan()
     gray = crop.gray
-    lab = np.empty(gray.shape, np.uint8)
-    q = np.empty(gray.shape, np.uint8)
-    n_nuc, n_cyt = k.labels_levels(np.asarray(crop.nucleus, bool), np.asarray(crop.cytoplasm, bool),
-                                   gray, pl.shift, lab, q)
-    counts = np.zeros((pl.off_r.size, 2 * LEVELS, 2 * LEVELS), np.int32)
-    k.glcm_counts(q, lab, pl.off_r, pl.off_c, counts)
-    har = np.empty((3, len(DISTANCES), k.N_HARALICK))
-    k.haralick_from_counts(counts, len(DISTANCES), _NLOG, har)
-    lbp = np.zeros((pl.n_ps.size, 2, int(pl.n_ps.max()) + 2), np.int64)
-    k.lbp_uniform_counts(gray, lab, pl.rps, pl.cps, pl.n_ps, lbp)
-    sums = np.zeros((GRANULARITY_STEPS + 1, 2), np.int64)
-    k.granularity_sums(gray, lab, GRANULARITY_STEPS, sums)
-    out = np.empty(len(_names()))
-    if k.assemble(har, lbp, pl.n_ps, sums, n_nuc, n_cyt, out) != out.size:
-        raise AssertionError("texture vector layout does not match specs()")
+    lab, q, n_nuc, n_cyt = labels_and_levels(crop.nucleus, crop.cytoplasm, gray)
+    har = haralick(glcm_counts(q, lab), len(DISTANCES))
+    lbp = lbp_counts(gray, lab)
+    sums = granularity_sums(gray, lab)
+    out = np.empty(len(NAMES))
+    if k.assemble(har, lbp, _lbp_plan(_LBP_KEY).n_ps, sums, n_nuc, n_cyt, out) != out.size:
+        raise AssertionError("texture vector layout does not match NAMES")
     return out
 
 
 def compute(crop: Crop) -> dict[str, float]:
-    """Every texture feature of ``crop`` (NaN for an empty region), in :func:`specs` order."""
-    return dict(zip(_names(), compute_array(crop).tolist(), strict=True))
+    """Every texture feature of ``crop`` (NaN for an empty region), in :data:`NAMES` order."""
+    return as_dict(NAMES, compute_array(crop))
+
+
+_LBP_KEY = tuple((int(p), float(rad)) for p, rad in LBP_PARAMS)
+#: column names of the texture family, in the order of :func:`compute_array`
+NAMES: tuple[str, ...] = tuple(s.name for s in specs())

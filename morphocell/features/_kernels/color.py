@@ -3,8 +3,11 @@
 Layout of the result ``stats[region, channel, stat]`` (filled by :func:`color_stats`):
 
 * region: 0 Nucleus, 1 Cytoplasm, 2 Cell (= Nucleus | Cytoplasm; the two are disjoint);
-* channel: see :data:`CHANNELS` (8-bit channels first, then the real-valued ones);
-* stat: see :data:`STATS`.
+* channel: ``R, G, B, V, OdR, OdG, OdB`` (the ``N8`` 8-bit channels), then ``H, S, LabL,
+  LabA, LabB, Hem, Eos, Res`` (the ``NF`` real-valued ones), named by
+  ``morphocell.features.color.CHANNELS``;
+* stat: ``Mean, Std, Median, P10, P90, Skewness, Kurtosis`` (``N_STATS``), named by
+  ``morphocell.features.color.STATS``.
 
 Per-pixel values are exactly scikit-image's (``img_as_float64`` = ``I * (1/255)``,
 ``rgb2hsv``, ``rgb2lab`` with D65 / 2°, ``rgb2hed``) up to the order of floating-point
@@ -46,16 +49,12 @@ from numba import njit
 from .select import kth_smallest, min_from
 from .crop import hist2
 
-__all__ = ["CHANNELS", "STATS", "NBINS", "color_stats", "luts", "HED_FROM_RGB",
+__all__ = ["N8", "NF", "N_STATS", "NBINS", "color_stats", "luts", "HED_FROM_RGB",
            "XYZ_FROM_RGB", "WHITE_D65"]
 
-#: channel tokens in the order of the kernel's output
-CHANNELS = ("R", "G", "B", "V", "OdR", "OdG", "OdB",           # 8-bit (histogram) channels
-            "H", "S", "LabL", "LabA", "LabB", "Hem", "Eos", "Res")  # real-valued channels
-#: statistic tokens in the order of the kernel's output
-STATS = ("Mean", "Std", "Median", "P10", "P90", "Skewness", "Kurtosis")
 N8 = 7          # number of 8-bit channels
 NF = 8          # number of real-valued channels (H first)
+N_STATS = 7     # statistics per channel
 NBINS = 1024    # bins per real-valued channel for the order-statistic search: any multiple of
 #                32 is exact; 1024 was the fastest of 256-2048 on PBC crops
 

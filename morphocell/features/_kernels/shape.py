@@ -17,7 +17,7 @@ per-run prefix sums of column powers), :func:`hu_from_central`, the Zernike comb
 rotating calipers). :func:`curvature_contours` and :func:`edt_sq` + :func:`lobe_persistence`
 serve the curvature features and the nuclear lobe count.
 
-Output layout of :func:`region_shape` (``CORE_NAMES`` order)::
+Output layout of :func:`region_shape` (named by ``morphocell.features.shape.CORE_NAMES``)::
 
     0 Area  1 Perimeter  2 ConvexArea  3 Solidity  4 Extent  5 Eccentricity
     6 MajorAxisLength  7 MinorAxisLength  8 EquivalentDiameter  9 Circularity
@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "CORE_NAMES", "ZERNIKE_NM", "ZERNIKE_DEGREE", "ZERNIKE_ROWS", "N_CORE", "zernike_table",
+    "ZERNIKE_NM", "ZERNIKE_DEGREE", "ZERNIKE_ROWS", "N_CORE", "zernike_table",
     "alloc_workspace", "alloc_lobe_workspace", "scan_region", "central_moments",
     "hu_from_central", "convex_hull_levels", "chords", "convex_and_feret", "caliper_diameters",
     "boundary_radii", "region_shape", "contour_curvature", "curvature_accumulate",
@@ -46,15 +46,10 @@ ZERNIKE_DEGREE = 8
 #: |Z_1_1| = 0 at the centre of mass, so both are left out.
 ZERNIKE_NM = tuple((n, m) for n in range(ZERNIKE_DEGREE + 1) for m in range(n + 1)
                    if (n - m) % 2 == 0 and (n, m) not in ((0, 0), (1, 1)))
-CORE_NAMES = (
-    "Area", "Perimeter", "ConvexArea", "Solidity", "Extent", "Eccentricity",
-    "MajorAxisLength", "MinorAxisLength", "EquivalentDiameter", "Circularity", "Roundness",
-    "FeretMax", "FeretMin", "RadiusMin", "RadiusMax", "RadiusMean", "RadiusStd",
-    "Hu1", "Hu2", "Hu3", "Hu4", "Hu5", "Hu6", "Hu7",
-) + tuple(f"Zernike_{n}_{m}" for n, m in ZERNIKE_NM)
-N_CORE = len(CORE_NAMES)
-_I_HU = 17
-_I_ZER = 24
+_I_HU = 17   # first Hu invariant in the output of region_shape
+_I_ZER = 24  # first Zernike magnitude
+#: length of the output of :func:`region_shape` (the layout in the module docstring)
+N_CORE = _I_ZER + len(ZERNIKE_NM)
 
 # skimage.measure.perimeter (neighborhood=4): weight of each code
 # 1 + 2 * (#4-neighbours on the border) + 10 * (#diagonal neighbours on the border)
@@ -561,7 +556,8 @@ def boundary_radii(border, n_border, cr, cc, out):
 @njit(cache=True, nogil=True)
 def region_shape(mask, runs, border, bimg, lev_lo, lev_hi, pts, hull, ch_lo, ch_hi, cl_lo, cl_hi,
                  zw_re, zw_im, z_rows, out, aux):
-    """All moment/hull/boundary shape features of one boolean mask, in ``CORE_NAMES`` order.
+    """All moment/hull/boundary shape features of one boolean mask (the layout in the module
+    docstring).
 
     ``out`` is filled with NaN for an empty mask. ``aux`` (8 floats) receives ``(N,
     centroid r, centroid c, Zernike radius, rmin, rmax, cmin, cmax)``. Returns the number

@@ -20,8 +20,7 @@ from .crop import hist2
 
 __all__ = [
     "N_HARALICK", "labels_levels", "assemble", "glcm_counts", "haralick_from_counts",
-    "lbp_uniform_counts",
-    "granularity_sums",
+    "lbp_uniform_counts", "granularity_signal", "granularity_sums", "granularity_spectra",
 ]
 
 #: number of Haralick features computed by :func:`haralick_from_counts`
@@ -73,22 +72,42 @@ def assemble(har, lbp, n_ps, sums, n1, n2, out):
                     v = lbp[j, 0, b] + lbp[j, 1, b] if reg == 2 else lbp[j, reg, b]
                     out[k] = np.float64(v) / np.float64(npx)
                 k += 1
-        s0 = sums[0, 0] + sums[0, 1] if reg == 2 else sums[0, reg]
-        for i in range(n_steps):
-            if npx == 0:
-                out[k] = np.nan
-            elif s0 == 0:
-                out[k] = 0.0
-            else:
-                if reg == 2:
-                    a = sums[i, 0] + sums[i, 1]
-                    b = sums[i + 1, 0] + sums[i + 1, 1]
-                else:
-                    a = sums[i, reg]
-                    b = sums[i + 1, reg]
-                out[k] = 100.0 * np.float64(a - b) / np.float64(s0)
-            k += 1
+        _spectrum(sums, reg, npx, out, k)
+        k += n_steps
     return k
+
+
+@njit(cache=True, nogil=True)
+def _spectrum(sums, reg, npx, out, k):
+    """``out[k:k + n_steps]`` = the granularity spectrum ``100 (S_i - S_{i+1}) / S_0`` of
+    region ``reg`` (0 nucleus, 1 cytoplasm, 2 cell: their sum) from the opening sums ``sums``
+    of :func:`granularity_sums`; 0 when ``S_0 = 0``, NaN when the region has no pixel
+    (``npx == 0``)."""
+    n_steps = sums.shape[0] - 1
+    s0 = sums[0, 0] + sums[0, 1] if reg == 2 else sums[0, reg]
+    for i in range(n_steps):
+        if npx == 0:
+            out[k] = np.nan
+        elif s0 == 0:
+            out[k] = 0.0
+        else:
+            if reg == 2:
+                a = sums[i, 0] + sums[i, 1]
+                b = sums[i + 1, 0] + sums[i + 1, 1]
+            else:
+                a = sums[i, reg]
+                b = sums[i + 1, reg]
+            out[k] = 100.0 * np.float64(a - b) / np.float64(s0)
+        k += 1
+
+
+@njit(cache=True, nogil=True)
+def granularity_spectra(sums, n1, n2, out):
+    """``out`` (3, n_steps): the granularity spectra of nucleus, cytoplasm and cell (as in
+    :func:`assemble`) for regions of ``n1`` and ``n2`` pixels."""
+    for reg in range(3):
+        npx = n1 if reg == 0 else (n2 if reg == 1 else n1 + n2)
+        _spectrum(sums, reg, npx, out[reg], 0)
 
 
 @njit(cache=True, nogil=True)
@@ -523,27 +542,11 @@ def _region_sums(img, lab):
 
 
 @njit(cache=True, nogil=True)
-def granularity_sums(gray, lab, n_steps, out):
-    """Sums of the grey openings of ``sig`` by diamonds of radius 0 .. n_steps, per region.
-
-    ``gamma_i = delta_i(epsilon_i(sig))`` with the city-block diamond
-    ``D_i = {(y, x): |y| + |x| <= i}`` (``D_i`` = ``i``-fold Minkowski sum of the 3x3 cross,
-    CellProfiler's ``disk(1)``), the image extended by 0 outside (erosion reads 0 there,
-    dilation ignores it). ``epsilon_i = epsilon_1(epsilon_{i-1})`` and ``delta_i`` is ``i``
-    cross dilations (on a rectangle, iterated cross steps equal the diamond since a
-    monotone lattice path joins any two pixels inside their bounding box).
-
-    The signal is ``sig = max(0, b - gray)`` in the cell (lab != 0) and 0 outside, ``b`` the
-    lower median grey level of the non-cell pixels (255 when there are none).
-
-    Parameters
-    ----------
-    gray : (h, w) uint8
-    lab : (h, w) uint8
-    n_steps : int
-    out : (n_steps + 1, 2) int64: ``out[i, a-1] = sum of gamma_i over the pixels with
-        lab == a`` (``gamma_0 = sig``).
-    """
+def granularity_signal(gray, lab, out):
+    """The granularity signal ``sig = max(0, b - gray)`` in the cell (``lab != 0``), 0
+    outside, written into the interior ``out[1:-1, 1:-1]`` of a zero-filled uint8 ``(h + 2,
+    w + 2)`` array; ``b`` is the lower median (the ceil(n/2)-th smallest) grey level of the
+    n non-cell pixels (255 when n = 0). Returns ``b``."""
     h, w = gray.shape
     hist = np.zeros(256, np.int64)
     for r in range(h):
@@ -560,14 +563,40 @@ def granularity_sums(gray, lab, n_steps, out):
             if acc >= half:
                 b = v
                 break
+    for r in range(h):
+        for c in range(w):
+            if lab[r, c] != 0 and gray[r, c] < b:
+                out[r + 1, c + 1] = b - gray[r, c]
+    return b
+
+
+@njit(cache=True, nogil=True)
+def granularity_sums(gray, lab, n_steps, out):
+    """Sums of the grey openings of ``sig`` by diamonds of radius 0 .. n_steps, per region.
+
+    ``gamma_i = delta_i(epsilon_i(sig))`` with the city-block diamond
+    ``D_i = {(y, x): |y| + |x| <= i}`` (``D_i`` = ``i``-fold Minkowski sum of the 3x3 cross,
+    CellProfiler's ``disk(1)``), the image extended by 0 outside (erosion reads 0 there,
+    dilation ignores it). ``epsilon_i = epsilon_1(epsilon_{i-1})`` and ``delta_i`` is ``i``
+    cross dilations (on a rectangle, iterated cross steps equal the diamond since a
+    monotone lattice path joins any two pixels inside their bounding box).
+
+    The signal is :func:`granularity_signal`'s.
+
+    Parameters
+    ----------
+    gray : (h, w) uint8
+    lab : (h, w) uint8
+    n_steps : int
+    out : (n_steps + 1, 2) int64: ``out[i, a-1] = sum of gamma_i over the pixels with
+        lab == a`` (``gamma_0 = sig``).
+    """
+    h, w = gray.shape
     ero = np.zeros((h + 2, w + 2), np.uint8)
     tmp = np.zeros((h + 2, w + 2), np.uint8)
     d1 = np.zeros((h + 2, w + 2), np.uint8)
     d2 = np.zeros((h + 2, w + 2), np.uint8)
-    for r in range(h):
-        for c in range(w):
-            if lab[r, c] != 0 and gray[r, c] < b:
-                ero[r + 1, c + 1] = b - gray[r, c]
+    granularity_signal(gray, lab, ero)
     out[0, 0], out[0, 1] = _region_sums(ero, lab)
     for i in range(1, n_steps + 1):
         _erode_cross(ero, tmp)
