@@ -234,7 +234,7 @@ def main(argv=None) -> int:
 
     # 5. both stacks with stain-augmented copies (same split, same deep path)
     if args.domain_copies:
-        from morphocell.workflow import _domain_copy_features
+        from morphocell.train import _domain_copy_features
 
         t = time.perf_counter()
         Xc, yc, src = _domain_copy_features(list(tr_paths), np.asarray(tr_y, dtype=object),

@@ -303,7 +303,7 @@ class Run:
     # -- 1. accuracy: grey baseline and hand-crafted learners
     def section_accuracy(self) -> dict:
         from morphocell.ensembles.stacking import BaseLearner, StackedCellClassifier
-        from morphocell.workflow import compute_features
+        from morphocell.train import compute_features
 
         cfg, seed = self.cfg, self.cfg["random_state"]
         (trp, trl), (tep, tel) = self.split["train"], self.split["test"]

@@ -5,6 +5,11 @@ embeddings (Keras, optional) and stacked ensembles, all scikit-learn compatible.
 
 ``import morphocell`` is light: TensorFlow and Dask are imported only by the functions that
 need them, and most submodules are loaded on first use.
+
+The workflow: :func:`train` (labelled images -> :class:`TrainResult`), :func:`predict`
+(images -> :class:`PredictionResult`: predictions, differential count, flags) and
+:func:`evaluate` (labelled images -> :class:`EvaluationResult`). ``morphocell.train`` and
+``morphocell.predict`` are also the modules that hold them; either way they can be called.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ __all__ = [
     "segment", "CellMasks", "find_white_cells", "crop_cells",
     "extract_features", "FeatureExtractor", "feature_names",
     "StackedCellClassifier",
+    "train", "predict", "evaluate", "TrainResult", "PredictionResult", "EvaluationResult",
 ]
 
 _LAZY = {
@@ -37,15 +43,23 @@ _LAZY = {
     "FeatureExtractor": "morphocell.features.extractor",
     "feature_names": "morphocell.features.extractor",
     "StackedCellClassifier": "morphocell.ensembles.stacking",
+    "train": "morphocell.train",
+    "TrainResult": "morphocell.train",
+    "predict": "morphocell.predict",
+    "evaluate": "morphocell.predict",
+    "PredictionResult": "morphocell.predict",
+    "EvaluationResult": "morphocell.predict",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ensembles.stacking import StackedCellClassifier
     from .features.extractor import FeatureExtractor, extract_features, feature_names
     from .io import load_folder, load_manifest, read_image
+    from .predict import EvaluationResult, PredictionResult, evaluate, predict
     from .segmentation import segment
     from .segmentation.detect import crop_cells, find_white_cells
     from .segmentation.masks import CellMasks
+    from .train import TrainResult, train
 
 
 def __getattr__(name: str):

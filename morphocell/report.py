@@ -6,6 +6,11 @@ Definitions
   :math:`p_{atyp}(x) = \\sum_{c \\in A} p(c \\mid x)` over the atypical classes :math:`A`;
 * differential count over the :math:`N` successfully classified cells:
   :math:`n_c = \\#\\{i : \\hat y_i = c\\}`, :math:`\\%_c = 100\\, n_c / N`;
+* as hematology analysers report it: the **WBC differential** per 100 leukocytes,
+  :math:`100\\, n_c / N_{WBC}` over the white-cell classes (every class except platelets and
+  erythroblasts, :data:`PLATELET_CLASSES`, :data:`NRBC_CLASSES`), **nucleated red cells**
+  (erythroblasts) per 100 WBC, :math:`100\\, n_{NRBC} / N_{WBC}`, and **platelets** counted
+  apart;
 * accuracy :math:`\\frac{1}{n}\\sum_i [\\hat y_i = y_i]`; balanced accuracy = mean per-class
   recall; macro-F1 = unweighted mean over classes of :math:`F1_c = 2 P_c R_c / (P_c + R_c)`;
   ROC AUC per class: one-vs-rest, the probability of class ``c`` as score.
@@ -14,6 +19,10 @@ Definitions
 ...                        atypical_classes=["ig"])
 >>> d["counts"], d["percent"]["neutrophil"], d["flagged"], d["n_failed"]
 ({'ig': 1, 'neutrophil': 2}, 66.67, ['ig'], 1)
+>>> d = differential_count(["neutrophil", "erythroblast", "platelet", "lymphocyte"],
+...                        ["erythroblast", "lymphocyte", "neutrophil", "platelet"])
+>>> d["wbc"]["percent"], d["nrbc_per_100_wbc"], d["n_platelets"]
+({'lymphocyte': 50.0, 'neutrophil': 50.0}, 50.0, 1)
 """
 from __future__ import annotations
 
@@ -22,11 +31,33 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["atypical_probability", "differential_count", "format_differential",
-           "review_threshold", "review_curve", "review_excess", "plot_review_curve",
-           "REVIEW_ACCURACY",
-           "classification_metrics", "format_metrics", "most_confused",
-           "plot_confusion_matrix", "plot_top_features", "top_features_table"]
+__all__ = [
+    "DISPLAY_NAMES",
+    "NRBC_CLASSES",
+    "PLATELET_CLASSES",
+    "REVIEW_ACCURACY",
+    "atypical_probability",
+    "classification_metrics",
+    "differential_count",
+    "display_name",
+    "final_classifier",
+    "format_base_learners",
+    "format_cv_scores",
+    "format_differential",
+    "format_metrics",
+    "format_review",
+    "json_text",
+    "most_confused",
+    "plot_confusion_matrix",
+    "plot_review_curve",
+    "plot_top_features",
+    "review_curve",
+    "review_excess",
+    "review_threshold",
+    "top_features_table",
+    "write_explanation",
+    "write_json",
+]
 
 
 def atypical_probability(proba: np.ndarray, classes: Sequence[str],
@@ -37,6 +68,20 @@ def atypical_probability(proba: np.ndarray, classes: Sequence[str],
     if not idx:
         return np.zeros(proba.shape[0])
     return proba[:, idx].sum(axis=1)
+
+
+#: Class names (lower case) counted as platelets: reported apart, outside the WBC differential.
+PLATELET_CLASSES = ("platelet", "platelets", "thrombocyte", "thrombocytes")
+#: Class names (lower case) counted as nucleated red cells: reported per 100 WBC.
+NRBC_CLASSES = ("erythroblast", "erythroblasts", "nrbc")
+#: How class names are spelled out in printed tables (files keep the class names).
+DISPLAY_NAMES = {"ig": "immature granulocytes (ig)"}
+
+
+def display_name(c) -> str:
+    """The name of class ``c`` in human output: ``"ig"`` -> ``"immature granulocytes
+    (ig)"``; other names unchanged."""
+    return DISPLAY_NAMES.get(str(c), str(c))
 
 
 def differential_count(predicted: Sequence[str | None], classes: Sequence[str],
@@ -56,9 +101,13 @@ def differential_count(predicted: Sequence[str | None], classes: Sequence[str],
 
     Returns
     -------
-    dict with ``n_images``, ``n_classified``, ``n_failed``, ``counts``, ``percent`` (rounded
-    to 2 decimals; all 0 when nothing was classified), ``atypical_classes``, ``flagged``
-    (atypical classes with at least one cell), ``n_atypical``, ``percent_atypical``, and when
+    dict with ``n_images``, ``n_classified``, ``n_failed``, ``counts``, ``percent`` (share of
+    all classified cells, every class included; rounded to 2 decimals; all 0 when nothing
+    was classified), ``atypical_classes``, ``flagged`` (atypical classes with at least one
+    cell), ``n_atypical``, ``percent_atypical``; the hematology view: ``wbc`` (``classes``,
+    ``n`` leukocytes, ``counts``, ``percent`` per 100 leukocytes: the WBC differential),
+    ``n_nrbc`` and ``nrbc_per_100_wbc`` (erythroblasts per 100 WBC; ``None`` when the model
+    has no erythroblast class or no leukocyte was counted), ``n_platelets``; and when
     ``p_atypical`` is given ``mean_p_atypical`` and ``n_p_atypical_over_0.5``.
     """
     classes = [str(c) for c in classes]
@@ -82,6 +131,17 @@ def differential_count(predicted: Sequence[str | None], classes: Sequence[str],
         "n_atypical": n_atyp,
         "percent_atypical": round(100.0 * n_atyp / n, 2) if n else 0.0,
     }
+    platelets = [c for c in classes if c.lower() in PLATELET_CLASSES]
+    nrbc = [c for c in classes if c.lower() in NRBC_CLASSES]
+    wbc = [c for c in classes if c not in platelets and c not in nrbc]
+    n_wbc = int(sum(counts[c] for c in wbc))
+    n_nrbc = int(sum(counts[c] for c in nrbc))
+    out["wbc"] = {"classes": wbc, "n": n_wbc, "counts": {c: counts[c] for c in wbc},
+                  "percent": {c: (round(100.0 * counts[c] / n_wbc, 2) if n_wbc else 0.0)
+                              for c in wbc}}
+    out["n_nrbc"] = n_nrbc
+    out["nrbc_per_100_wbc"] = round(100.0 * n_nrbc / n_wbc, 2) if n_wbc and nrbc else None
+    out["n_platelets"] = int(sum(counts[c] for c in platelets))
     if p_atypical is not None:
         pa = np.asarray(p_atypical, dtype=np.float64)
         pa = pa[np.isfinite(pa)]
@@ -232,15 +292,21 @@ def plot_review_curve(curve, path: str | os.PathLike, threshold: float | None = 
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     ax.plot(100 * curve["review_fraction"], 100 * curve["accepted_accuracy"], lw=1.5)
     at = curve[curve["threshold"] >= threshold] if threshold is not None else curve.iloc[:0]
+    x_mark = None
     if len(at):
         row = at.iloc[-1]                                  # the cells kept at the threshold
-        ax.plot(100 * row["review_fraction"], 100 * row["accepted_accuracy"], "o",
+        x_mark = 100 * float(row["review_fraction"])
+        ax.plot(x_mark, 100 * row["accepted_accuracy"], "o", clip_on=False,
                 label=f"threshold {threshold:.3f}: {100 * row['review_fraction']:.1f}% "
                       f"reviewed, {100 * row['accepted_accuracy']:.2f}% right")
         ax.legend(loc="lower right", fontsize=8)
-    if len(curve):  # up to where the kept cells reach their best accuracy, not all 100%
+    if len(curve):  # up to where the kept cells reach their best accuracy, not all 100%,
+        # and always far enough to show the threshold's point
         best = curve[curve["accepted_accuracy"] >= curve["accepted_accuracy"].max()]
-        ax.set_xlim(0, min(100.0, max(10.0, 120.0 * float(best["review_fraction"].min()))))
+        right = max(10.0, 120.0 * float(best["review_fraction"].min()))
+        if x_mark is not None:
+            right = max(right, 1.1 * x_mark + 1.0)
+        ax.set_xlim(0, min(100.0, right))
     ax.set_xlabel("cells sent to review (%)")
     ax.set_ylabel("accuracy of the other cells (%)")
     ax.set_title(title, fontsize=10)
@@ -252,26 +318,54 @@ def plot_review_curve(curve, path: str | os.PathLike, threshold: float | None = 
 
 
 def format_differential(d: dict) -> str:
-    """The differential count as a small text table (with a ``review`` column of the cells
-    per class marked for review when ``d["needs_review"]["by_class"]`` is there)."""
+    """The differential count as text, as a hematology report reads: the WBC differential
+    (per 100 leukocytes), nucleated red cells per 100 WBC and platelets apart, with a
+    ``review`` column of the cells per class marked for review when
+    ``d["needs_review"]["by_class"]`` is there, and the atypical classes flagged."""
     review = (d.get("needs_review") or {}).get("by_class")
-    head = f"  {'class':<16}{'count':>7}{'%':>9}" + (f"{'review':>8}" if review else "")
-    lines = [f"Differential count ({d['n_classified']} cells classified, "
-             f"{d['n_failed']} failed)", head]
-    for c, k in d["counts"].items():
+    wbc = d.get("wbc") or {"classes": list(d["counts"]), "n": d["n_classified"],
+                           "percent": d["percent"]}
+    others = [c for c in d["counts"] if c not in wbc["classes"]]
+    width = max([len(display_name(c)) for c in d["counts"]] + [len("class")]) + 2
+    lines = [(f"Differential count ({d['n_classified']} cells classified, "
+              f"{d['n_failed']} failed)"),
+             f"  WBC differential ({wbc['n']} leukocytes; % per 100 WBC):",
+             f"  {'class':<{width}}{'count':>7}{'% WBC':>9}" + (f"{'review':>8}" if review
+                                                                else "")]
+
+    def row(c: str, value: str) -> str:
         flag = "  <- flagged (atypical)" if c in d["flagged"] else ""
         rv = f"{review.get(c, 0):>8}" if review else ""
-        lines.append(f"  {c:<16}{k:>7}{d['percent'][c]:>9.2f}{rv}{flag}")
+        return f"  {display_name(c):<{width}}{d['counts'][c]:>7}{value:>9}{rv}{flag}"
+
+    for c in wbc["classes"]:
+        lines.append(row(c, f"{wbc['percent'][c]:.2f}"))
+    for c in others:
+        flag = "  <- flagged (atypical)" if c in d["flagged"] else ""
+        rv = f", {review.get(c, 0)} marked for review" if review else ""
+        if c.lower() in NRBC_CLASSES:
+            per = d.get("nrbc_per_100_wbc")
+            value = f"{per:.2f} per 100 WBC" if per is not None else "no WBC to count against"
+            lines.append(f"  nucleated red cells ({c}): {d['counts'][c]}, {value}{rv}{flag}")
+        elif c.lower() in PLATELET_CLASSES:
+            lines.append(f"  platelets ({c}): {d['counts'][c]}, counted apart from the "
+                         f"WBC{rv}{flag}")
     if d["flagged"]:
         sure = ""
         if review:
             n_rev = sum(review.get(c, 0) for c in d["flagged"])
             sure = f"; {d['n_atypical'] - n_rev} of them not marked for review"
-        lines.append(f"  FLAG: atypical classes present: {', '.join(d['flagged'])} "
-                     f"({d['n_atypical']} cells, {d['percent_atypical']:.2f}%{sure})")
-    else:
+        lines.append(f"  FLAG: atypical classes present: "
+                     f"{', '.join(display_name(c) for c in d['flagged'])} "
+                     f"({_plural(d['n_atypical'], 'cell')}, {d['percent_atypical']:.2f}% of "
+                     f"the classified cells{sure})")
+    elif d["n_classified"]:
         lines.append("  no atypical class present")
     return "\n".join(lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def most_confused(cm: np.ndarray, labels: Sequence[str], top: int = 5) -> list[dict]:
@@ -299,14 +393,19 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
     confusion matrix is the union of ``classes``, ``y_true`` and ``y_pred`` (sorted); macro
     averages follow scikit-learn (labels present in ``y_true`` or ``y_pred``).
     """
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                                 f1_score, precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y_true = np.asarray([str(v) for v in y_true], dtype=object)
     y_pred = np.asarray([str(v) for v in y_pred], dtype=object)
     classes = [str(c) for c in (classes if classes is not None else [])]
     labels = sorted(set(classes) | set(y_true) | set(y_pred))
-    out = {"n": int(len(y_true))}
+    out = {"n": len(y_true)}
     if len(y_true) == 0:
         out.update(accuracy=None, balanced_accuracy=None, macro_f1=None, per_class={},
                    labels=labels, confusion_matrix=[], most_confused=[])
@@ -324,7 +423,9 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     out.update(
         accuracy=float(accuracy_score(y_true, y_pred)),
-        balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)),
+        # mean recall over the classes present in y_true (balanced_accuracy_score's
+        # definition, without its warning when y_pred holds other classes)
+        balanced_accuracy=float(np.mean(r[s > 0])),
         macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         per_class=per, labels=labels, confusion_matrix=cm.tolist(),
         most_confused=most_confused(cm, labels))
@@ -335,18 +436,21 @@ def format_metrics(m: dict) -> str:
     """Metrics as text: overall scores, per-class table, most-confused pairs."""
     if not m.get("n"):
         return "no image could be evaluated"
-    lines = [f"accuracy {m['accuracy']:.4f}   balanced accuracy {m['balanced_accuracy']:.4f}   "
-             f"macro-F1 {m['macro_f1']:.4f}   (n={m['n']})",
-             f"  {'class':<16}{'precision':>10}{'recall':>8}{'F1':>8}{'AUC':>8}{'support':>9}"]
+    width = max([len(display_name(c)) for c in m["per_class"]] + [len("class")]) + 2
+    lines = [(f"accuracy {m['accuracy']:.4f}   balanced accuracy "
+              f"{m['balanced_accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   (n={m['n']})"),
+             (f"  {'class':<{width}}{'precision':>10}{'recall':>8}{'F1':>8}{'AUC':>8}"
+              f"{'support':>9}")]
     for c, r in m["per_class"].items():
         auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
-        lines.append(f"  {c:<16}{r['precision']:>10.4f}{r['recall']:>8.4f}{r['f1']:>8.4f}"
-                     f"{auc:>8}{r['support']:>9}")
+        lines.append(f"  {display_name(c):<{width}}{r['precision']:>10.4f}{r['recall']:>8.4f}"
+                     f"{r['f1']:>8.4f}{auc:>8}{r['support']:>9}")
     if m["most_confused"]:
         lines.append("  most confused (true -> predicted):")
         for q in m["most_confused"]:
-            lines.append(f"    {q['true']} -> {q['predicted']}: {q['count']} "
-                         f"({100 * q['fraction']:.1f}% of {q['true']})")
+            lines.append(f"    {display_name(q['true'])} -> {display_name(q['predicted'])}: "
+                         f"{q['count']} ({100 * q['fraction']:.1f}% of "
+                         f"{display_name(q['true'])})")
     return "\n".join(lines)
 
 
@@ -423,3 +527,109 @@ def plot_top_features(table, path: str | os.PathLike,
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+# -- files and text of a training ------------------------------------------------------------
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def json_text(obj) -> str:
+    """``obj`` as indented JSON text (numpy scalars and arrays as numbers)."""
+    import json
+
+    return json.dumps(obj, indent=2, default=_jsonable)
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """``obj`` as indented JSON, written atomically (numpy scalars and arrays as numbers)."""
+    import json
+
+    from ._utils import atomic_write
+
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2, default=_jsonable)
+        fh.write("\n")
+
+
+def final_classifier(est):
+    """The :class:`~morphocell.ensembles.StackedCellClassifier` of ``est`` (itself, or the last
+    step of a Pipeline), else ``None``."""
+    from .ensembles.stacking import StackedCellClassifier
+
+    if isinstance(est, StackedCellClassifier):
+        return est
+    steps = getattr(est, "steps", None)
+    if steps and isinstance(steps[-1][1], StackedCellClassifier):
+        return steps[-1][1]
+    return None
+
+
+def write_explanation(model, folder: str | os.PathLike, top: int = 15) -> list:
+    """Top features per class (XGBoost gain share) as CSV + PNG, and the training record
+    (CV scores, metadata) as ``training.json``; returns the paths written."""
+    from pathlib import Path
+
+    from ._utils import write_csv
+
+    folder = Path(folder)
+    written = []
+    clf = final_classifier(model.estimator)
+    write_json({"cv_scores": model.metadata.get("cv_scores", {}),
+                "metadata": model.metadata}, folder / "training.json")
+    written.append(folder / "training.json")
+    if clf is not None and hasattr(clf, "class_importances"):
+        try:
+            imp = clf.class_importances()
+        except AttributeError:
+            return written
+        table = top_features_table(imp, top=top)
+        write_csv(table, folder / "top_features.csv", float_format="%.6g")
+        plot_top_features(table, folder / "top_features.png")
+        written += [folder / "top_features.csv", folder / "top_features.png"]
+    return written
+
+
+def format_cv_scores(scores: dict) -> str:
+    """Out-of-fold accuracy and macro-F1 per learner as a small table."""
+    width = max([len(n) for n in scores] + [len("learner")]) + 2
+    lines = [f"  {'learner':<{width}}{'CV accuracy':>12}{'CV macro-F1':>13}"]
+    for name, s in scores.items():
+        lines.append(f"  {name:<{width}}{s['accuracy']:>12.4f}{s['macro_f1']:>13.4f}")
+    return "\n".join(lines)
+
+
+def format_review(r: dict) -> str:
+    """One sentence on a model's review threshold (:func:`review_threshold` output)."""
+    if not r["n"]:
+        return "review: no out-of-fold probabilities to choose a confidence threshold on"
+    if r["threshold"] > 1:
+        return (f"review: no confidence threshold reaches {r['target_accuracy']:.1%} accuracy "
+                "out of fold; predict marks every cell needs_review")
+    return (f"review threshold {r['threshold']:.3f}: out of fold, {r['review_fraction']:.1%} of "
+            f"the {r['n']} training images fall below it, and {r['accepted_accuracy']:.2%} "
+            f"of the others are right (target {r['target_accuracy']:.1%}); predict marks "
+            "cells below it needs_review")
+
+
+def format_base_learners(m: dict) -> str:
+    """F1 per class of each base learner and of the stack (``m["base_learners"]`` of an
+    evaluation), one column per class; ``""`` without base learners."""
+    bl = m.get("base_learners")
+    if not bl:
+        return ""
+    labels = [c for c in m["per_class"] if m["per_class"][c]["support"] > 0]
+    cols = [max(len(c), 6) + 2 for c in labels]
+    rows = [f"  {'model':<18}{'accuracy':>9}{'macro-F1':>9}" + "".join(
+        f"{c:>{w}}" for c, w in zip(labels, cols, strict=True))]
+    for name, r in list(bl.items()) + [("stack", {
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}})]:
+        rows.append(f"  {name:<18}{r['accuracy']:>9.4f}{r['macro_f1']:>9.4f}" + "".join(
+            f"{r['per_class_f1'].get(c, float('nan')):>{w}.4f}"
+            for c, w in zip(labels, cols, strict=True)))
+    return "per-learner F1 (columns: classes):\n" + "\n".join(rows)

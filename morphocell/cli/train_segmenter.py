@@ -1,18 +1,70 @@
 """``morphocell train-segmenter``: train the U-Net segmenter (deep extra)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import argparse
 
-import numpy as np
-
-from ..errors import MorphocellError
+from ._common import add_command
 
 
-def train_command(args) -> int:
-    """CLI: ``morphocell train-segmenter --out WEIGHTS [--data segwbc] [--pseudo pbc]``."""
+def add_parser(subparsers):
+    p = add_command(
+        subparsers, "train-segmenter", "train the U-Net segmenter (deep extra)",
+        """
+Train the U-Net nucleus/cytoplasm segmenter on expert masks (a segwbc folder: datasetN/
+NNN_image.png with NNN_mask.png; even ids train, odd ids are held out for evaluation),
+optionally with pseudo-labels from confident Otsu segmentations of a PBC folder. Writes the
+weights (.keras) and prints a JSON summary.
+
+The expert masks come from --data, or from $MORPHOCELL_DATA/segwbc when the environment
+variable MORPHOCELL_DATA names the data folder.""",
+        "morphocell train-segmenter --data data/segwbc --pseudo data/pbc --out unet.keras\n"
+        "MORPHOCELL_DATA=data morphocell train-segmenter --out unet.keras --epochs 20")
+    p.add_argument("--out", required=True, help="weights file to write (.keras)")
+    p.add_argument("--data", default=None,
+                   help="segwbc folder with expert masks (default: $MORPHOCELL_DATA/segwbc)")
+    p.add_argument("--pseudo", default=None, help="PBC folder for pseudo-labels")
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs")
+    p.add_argument("--base-filters", type=int, default=12,
+                   help="filters of the first level, doubled per level")
+    p.add_argument("--expert-repeat", type=int, default=3,
+                   help="times each expert-annotated image appears per epoch")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="network input side in pixels, a multiple of 16 (default 128); "
+                        "inference reads it from the weights file")
+    p.add_argument("--balance-datasets", action=argparse.BooleanOptionalAction, default=False,
+                   help="repeat each expert dataset to the size of the largest, in training "
+                        "and validation")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these U-Net weights (fine-tuning); the input size and "
+                        "architecture come from the file")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="initial Adam learning rate, cosine-decayed to 5%% of it (default 2e-3)")
+    p.add_argument("--random-state", type=int, default=0, help="seed of every random choice")
+    return p
+
+
+def _data_folder(data: str | None):
+    import os
+    from pathlib import Path
+
+    from ..errors import DataError
+
+    if data:
+        return Path(data)
+    root = os.environ.get("MORPHOCELL_DATA")
+    if not root:
+        raise DataError("no expert masks: give --data SEGWBC_FOLDER (or set MORPHOCELL_DATA "
+                        "to the folder that holds segwbc/)")
+    return Path(root) / "segwbc"
+
+
+def run(args) -> int:
     import json
+    from pathlib import Path
 
+    import numpy as np
+
+    from ..errors import DataError
     from ..segmentation.unet import (
         INPUT_SIZE,
         LEARNING_RATE,
@@ -25,19 +77,17 @@ def train_command(args) -> int:
     )
 
     init = None
-    if getattr(args, "init", None) is not None:  # fine-tuning: the file gives size and layers
+    if args.init is not None:  # fine-tuning: the file gives size and layers
         init = load_unet(args.init)
         size = int(init.input_shape[1])
-        if getattr(args, "input_size", None) not in (None, size):
-            raise MorphocellError(f"--input-size {args.input_size} differs from the input size "
-                                  f"of --init {args.init} ({size})")
+        if args.input_size not in (None, size):
+            raise DataError(f"--input-size {args.input_size} differs from the input size "
+                            f"of --init {args.init} ({size})")
     else:
-        size = getattr(args, "input_size", None) or INPUT_SIZE
+        size = args.input_size or INPUT_SIZE
     if size < 32 or size % 16:  # four 2x poolings must divide it; checked before any work
-        raise MorphocellError(f"--input-size must be a multiple of 16 and at least 32, got {size}")
-    data = Path(args.data) if args.data else Path(os.environ.get(
-        "MORPHOCELL_DATA", "../shared/data")) / "segwbc"
-    train_all = load_segwbc(data, held_out=False)
+        raise DataError(f"--input-size must be a multiple of 16 and at least 32, got {size}")
+    train_all = load_segwbc(_data_folder(args.data), held_out=False)
     rng = np.random.default_rng(args.random_state)
     idx = rng.permutation(len(train_all))
     n_val = max(1, len(train_all) // 6)
@@ -45,8 +95,8 @@ def train_command(args) -> int:
     train = [train_all[i] for i in idx[n_val:]]
     # expert masks are few (~140) next to ~800 pseudo-labels: repeat them so that the
     # network sees expert boundaries at least as often as Otsu-derived ones
-    repeat = max(1, int(getattr(args, "expert_repeat", 1) or 1))
-    if getattr(args, "balance_datasets", False):
+    repeat = max(1, int(args.expert_repeat or 1))
+    if args.balance_datasets:
         train = balance_datasets(train, repeat, random_state=args.random_state)
         val = balance_datasets(val, 1, random_state=args.random_state)
     else:
@@ -56,11 +106,10 @@ def train_command(args) -> int:
         print(f"pseudo-labels: {len(pseudo)} confident PBC images")
         train = train + pseudo
     print(f"training on {len(train)} images (experts x{repeat}), validating on {len(val)} "
-          "(expert, even ids); "
-          "odd ids are held out for evaluation")
+          "(expert, even ids); odd ids are held out for evaluation")
     model, hist = train_unet(train, val, epochs=args.epochs or 40, input_size=size,
-                             base_filters=getattr(args, "base_filters", 16) or 16,
-                             learning_rate=getattr(args, "learning_rate", None) or LEARNING_RATE,
+                             base_filters=args.base_filters or 16,
+                             learning_rate=args.learning_rate or LEARNING_RATE,
                              random_state=args.random_state, init=init)
     out = Path(args.out)
     save_unet(model, out)

@@ -1,0 +1,50 @@
+"""What the sub-command modules share: the help layout and the common options."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and examples kept as written; defaults shown, except ``None`` / ``False``
+    (an option that is off, or whose default the help text explains)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_command(subparsers, name: str, summary: str, description: str,
+                example: str) -> argparse.ArgumentParser:
+    """A sub-command parser with a one-line ``summary`` (the top-level list), a
+    ``description`` and an ``example`` (shown at the end of its ``--help``)."""
+    return subparsers.add_parser(
+        name, help=summary, description=description.strip(),
+        epilog="example:\n" + "\n".join("  " + line for line in example.strip().splitlines()),
+        formatter_class=HelpFormatter)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_n_jobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
+
+
+def add_cache_dir(p: argparse.ArgumentParser, default_text: str = "none") -> None:
+    p.add_argument("--cache-dir", default=None,
+                   help=f"feature cache folder (default: {default_text})")
+
+
+def eprint(*parts) -> None:
+    """Print to stderr."""
+    print(*parts, file=sys.stderr)
+
+
+def plural(n: int, word: str, plural_form: str | None = None) -> str:
+    """``"1 class"``, ``"2 classes"``, ``"3 images"``."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {plural_form or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"

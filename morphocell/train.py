@@ -1,0 +1,580 @@
+"""Training as a library function: labelled images in, a fitted model and its record out.
+
+:func:`train` extracts (or fetches from the feature cache) what the chosen kind of model
+needs, fits it with cross-validation and returns a :class:`TrainResult`: the
+:class:`~morphocell.model_io.SavedModel` (estimator, classes, feature names, atypical classes,
+metadata), the cross-validated scores and the images that could not be used. It prints
+nothing; ``verbose`` shows progress bars and ``on_step`` receives one line per stage.
+
+Three kinds of model (``features``):
+
+* ``"handcrafted"`` -- ``Pipeline([("features", FeatureExtractor()), ("clf",
+  StackedCellClassifier())])`` on the shape, colour and texture features;
+* ``"deep"`` -- CNN embeddings, cross-fitted (:mod:`morphocell.deep.crossfit`, deep extra);
+* ``"fused"`` -- both, the stack seeing hand-crafted columns and cross-fitted embeddings.
+
+>>> from morphocell.datasets import sample_folder
+>>> from morphocell.io import load_folder
+>>> paths, labels = load_folder(sample_folder())            # doctest: +SKIP
+>>> result = train(paths, labels, cv=5)                       # doctest: +SKIP
+>>> result.save("model.mcm")                                  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import sys
+import types
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, MorphocellError
+from .report import REVIEW_ACCURACY
+
+__all__ = [
+    "DEFAULT_DOMAIN_COPIES",
+    "DOMAIN_FAMILIES",
+    "FEATURE_KINDS",
+    "TrainResult",
+    "check_options",
+    "compute_features",
+    "default_domain_copies",
+    "load_labelled",
+    "review_reference",
+    "train",
+]
+
+#: The kinds of model :func:`train` fits.
+FEATURE_KINDS = ("handcrafted", "deep", "fused")
+
+#: Share of the training images that also enter training as one domain-randomised copy each
+#: (other stain, illumination, blur, scale; :func:`morphocell.preprocess.write_stain_copies`)
+#: for models with hand-crafted learners; it makes them hold up on other labs' images at
+#: almost no cost on their own lab's (docs/cross_lab.md). 0 turns the copies off.
+DEFAULT_DOMAIN_COPIES = 0.35
+
+#: Feature families a deep model computes for its out-of-distribution reference
+#: (:mod:`morphocell.novelty`).
+DOMAIN_FAMILIES = ("shape", "color")
+
+
+def default_domain_copies(features: str) -> float:
+    """The ``domain_copies`` a model of ``features`` gets by default:
+    :data:`DEFAULT_DOMAIN_COPIES` where it has hand-crafted learners (``"handcrafted"``,
+    ``"fused"``), 0 for ``"deep"`` (the CNN has its own augmentation)."""
+    return DEFAULT_DOMAIN_COPIES if features in ("handcrafted", "fused") else 0.0
+
+
+def check_options(features: str = "handcrafted", domain_copies: float | None = None,
+                  review_accuracy: float = REVIEW_ACCURACY) -> float:
+    """Validate the training options before any work; return the ``domain_copies`` in force.
+
+    Raises
+    ------
+    DataError
+        An unknown ``features`` kind, a fraction outside [0, 1], a review accuracy outside
+        (0, 1], or domain copies asked of a deep model (it has no hand-crafted learner to
+        train on them; its CNN has its own augmentation, ``cnn_augment``).
+    """
+    if features not in FEATURE_KINDS:
+        raise DataError(f"features must be one of {', '.join(FEATURE_KINDS)} (got {features!r})")
+    copies = default_domain_copies(features) if domain_copies is None else domain_copies
+    if not 0 <= float(copies) <= 1:
+        raise DataError(f"domain copies: the fraction must lie in [0, 1] (got {copies!r})")
+    if not 0 < float(review_accuracy) <= 1:
+        raise DataError(f"review accuracy: the target must lie in (0, 1] "
+                        f"(got {review_accuracy!r})")
+    if copies and features == "deep":
+        raise DataError("domain copies train hand-crafted learners: use them with features "
+                        "'handcrafted' or 'fused' (the CNN of a deep model has its own "
+                        "augmentation, cnn_augment)")
+    return float(copies)
+
+
+# -- data -------------------------------------------------------------------------------------
+def load_labelled(data: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(paths, labels)`` of a folder of class subfolders or a manifest CSV with labels."""
+    from .io import resolve_inputs
+
+    paths, labels = resolve_inputs([data])
+    if labels is None:
+        raise DataError("no labels: give a folder of class subfolders or a manifest CSV with "
+                        "'path' and 'label' columns", data)
+    missing = [p for p, lab in zip(paths, labels, strict=True) if not lab]
+    if missing:
+        raise DataError(f"{_plural(len(missing), 'manifest row')} with an empty label "
+                        f"(first: {missing[0]})", data)
+    return paths, labels
+
+
+def compute_features(paths: Sequence[str], families=None, method: str = "otsu",
+                     cache_dir: str | os.PathLike | None = None, n_jobs=None, verbose: int = 0):
+    """Hand-crafted features of image files: ``(X DataFrame, statuses, errors, stats)``.
+
+    With ``cache_dir`` the :class:`~morphocell.cache.FeatureCache` there is used (and filled);
+    ``stats`` tells how many rows came from it (``hits``) and how many were ``computed``.
+    """
+    import pandas as pd
+
+    from .features import extractor
+
+    if cache_dir is not None:
+        from .batch.cache import FeatureCache
+
+        cache = FeatureCache(cache_dir, families, method)
+        X, st, er = cache.extract(paths, n_jobs=n_jobs, verbose=verbose)
+        return X, st, er, dict(cache.last_stats)
+    mat, st, er = extractor.extract_batch(list(paths), families, method, n_jobs, verbose)
+    X = pd.DataFrame(mat, columns=extractor.feature_names(families))
+    return X, st, er, {"hits": 0, "computed": len(paths), "uncached": len(paths)}
+
+
+def readability(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(statuses, errors)``: "ok" for the images that can be read, else "error" and why
+    (the deep-only paths read images themselves; this flags the bad ones up front)."""
+    from .io import read_image
+
+    st, er = [], []
+    for p in paths:
+        try:
+            read_image(p)
+            st.append("ok")
+            er.append("")
+        except MorphocellError as exc:
+            st.append("error")
+            er.append(str(exc))
+    return st, er
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    """``"1 class"``, ``"2 classes"``."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {plural or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
+
+
+def _data_sha256(paths: Sequence[str], labels: Sequence[str]) -> str:
+    """SHA-256 over the sorted ``(image content hash, label)`` pairs: the same images with the
+    same labels give the same hash whatever their paths or order."""
+    from .batch.cache import image_sha256
+
+    pairs = sorted(f"{image_sha256(p) or 'unreadable:' + p}\t{lab}"
+                   for p, lab in zip(paths, labels, strict=True))
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
+
+
+def _check_trainable(y: np.ndarray) -> None:
+    classes, counts = np.unique(np.asarray(y, dtype=str), return_counts=True)
+    names = [str(c) for c in classes]
+    if len(classes) < 2:
+        raise DataError(f"need images of at least 2 classes that could be measured, got "
+                        f"{_plural(len(classes), 'class')}"
+                        + (f" ({', '.join(names)})" if names else ""))
+    if counts.min() < 2:
+        rare = [c for c, k in zip(names, counts, strict=True) if k < 2]
+        raise DataError(f"need at least 2 usable images per class for cross-validation; "
+                        f"too few for {', '.join(rare)}")
+
+
+def _versions() -> dict:
+    import platform
+
+    import sklearn
+    import xgboost
+
+    from ._version import __version__
+
+    return {"morphocell": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "xgboost": xgboost.__version__}
+
+
+# -- result -----------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : SavedModel
+        The fitted estimator with its classes, feature names, atypical classes and metadata
+        (what :func:`morphocell.model_io.save_model` writes).
+    failures : list of (path, status, error)
+        The images that could not be used (unreadable, or no cell found for a model that
+        needs the hand-crafted features).
+    feature_stats : dict
+        Feature-cache hits and computed rows (empty for a deep model).
+    seconds_features, seconds_fit : float
+        Time spent extracting features and fitting.
+    X, y : DataFrame, array or None
+        The hand-crafted training table and labels of a hand-crafted model (the images used,
+        then their domain-randomised copies); ``None`` for deep and fused models.
+    """
+
+    model: Any
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    feature_stats: dict = field(default_factory=dict)
+    seconds_features: float = 0.0
+    seconds_fit: float = 0.0
+    X: Any = None
+    y: Any = None
+
+    @property
+    def estimator(self):
+        """The fitted estimator (a scikit-learn Pipeline, or a deep / fused model)."""
+        return self.model.estimator
+
+    @property
+    def metadata(self) -> dict:
+        """The training record stored in the model file."""
+        return self.model.metadata
+
+    @property
+    def cv_scores(self) -> dict:
+        """Out-of-fold accuracy and macro-F1 per learner (``{}`` when there are none)."""
+        return self.model.metadata.get("cv_scores") or {}
+
+    @property
+    def n_failed(self) -> int:
+        """Images that could not be used."""
+        return len(self.failures)
+
+    @property
+    def n_domain_copies(self) -> int:
+        """Domain-randomised copies the hand-crafted learners were trained on."""
+        return int(self.model.metadata.get("n_domain_copies") or 0)
+
+    def save(self, path: str | os.PathLike, explain: bool = True) -> list[Path]:
+        """Write the model file and (``explain``) its explanation folder
+        ``<stem>_explain`` beside it (:func:`morphocell.report.write_explanation`); returns
+        the paths written."""
+        from .model_io import save_model
+        from .report import write_explanation
+
+        path = Path(path)
+        save_model(self.model, path)
+        written = [path]
+        if explain:
+            written += write_explanation(self.model, explanation_folder(path))
+        return written
+
+
+def explanation_folder(model_path: str | os.PathLike) -> Path:
+    """Where :meth:`TrainResult.save` writes a model's explanation: ``<stem>_explain``."""
+    p = Path(model_path)
+    return p.with_name(p.stem + "_explain")
+
+
+# -- training ---------------------------------------------------------------------------------
+def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
+          features: str = "handcrafted", cv: int = 5, random_state: int | None = 0,
+          n_jobs: int | None = None, cache_dir: str | os.PathLike | None = None,
+          domain_copies: float | None = None, review_accuracy: float = REVIEW_ACCURACY,
+          families: Sequence[str] | None = None, method: str = "otsu",
+          estimator_params: dict | None = None, epochs: int | None = None,
+          cnn_crop: float | None = None, cnn_augment: str | None = None, verbose: int = 0,
+          on_step: Callable[[str], None] | None = None) -> TrainResult:
+    """Fit a classifier of blood-cell images.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Image files, one cell each.
+    labels : sequence of str
+        The class of each image.
+    features : {"handcrafted", "deep", "fused"}
+        The kind of model (module docstring).
+    cv : int
+        Cross-validation folds (out-of-fold scores, the stack's meta-learner, the review
+        threshold).
+    random_state : int or None
+        Seed of every random choice; the same seed gives the same model.
+    n_jobs : int, optional
+        Worker processes for features and learners.
+    cache_dir : path, optional
+        Feature cache folder (:class:`~morphocell.cache.FeatureCache`); the domain copies
+        are written under ``cache_dir/domain_copies`` (a temporary folder without it).
+    domain_copies : float in [0, 1], optional
+        Share of the images (drawn per class) that also train the hand-crafted learners as
+        one domain-randomised copy each, in the same cross-validation fold as their image.
+        Default :func:`default_domain_copies` (0.35; 0 for ``"deep"``, which refuses copies).
+    review_accuracy : float in (0, 1]
+        Target accuracy of the cells above the review threshold stored in the model
+        (:func:`review_reference`).
+    families, method : hand-crafted only
+        Feature families (default all) and segmentation method.
+    estimator_params : dict, optional
+        Hand-crafted only: extra :class:`~morphocell.ensembles.StackedCellClassifier`
+        parameters (e.g. ``estimators``).
+    epochs, cnn_crop, cnn_augment : deep and fused only
+        CNN epochs, crop share and augmentation (defaults:
+        ``morphocell.deep.crossfit.DEFAULT_EMBEDDER``).
+    verbose : int
+        Progress bars (0: none).
+    on_step : callable, optional
+        Called with one line of text at the start of each long stage.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DataError
+        Bad options (:func:`check_options`), fewer than 2 classes or fewer than 2 usable
+        images in a class.
+    MorphocellError
+        ``"deep"`` / ``"fused"`` without the deep extra (TensorFlow).
+    """
+    copies = check_options(features, domain_copies, review_accuracy)
+    paths = [os.fspath(p) for p in paths]
+    labels = [str(v) for v in labels]
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} paths but {len(labels)} labels")
+    step = on_step or (lambda _msg: None)
+    if features == "handcrafted":
+        return _train_handcrafted(paths, labels, cv=cv, random_state=random_state,
+                                  n_jobs=n_jobs, families=families, method=method,
+                                  cache_dir=cache_dir, verbose=verbose,
+                                  estimator_params=estimator_params, domain_copies=copies,
+                                  review_accuracy=review_accuracy, step=step)
+    return _train_deep(paths, labels, features=features, cv=cv, random_state=random_state,
+                       epochs=epochs, n_jobs=n_jobs, cache_dir=cache_dir, verbose=verbose,
+                       cnn_crop=cnn_crop, cnn_augment=cnn_augment, domain_copies=copies,
+                       review_accuracy=review_accuracy, step=step)
+
+
+def _failures(paths, statuses, errors) -> list[tuple[str, str, str]]:
+    return [(p, s, e or s) for p, s, e in zip(paths, statuses, errors, strict=True) if s != "ok"]
+
+
+def _metadata(features: str, paths, labels, y_used, est, classes, *, cv, random_state, domain_copies,
+              n_domain_copies, cv_scores, review_accuracy, reference, specific: dict) -> dict:
+    """The training record stored in every model file (the one place it is built).
+
+    ``y_used``: labels of the images that trained the model (not their copies);
+    ``reference``: hand-crafted features of those images for the out-of-distribution
+    reference (:func:`morphocell.novelty.fit_domain_reference`), or ``None``.
+    """
+    from .novelty import fit_domain_reference
+
+    y_used = np.asarray(y_used).astype(str)
+    n_used = len(y_used)
+    meta = {
+        "features": features,
+        **specific,
+        "data_sha256": _data_sha256(paths, labels),
+        "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n_images": len(paths),
+        "n_used": n_used,
+        "n_failed": len(paths) - n_used,
+        "class_counts": {c: int((y_used == c).sum()) for c in classes},
+        "domain_copies": float(domain_copies),
+        "n_domain_copies": int(n_domain_copies),
+        "cv": cv,
+        "random_state": random_state,
+        "cv_scores": cv_scores,
+        "versions": _versions(),
+    }
+    # the images themselves, not their domain copies: the reference says what the lab's own
+    # cells look like (copies would widen it until another lab's stain passes as "like")
+    ref = fit_domain_reference(*reference) if reference is not None else None
+    if ref is not None:
+        meta["domain_reference"] = ref
+    review = review_reference(est, y_used, classes, review_accuracy)
+    if review is not None:
+        meta["review"] = review
+    return meta
+
+
+def _train_handcrafted(paths, labels, *, cv, random_state, n_jobs, families, method,
+                       cache_dir, verbose, estimator_params, domain_copies, review_accuracy,
+                       step) -> TrainResult:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from .ensembles.stacking import StackedCellClassifier
+    from .features.extractor import DEFAULT_FAMILIES, FeatureExtractor
+    from .model_io import SavedModel, default_atypical_classes
+
+    fams = tuple(families or DEFAULT_FAMILIES)
+    t0 = time.perf_counter()
+    step(f"features of {_plural(len(paths), 'image')} ...")
+    X, st, er, stats = compute_features(paths, fams, method, cache_dir, n_jobs, verbose)
+    ok = np.array([s == "ok" for s in st], dtype=bool)
+    y = np.asarray(labels, dtype=object)[ok]
+    Xok = X[ok].reset_index(drop=True)
+    _check_trainable(y)
+    n_ok = int(ok.sum())
+    groups = None
+    n_copies = 0
+    if domain_copies:
+        step(f"domain-randomised copies of {domain_copies:.0%} of the images and their "
+             "features ...")
+        ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
+        Xc, yc, src = _domain_copy_features(ok_paths, y, domain_copies, random_state, fams,
+                                            method, cache_dir, n_jobs, verbose)
+        n_copies = len(yc)
+        groups = np.concatenate([np.arange(len(y)), src])
+        Xok = pd.concat([Xok, Xc], ignore_index=True)
+        y = np.concatenate([y, yc])
+    t_feat = time.perf_counter() - t0
+    clf = StackedCellClassifier(cv=cv, random_state=random_state, n_jobs=n_jobs,
+                                **(estimator_params or {}))
+    step(f"fitting the stack ({len(clf.estimators)} base learners x {cv} folds, then refit) "
+         f"on {_plural(n_ok, 'image')}"
+         + (f" + {n_copies} domain-randomised copies" if n_copies else "") + " ...")
+    t0 = time.perf_counter()
+    clf.fit(Xok, y.astype(str), groups=groups)
+    t_fit = time.perf_counter() - t0
+    pipe = Pipeline([("features", FeatureExtractor(families=fams, method=method).fit()),
+                     ("clf", clf)])
+    classes = [str(c) for c in clf.classes_]
+    meta = _metadata("handcrafted", paths, labels, y[:n_ok], clf, classes, cv=cv,
+                     random_state=random_state, domain_copies=domain_copies,
+                     n_domain_copies=n_copies, cv_scores=clf.cv_scores_,
+                     review_accuracy=review_accuracy,
+                     reference=(Xok.iloc[:n_ok], y[:n_ok]),
+                     specific={"families": list(fams), "segmentation": method})
+    model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)
+    return TrainResult(model, _failures(paths, st, er), stats, t_feat, t_fit, Xok, y)
+
+
+def _domain_copy_features(paths, y, fraction, random_state, families, method, cache_dir,
+                          n_jobs, verbose):
+    """Features of one domain-randomised copy of a per-class ``fraction`` of ``paths``:
+    ``(X, labels, index of each copy's source image)``, copies that fail dropped."""
+    import contextlib
+    import tempfile
+
+    import pandas as pd
+
+    from .preprocess import write_stain_copies
+
+    seed = random_state if isinstance(random_state, (int, np.integer)) else 0
+    rng = np.random.default_rng([int(seed), 0x646F6D])
+    src = []
+    for c in sorted(set(y)):
+        idx = np.flatnonzero(y == c)
+        k = int(round(float(fraction) * len(idx)))
+        src.extend(rng.choice(idx, size=k, replace=False).tolist())
+    src = np.sort(np.asarray(src, dtype=np.int64))
+    if len(src) == 0:  # every class too small for one copy at this fraction
+        from .features.extractor import feature_names
+
+        return (pd.DataFrame(columns=feature_names(families), dtype=float), y[:0], src)
+    # without a cache folder the copies live in a temporary folder for this training only
+    scratch = (contextlib.nullcontext(None) if cache_dir is not None
+               else tempfile.TemporaryDirectory(prefix="morphocell-copies-"))
+    with scratch as tmp:
+        folder = Path(cache_dir) / "domain_copies" if cache_dir is not None else Path(tmp)
+        copies = write_stain_copies([paths[i] for i in src], folder, seed=int(seed),
+                                     n_threads=n_jobs if n_jobs and n_jobs > 0 else None,
+                                     verbose=verbose)
+        have = np.array([c is not None for c in copies], dtype=bool)
+        src = src[have]
+        Xc, st, _, _ = compute_features([c for c in copies if c is not None], families, method,
+                                        cache_dir, n_jobs, verbose)
+    good = np.array([s == "ok" for s in st], dtype=bool)
+    return Xc[good].reset_index(drop=True), y[src[good]], src[good]
+
+
+def _train_deep(paths, labels, *, features, cv, random_state, epochs, n_jobs, cache_dir,
+                verbose, cnn_crop, cnn_augment, domain_copies, review_accuracy,
+                step) -> TrainResult:
+    from .model_io import SavedModel, default_atypical_classes
+
+    try:
+        from .deep.crossfit import fit_deep_model
+    except ImportError as exc:
+        raise MorphocellError(
+            f"features {features!r} need the deep extra: install it with "
+            f"pip install 'morphocell[deep]' (TensorFlow/Keras) ({exc})") from None
+    t0 = time.perf_counter()
+    handcrafted = None
+    if features == "fused":
+        step(f"hand-crafted features of {_plural(len(paths), 'image')} ...")
+        X, st, er, stats = compute_features(paths, None, "otsu", cache_dir, n_jobs, verbose)
+    else:
+        st, er = readability(paths)
+        stats = {}
+    ok = np.array([s == "ok" for s in st], dtype=bool)
+    ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
+    y = np.asarray(labels, dtype=object)[ok].astype(str)
+    _check_trainable(y)
+    if features == "fused":
+        handcrafted = X[ok].reset_index(drop=True)
+    kw = {"epochs": epochs} if epochs is not None else {}
+    if cnn_crop is not None:
+        kw["crop"] = float(cnn_crop)
+    if cnn_augment is not None:
+        kw["augment"] = cnn_augment
+    copies = None
+    if domain_copies:
+        step(f"hand-crafted features of domain-randomised copies of {domain_copies:.0%} of "
+             "the images ...")
+        Xc, _, src = _domain_copy_features(ok_paths, y, domain_copies, random_state, None,
+                                           "otsu", cache_dir, n_jobs, verbose)
+        copies = (Xc, src)
+    if handcrafted is None:  # deep: the stain and size features of the novelty reference
+        Xd, std, _, _ = compute_features(ok_paths, DOMAIN_FAMILIES, "otsu", cache_dir, n_jobs,
+                                         verbose)
+        good = np.array([s == "ok" for s in std], dtype=bool)
+        reference = (Xd[good], y[good])
+    else:
+        reference = (handcrafted, y)
+    t_feat = time.perf_counter() - t0
+    step(f"training the {features} model ({cv}-fold cross-fitting) on "
+         f"{_plural(len(ok_paths), 'image')} ...")
+    t0 = time.perf_counter()
+    est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
+                         random_state=random_state, verbose=verbose, n_jobs=n_jobs,
+                         copies=copies, **kw)
+    t_fit = time.perf_counter() - t0
+    deep = getattr(est, "deep_", est)
+    classes = [str(c) for c in est.classes_]
+    meta = _metadata(features, paths, labels, y, est, classes, cv=cv, random_state=random_state,
+                     domain_copies=domain_copies,
+                     n_domain_copies=int(getattr(est, "n_domain_copies_", 0)),
+                     cv_scores=getattr(est, "cv_scores_", {}),
+                     review_accuracy=review_accuracy, reference=reference,
+                     specific={"epochs": epochs, "cnn_crop": deep.crop_,
+                               "cnn_augment": deep.embedders_[0].augment})
+    feats = [str(c) for c in getattr(est, "feature_names_in_", [])]
+    model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
+    return TrainResult(model, _failures(paths, st, er), stats, t_feat, t_fit)
+
+
+def review_reference(est, y, classes, target_accuracy: float = REVIEW_ACCURACY) -> dict | None:
+    """The confidence threshold for review (:func:`morphocell.report.review_threshold`) of a
+    fitted model, chosen on its out-of-fold probabilities of the training images ``y`` (the
+    first ``len(y)`` rows: domain copies, which come last, are left out, as they are not the
+    lab's images). ``None`` when the model has none (a stack fitted without folds)."""
+    from .report import review_threshold
+
+    steps = getattr(est, "steps", None)
+    final = steps[-1][1] if steps else est
+    oof = getattr(getattr(final, "stack_", final), "oof_proba_", None)
+    if oof is None:
+        return None
+    y = np.asarray(y).astype(str)
+    return review_threshold(np.asarray(oof)[:len(y)], y, classes, target_accuracy)
+
+
+class _CallableModule(types.ModuleType):
+    """``morphocell.train`` names both this module and its function :func:`train`: the
+    package exports the function, but once the module is imported Python records the module
+    under that name on the package. Calling the module calls the function, so
+    ``morphocell.train(paths, labels)`` works either way."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
