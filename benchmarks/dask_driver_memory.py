@@ -1,6 +1,6 @@
 """Driver memory over many small Dask tasks: does it level off once Dask's bounded logs fill?
 
-Runs :func:`morphocell.stream.extract_to_parquet` (shape family only, to keep it quick) on a
+Runs :func:`morphocell.batch.extract_to_parquet` (shape family only, to keep it quick) on a
 ``LocalCluster(n_workers=2, threads_per_worker=1)`` over ``TASKS x CHUNK`` PBC train rows
 (repeated as needed), samples this process's RSS (client + in-process scheduler) every second
 and prints its maximum per eighth of the finished tasks, then the RSS before and after
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     import psutil
     from distributed import Client, LocalCluster
 
-    from morphocell.stream import extract_to_parquet
+    from morphocell.batch import extract_to_parquet
     from scale import write_manifest
 
     data = Path(args.data).resolve()

@@ -1,9 +1,9 @@
-"""Scale benchmark for ``morphocell features`` (morphocell.stream): throughput and peak memory.
+"""Scale benchmark for ``morphocell features`` (morphocell.batch): throughput and peak memory.
 
 A synthetic collection lists real PBC images over and over in a manifest (``id,path,label``;
 the ``id`` column is ``<relative path>#<k>``, so a file listed many times gives distinct rows
 and is measured every time — no copies on disk). For every size and configuration a child
-process runs :func:`morphocell.stream.extract_to_parquet` while this process samples the memory
+process runs :func:`morphocell.batch.extract_to_parquet` while this process samples the memory
 of the child and all its descendants (psutil, every ``--interval`` s):
 
 * ``serial``  one process (``n_jobs=1``);
@@ -69,7 +69,7 @@ def _steady(out: Path, workers: int) -> dict:
 
 def child(args) -> None:
     sys.path.insert(0, str(REPO))
-    from morphocell.stream import extract_to_parquet
+    from morphocell.batch import extract_to_parquet
 
     out = Path(args.out_dir)
     workers = CONFIGS[args.child]
@@ -222,7 +222,7 @@ def driver_cost(chunk_sizes: list[int], work: Path, repeats: int = 5) -> list[di
 
     from morphocell.features.extractor import feature_names
     from morphocell.io import iter_entries
-    from morphocell.stream import _key8, _schema, _write_part
+    from morphocell.batch.dataset import _key8, _schema, _write_part
 
     names = feature_names()
     schema = _schema(names)

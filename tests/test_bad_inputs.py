@@ -154,7 +154,7 @@ def _cli(*args):
 
 
 def test_cli_features_on_the_table(bad_dir, tmp_path):
-    from morphocell.stream import read_features
+    from morphocell.batch import read_features
 
     d, files, good = bad_dir
     out = tmp_path / "f.parquet"
@@ -193,7 +193,7 @@ def test_cli_segment_on_the_table(bad_dir, tmp_path):
 
 
 def test_cli_manifest_with_missing_paths(tmp_path):
-    from morphocell.stream import read_features
+    from morphocell.batch import read_features
 
     good = sample_paths()[:2]
     for p in good:
@@ -238,7 +238,7 @@ def test_cli_unreadable_folder(tmp_path, monkeypatch, capsys):
     # after fixing the permissions resumes from it
     out = tmp_path / "f.parquet"
     if out.exists():
-        from morphocell.stream import read_features
+        from morphocell.batch import read_features
 
         df = read_features(out)
         assert (df["status"] == "ok").all() and df["path"].str.contains("lymphocyte").all()

@@ -15,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from morphocell import FeatureExtractor, read_image
+from morphocell.batch import engine
 from morphocell.features import extractor, registry
 from morphocell.features.extractor import (STATUS_ERROR, STATUS_NO_CELL, STATUS_OK,
                                            extract_batch, extract_features, feature_names)
@@ -135,19 +136,19 @@ def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table
                 + glob.glob(str(tmp_path / "morphocell-chunk-*")))
 
     assert leftovers() == []
-    packed = extractor._pack_chunk([imgs[0], paths[1]], files := [])
-    assert isinstance(packed, extractor._PackedChunk) and len(files) == 1
-    out = extractor._chunk(packed, extractor._families(None), "otsu")
+    packed = engine.pack_chunk([imgs[0], paths[1]], files := [])
+    assert isinstance(packed, engine.PackedChunk) and len(files) == 1
+    out = engine.measure_chunk(packed, extractor._families(None), "otsu")
     np.testing.assert_array_equal(out[0][0], ref[0])
     np.testing.assert_array_equal(out[1][0], ref[1])
     assert leftovers() == []  # the worker side removed its file
     # a chunk file gone before the worker reads it: error rows for its arrays, not a crash
-    packed = extractor._pack_chunk([imgs[0], paths[1]], files4 := [])
+    packed = engine.pack_chunk([imgs[0], paths[1]], files4 := [])
     os.unlink(files4[0])
-    out = extractor._chunk(packed, extractor._families(None), "otsu")
+    out = engine.measure_chunk(packed, extractor._families(None), "otsu")
     assert out[0][1] == STATUS_ERROR and "lost" in out[0][2] and np.isnan(out[0][0]).all()
     np.testing.assert_array_equal(out[1][0], ref[1])
-    assert extractor._pack_chunk([paths[0]], files2 := []) == [paths[0]] and files2 == []
+    assert engine.pack_chunk([paths[0]], files2 := []) == [paths[0]] and files2 == []
 
     import morphocell._utils as utils
 
@@ -172,10 +173,10 @@ def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table
             raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(extractor.os, "fdopen", Full)
+        m.setattr(engine.os, "fdopen", Full)
         files3: list = []
         chunk = [imgs[0], paths[1]]
-        assert extractor._pack_chunk(chunk, files3) is chunk and files3 == []
+        assert engine.pack_chunk(chunk, files3) is chunk and files3 == []
     assert leftovers() == []
 
     monkeypatch.setattr(utils, "progress", failing_progress)
@@ -185,7 +186,8 @@ def test_n_jobs_2_on_arrays_goes_through_shared_files_and_cleans_up(paths, table
 
 
 def test_small_batches_on_several_workers_are_cut_finer():
-    from morphocell.features.extractor import TAIL_CHUNKS_PER_WORKER, _batch_chunk_size
+    from morphocell.batch.engine import TAIL_CHUNKS_PER_WORKER
+    from morphocell.batch.engine import batch_chunk_size as _batch_chunk_size
 
     assert TAIL_CHUNKS_PER_WORKER == 16
     assert _batch_chunk_size(500, 32, None) == 32 and _batch_chunk_size(500, 32, 1) == 32

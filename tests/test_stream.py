@@ -1,4 +1,4 @@
-"""Streaming, resumable extraction into a Parquet dataset (morphocell.stream, `morphocell features`).
+"""Streaming, resumable extraction into a Parquet dataset (morphocell.batch, `morphocell features`).
 
 Real PBC images throughout. The reference is one uninterrupted in-process run over 64 images
 (8 per class); every other way of producing the dataset (killed and resumed CLI, two local
@@ -27,7 +27,7 @@ from morphocell.errors import DataError
 from morphocell.features.extractor import extract_batch, feature_names
 from morphocell.io import resolve_inputs
 from morphocell.io import iter_entries
-from morphocell.stream import META_NAME, extract_to_parquet, read_features
+from morphocell.batch import META_NAME, extract_to_parquet, read_features
 
 CHUNK = 4  # images per part: 64 images -> 16 parts
 
@@ -286,14 +286,15 @@ def test_dask_cluster_equals_local(manifest, reference, tmp_path):
 
 _FAULTS_SCRIPT = r"""
 import json, resource, sys
-from morphocell.stream import _tune_malloc, extract_chunk
+from morphocell.batch.engine import tune_malloc
+from morphocell.batch.parquet import extract_chunk
 paths = json.loads(sys.argv[1])
 ents = [(i, p, p, None, None) for i, p in enumerate(paths)]
 extract_chunk(ents, None, "otsu")  # warm-up: imports, numba cache, heap grown to size
 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 res = extract_chunk(ents, None, "otsu")
 r1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-print(json.dumps({"tuned": _tune_malloc(), "faults": (r1 - r0) / len(ents),
+print(json.dumps({"tuned": tune_malloc(), "faults": (r1 - r0) / len(ents),
                   "X": res["X"].tolist()}))
 """
 
@@ -302,7 +303,7 @@ print(json.dumps({"tuned": _tune_malloc(), "faults": (r1 - r0) / len(ents),
 def test_dask_malloc_env_does_not_fault_every_buffer(data_dir):
     """Under Dask's MALLOC_TRIM_THRESHOLD_ the worker would page-fault every image buffer.
 
-    extract_chunk sets fixed malloc thresholds in that case (morphocell.stream._tune_malloc);
+    extract_chunk sets fixed malloc thresholds in that case (morphocell.batch.engine.tune_malloc);
     MORPHOCELL_KEEP_MALLOC=1 leaves glibc alone. Page-fault counts, not timings: the tuned
     process must fault several times less per image, and give identical values.
     """

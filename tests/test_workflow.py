@@ -344,7 +344,7 @@ def test_training_with_domain_copies(tmp_path, capsys):
 
 
 def test_interrupted_extraction_keeps_finished_chunks(monkeypatch, tmp_path):
-    from morphocell.cache import FeatureCache
+    from morphocell.batch import FeatureCache
     from morphocell.features import extractor
 
     paths = [p for p, _ in pbc_subset(1)]            # 8 real images

@@ -8,17 +8,15 @@ True
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Sequence
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._utils import cv2_one_thread
-from ..errors import FeatureError, MorphocellError
+from ..batch.engine import extract_batch
+from ..errors import FeatureError
 from ..segmentation.masks import CellMasks
 from . import registry
 from .base import FeatureFamily, make_crop
@@ -130,194 +128,6 @@ def extract_features(image: np.ndarray, masks: CellMasks | None = None, families
     return dict(zip(feature_names(families), vec.tolist(), strict=True))
 
 
-def _one(source, fams, method):
-    """(vector, status, error) for a path or an array; never raises a MorphocellError."""
-    from ..io import read_image
-
-    try:
-        img = read_image(source) if isinstance(source, (str, os.PathLike)) else source
-        vec, masks = extract_array(img, None, fams, method)
-        if not masks.found:
-            return vec, STATUS_NO_CELL, str(masks.info.get("reason", "no cell found"))
-        return vec, STATUS_OK, ""
-    except MorphocellError as exc:
-        return _error_row(fams, str(exc))
-
-
-def _error_row(fams, message: str):
-    """The (all-NaN vector, status, error) result of an image that could not be measured."""
-    return np.full(len(feature_names(fams)), np.nan), STATUS_ERROR, message
-
-
-def _chunk(sources, fams, method):
-    if isinstance(sources, _PackedChunk):
-        return sources.run(fams, method)
-    return [_one(s, fams, method) for s in sources]
-
-
-class _PackedChunk:
-    """A chunk whose in-memory images travel to a worker process in a file (in ``/dev/shm``
-    where it exists and has room) instead of as pickled bytes: the parent writes each image
-    once into the chunk's file, the worker reads its images back and removes the file.
-    Pickling ~200 KB per image through the pipe cost the parent, which shares the cores with
-    the workers, about a tenth of the two-process speed (docs/scale.md, "In-memory images
-    and n_jobs"). One file per chunk, written when the chunk is dispatched, so the files hold
-    only the chunks in flight."""
-
-    def __init__(self, file: str, items: list):
-        self.file = file
-        self.items = items  # _ArraySlot for a packed array, else the source itself
-
-    def run(self, fams, method):
-        images = {}
-        lost = ""
-        try:
-            with open(self.file, "rb") as fh:
-                for j, it in enumerate(self.items):
-                    if isinstance(it, _ArraySlot):
-                        a = np.empty(it.shape, np.dtype(it.dtype))
-                        fh.seek(it.offset)
-                        if fh.readinto(memoryview(a).cast("B")) != a.nbytes:
-                            raise OSError(f"short read from {self.file}")
-                        images[j] = a
-        except OSError as exc:  # the batch goes on: these images become error rows
-            lost = f"in-memory image lost on its way to the worker process: {exc}"
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(self.file)
-        out = []
-        for j, it in enumerate(self.items):
-            if isinstance(it, _ArraySlot) and j not in images:
-                out.append(_error_row(fams, lost))
-            else:
-                out.append(_one(images.get(j, it), fams, method))
-        return out
-
-
-class _ArraySlot(NamedTuple):
-    """Where one image lies in a :class:`_PackedChunk`'s file."""
-
-    offset: int
-    shape: tuple
-    dtype: str
-
-
-def _chunk_dir(nbytes: int) -> str | None:
-    """``/dev/shm`` when it exists, is writable and has room for many chunks of ``nbytes``
-    (containers often give it only 64 MB), else None (the default temporary folder)."""
-    d = "/dev/shm"
-    try:
-        st = os.statvfs(d)
-    except (OSError, AttributeError):
-        return None
-    return d if os.access(d, os.W_OK) and st.f_bavail * st.f_frsize >= 16 * nbytes else None
-
-
-def _pack_chunk(chunk: list, files: list):
-    """``chunk`` as a :class:`_PackedChunk` when it holds numpy images (the file's name is
-    appended to ``files`` for the caller's clean-up), else ``chunk`` unchanged -- also when
-    the file cannot be written (no room: the images are then pickled as before)."""
-    import tempfile
-
-    idx = [j for j, s in enumerate(chunk)
-           if isinstance(s, np.ndarray) and s.dtype != object and s.size]
-    if not idx:
-        return chunk
-    arrays = {j: np.ascontiguousarray(chunk[j]) for j in idx}
-    total = sum(a.nbytes for a in arrays.values())
-    fd, path = tempfile.mkstemp(prefix="morphocell-chunk-", suffix=".bin", dir=_chunk_dir(total))
-    items = list(chunk)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            off = 0
-            for j, a in arrays.items():
-                fh.write(memoryview(a).cast("B"))
-                items[j] = _ArraySlot(off, a.shape, a.dtype.str)
-                off += a.nbytes
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        return chunk
-    files.append(path)
-    return _PackedChunk(path, items)
-
-
-#: with several workers, :func:`extract_batch` cuts a batch into at least this many chunks per
-#: worker (smaller chunks than ``chunk_size`` when the batch is small)
-TAIL_CHUNKS_PER_WORKER = 16
-
-
-def _batch_chunk_size(n: int, chunk_size: int, n_jobs) -> int:
-    """``chunk_size``, made smaller for a small batch on several workers so that each worker
-    gets at least ``TAIL_CHUNKS_PER_WORKER`` chunks: the last chunk to finish then leaves the
-    other workers idle for a small share of the run (500 images in chunks of 32 on 2
-    workers: up to 1/8 of it; in chunks of 16: 1/16)."""
-    if n_jobs in (None, 1):
-        return chunk_size
-    from joblib import effective_n_jobs
-
-    per = -(-n // (TAIL_CHUNKS_PER_WORKER * max(effective_n_jobs(n_jobs), 1)))
-    return max(1, min(chunk_size, per))
-
-
-def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs=None,
-                  verbose: int = 0, chunk_size: int = 32):
-    """Features of many images (paths or arrays).
-
-    Returns ``(matrix, statuses, errors)``: an ``(n, n_features)`` float64 array (NaN rows for
-    failed images), and per image a status (``ok`` / ``no_cell`` / ``error``) and an error
-    message. A bad image never stops the batch.
-    """
-    from joblib import Parallel, delayed
-
-    from .._utils import progress
-
-    fams = _families(families)
-    n_feat = len(feature_names(fams))
-    sources = list(sources)
-    chunk_size = _batch_chunk_size(len(sources), chunk_size, n_jobs)
-    chunks = [sources[i:i + chunk_size] for i in range(0, len(sources), chunk_size)]
-    if n_jobs in (None, 1) or len(chunks) <= 1:
-        results = [_chunk(c, fams, method)
-                   for c in progress(chunks, desc="features", verbose=verbose, unit="chunk")]
-    else:
-        from .._warmup import compile_kernels
-
-        # a fresh install: compile the families side by side once instead of every worker
-        # compiling all of them (no-op when the on-disk kernel cache is warm)
-        compile_kernels(n_jobs)
-        import threading
-
-        # chunk files in shared memory, written as joblib dispatches each chunk (possibly from
-        # its callback thread); workers remove theirs, the rest go here, and once the batch is
-        # over (or failed) no new file is written
-        files: list[str] = []
-        lock = threading.Lock()
-        over = threading.Event()
-
-        def tasks():
-            for c in chunks:
-                with lock:
-                    if over.is_set():
-                        return
-                    packed = _pack_chunk(c, files)
-                yield delayed(_chunk)(packed, fams, method)
-
-        try:
-            gen = Parallel(n_jobs=n_jobs, return_as="generator")(tasks())
-            results = list(progress(gen, total=len(chunks), desc="features", verbose=verbose,
-                                    unit="chunk"))
-        finally:
-            with lock:
-                over.set()
-                for f in files:
-                    with contextlib.suppress(OSError):
-                        os.unlink(f)
-    flat = [r for chunk in results for r in chunk]
-    mat = np.vstack([r[0] for r in flat]) if flat else np.empty((0, n_feat))
-    return mat, [r[1] for r in flat], [r[2] for r in flat]
-
-
 class FeatureExtractor(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: images (paths or arrays) -> hand-crafted feature table.
 
@@ -331,6 +141,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         Worker processes (joblib); ``None`` or 1 runs in this process.
     verbose : int, default 0
         Show a progress bar (on a terminal) when > 0.
+    cache_dir : path, optional
+        Folder of a feature cache (:class:`morphocell.batch.FeatureCache`): image files
+        whose content was measured before (with the same families, method and morphocell
+        code) are read from it, the others are measured and added. A cross-validation over a
+        Pipeline that starts with this transformer then measures each image once, not once
+        per fold. In-memory images are always measured. ``None`` (default): no cache.
 
     Images that fail (unreadable, no cell) give NaN rows; their paths and reasons are in
     ``transform``'s output ``DataFrame.attrs["failures"]``.
@@ -344,11 +160,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     (2, True)
     """
 
-    def __init__(self, families=DEFAULT_FAMILIES, method="otsu", n_jobs=None, verbose=0):
+    def __init__(self, families=DEFAULT_FAMILIES, method="otsu", n_jobs=None, verbose=0,
+                 cache_dir=None):
         self.families = families
         self.method = method
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.cache_dir = cache_dir
 
     def fit(self, X=None, y=None):
         """Validate parameters and fix the output columns; learns nothing from ``X``."""
@@ -363,13 +181,40 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "feature_names_out_")
         sources = _as_sources(X)
-        mat, statuses, errors = extract_batch(sources, self.families, self.method, self.n_jobs,
-                                              self.verbose)
+        if self.cache_dir is None:
+            mat, statuses, errors = extract_batch(sources, self.families, self.method,
+                                                  self.n_jobs, self.verbose)
+        else:
+            mat, statuses, errors = self._from_cache(sources)
         df = pd.DataFrame(mat, columns=list(self.feature_names_out_))
         df.attrs["failures"] = [
             (_describe(s), st, e) for s, st, e in zip(sources, statuses, errors, strict=True)
             if st != STATUS_OK]
         return df
+
+    def _from_cache(self, sources: list):
+        """:meth:`transform`'s rows with the feature cache: files through the cache, in-memory
+        images measured."""
+        from ..batch.cache import FeatureCache
+
+        files = [i for i, s in enumerate(sources) if isinstance(s, (str, os.PathLike))]
+        arrays = [i for i in range(len(sources)) if i not in set(files)]
+        mat = np.full((len(sources), len(self.feature_names_out_)), np.nan)
+        statuses, errors = [""] * len(sources), [""] * len(sources)
+        if files:
+            cache = FeatureCache(self.cache_dir, self.families, self.method)
+            X, st, er = cache.extract([sources[i] for i in files], n_jobs=self.n_jobs,
+                                      verbose=self.verbose)
+            mat[files] = X.to_numpy(dtype=np.float64)
+            for k, i in enumerate(files):
+                statuses[i], errors[i] = st[k], er[k]
+        if arrays:
+            m, st, er = extract_batch([sources[i] for i in arrays], self.families, self.method,
+                                      self.n_jobs, self.verbose)
+            mat[arrays] = m
+            for k, i in enumerate(arrays):
+                statuses[i], errors[i] = st[k], er[k]
+        return mat, statuses, errors
 
     def get_feature_names_out(self, input_features=None):
         from sklearn.utils.validation import check_is_fitted
