@@ -163,19 +163,66 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def write_csv(df, path: str | os.PathLike, **kw) -> None:
-    """``df.to_csv(path, index=False, **kw)``, atomically (:func:`atomic_path`)."""
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """``value`` with a ``'`` in front when it is a string a spreadsheet would run as a formula
+    (it starts with one of :data:`FORMULA_PREFIXES`); anything else unchanged.
+    :func:`morphocell.io.load_manifest` removes that ``'`` again when it reads the file back."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def write_csv(df, path: str | os.PathLike, *, index: bool = False, **kw) -> None:
+    """``df.to_csv(path, index=index, **kw)``, atomically (:func:`atomic_path`), with every
+    string cell, column name and index label passed through :func:`csv_safe` (paths, labels
+    and error messages come from users' file names); numeric columns are written unchanged."""
+    import pandas as pd
+
+    out = df.copy(deep=False)
+    for col in out.columns:
+        if out[col].dtype == object or isinstance(out[col].dtype, pd.StringDtype):
+            out[col] = out[col].map(csv_safe)
+    out.columns = [csv_safe(c) for c in out.columns]
+    if index:
+        out.index = out.index.map(csv_safe)
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, **kw)
+        out.to_csv(tmp, index=index, **kw)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20,
+                max_bytes: int | None = None) -> str:
+    """Hex SHA-256 of a file's bytes.
+
+    Raises :class:`OSError` without reading anything when ``path`` is not a regular file (a
+    FIFO, a device such as ``/dev/zero``, a directory) or is larger than ``max_bytes``
+    (default: :data:`morphocell.io.MAX_FILE_BYTES`, the largest file read as an image)."""
+    import errno
+    import stat
+
+    if max_bytes is None:
+        from .io import MAX_FILE_BYTES as max_bytes
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        if st.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", os.fspath(path))
+        h = hashlib.sha256()
+        left = max_bytes + 1
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            while left > 0 and (block := fh.read(min(chunk, left))):
+                h.update(block)
+                left -= len(block)
+        if left <= 0:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", os.fspath(path))
+        return h.hexdigest()
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -115,7 +115,8 @@ def _sniff(head: bytes) -> str | None:
 def _read_bounded(spath: str, max_bytes: int) -> tuple[bytes, str]:
     """The bytes of a regular image file and its format, checked before they are read:
     the file is a regular file (``stat``, then the opened descriptor again: a FIFO or device
-    is never read), not empty, at most ``max_bytes``, and starts like a JPEG/PNG/BMP/TIFF."""
+    is never read), not empty, starts like a JPEG/PNG/BMP/TIFF (its first 16 bytes) and is
+    at most ``max_bytes`` long."""
     try:
         st = os.stat(spath)
     except FileNotFoundError:
@@ -127,7 +128,7 @@ def _read_bounded(spath: str, max_bytes: int) -> tuple[bytes, str]:
         raise ImageReadError(f"permission denied ({exc.strerror})", spath) from None
     except OSError as exc:
         raise ImageReadError(f"could not be read ({exc.strerror or exc})", spath) from None
-    _check_regular(st, spath, max_bytes)
+    _check_regular(st, spath)
     try:
         fd = os.open(spath, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_BINARY", 0))
@@ -137,13 +138,16 @@ def _read_bounded(spath: str, max_bytes: int) -> tuple[bytes, str]:
         raise ImageReadError(f"could not be read ({exc.strerror or exc})", spath) from None
     try:
         st = os.fstat(fd)  # the file opened may not be the one stat-ed (a swapped name)
-        _check_regular(st, spath, max_bytes)
+        _check_regular(st, spath)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             head = fh.read(16)
             fmt = _sniff(head)
             if fmt is None:
                 raise ImageReadError("not an image (format not recognised: not JPEG, PNG, "
                                      "BMP or TIFF)", spath)
+            if st.st_size > max_bytes:
+                raise ImageReadError(f"file too large: {st.st_size} bytes exceeds the limit "
+                                     f"of {max_bytes} bytes for an image", spath)
             data = head + fh.read(max_bytes + 1 - len(head))
     except PermissionError as exc:
         raise ImageReadError(f"permission denied ({exc.strerror})", spath) from None
@@ -156,7 +160,7 @@ def _read_bounded(spath: str, max_bytes: int) -> tuple[bytes, str]:
     return data, fmt
 
 
-def _check_regular(st: os.stat_result, spath: str, max_bytes: int) -> None:
+def _check_regular(st: os.stat_result, spath: str) -> None:
     mode = st.st_mode
     if stat.S_ISDIR(mode):
         raise ImageReadError("is a directory, not an image file", spath)
@@ -168,9 +172,6 @@ def _check_regular(st: os.stat_result, spath: str, max_bytes: int) -> None:
         raise ImageReadError(f"not a regular file ({kind}), not an image", spath)
     if st.st_size == 0:
         raise ImageReadError("empty file (0 bytes)", spath)
-    if st.st_size > max_bytes:
-        raise ImageReadError(f"file too large: {st.st_size} bytes exceeds the limit of "
-                             f"{max_bytes} bytes for an image", spath)
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
@@ -440,6 +441,16 @@ def _scan(folder: str) -> tuple[list[str], list[str]]:
     return sorted(files), sorted(dirs)
 
 
+def _unescape(value: str) -> str:
+    """Undo :func:`morphocell._utils.csv_safe`: a ``'`` that morphocell put before a value a
+    spreadsheet would run as a formula (``'=x.jpg`` -> ``=x.jpg``)."""
+    from ._utils import FORMULA_PREFIXES
+
+    if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
 def _iter_manifest(csv_path: Path, report: ListingReport, labelled: bool = False
                    ) -> Iterator[tuple[str, str, str | None]]:
     base = csv_path.parent
@@ -454,7 +465,7 @@ def _iter_manifest(csv_path: Path, report: ListingReport, labelled: bool = False
                             csv_path)
         report.labelled = report.labelled or has_label
         for r in reader:
-            r = {k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
+            r = {k.strip(): _unescape((v or "").strip()) for k, v in r.items() if k is not None}
             if not r.get("path"):
                 continue
             p = r["path"]
@@ -660,7 +671,9 @@ def load_folder(root: str | os.PathLike) -> tuple[list[str], list[str]]:
 def load_manifest(csv_path: str | os.PathLike) -> tuple[list[str], list[str] | None]:
     """Read a manifest CSV with a ``path`` column and an optional ``label`` column.
 
-    Relative paths are taken relative to the CSV's folder. Paths are not checked here:
+    Relative paths are taken relative to the CSV's folder; a ``'`` that morphocell's CSV
+    writers put before a value starting with ``=``, ``+``, ``-``, ``@``, tab or CR (so that a
+    spreadsheet shows it as text) is removed. Paths are not checked here:
     missing files become failed rows later (a batch never dies on one bad image).
     Returns ``(paths, labels)``; ``labels`` is ``None`` when the CSV has no ``label`` column.
     """
