@@ -230,6 +230,41 @@ def test_sklearn_pipeline_fits_and_beats_chance(table, pbc_small):
     assert acc > 2 / 8, acc  # chance is 1/8
 
 
+def test_cache_dir_measures_each_image_once_across_cv_folds(paths, table, pbc_small, tmp_path,
+                                                             monkeypatch):
+    """FeatureExtractor(cache_dir=...): a cross-validation over a Pipeline measures each file
+    once (the folds after the first read the cache), with the values of the plain transform;
+    in-memory images and unreadable files mixed in still give their rows."""
+    from sklearn.model_selection import cross_val_score
+
+    measured = []
+    real = extractor.extract_batch
+
+    def counting(sources, *a, **k):
+        measured.extend(sources)
+        return real(sources, *a, **k)
+
+    monkeypatch.setattr(extractor, "extract_batch", counting)
+    cache = tmp_path / "cache"
+    fe = FeatureExtractor(families=("shape", "color"), cache_dir=cache)
+    assert clone(fe).get_params()["cache_dir"] == cache
+    y = [lab for _, lab in pbc_small]
+    pipe = make_pipeline(fe, SimpleImputer(), StandardScaler(), LogisticRegression(max_iter=500))
+    scores = cross_val_score(pipe, paths, y, cv=3)
+    assert len(scores) == 3
+    assert sorted(measured) == sorted(paths)  # each image once over the three folds
+    cols = feature_names(("shape", "color"))
+    img = read_image(paths[5])
+    missing = str(tmp_path / "missing.jpg")
+    measured.clear()
+    X = FeatureExtractor(families=("shape", "color"), cache_dir=cache).fit_transform(
+        [paths[3], img, missing, paths[0]])
+    assert len(measured) == 1 and measured[0] is img  # the files came from the cache
+    np.testing.assert_array_equal(X.to_numpy()[[0, 1, 3]], table[cols].to_numpy()[[3, 5, 0]])
+    assert X.iloc[2].isna().all()
+    assert [(f[0], f[1]) for f in X.attrs["failures"]] == [(missing, STATUS_ERROR)]
+
+
 def test_set_output_pandas_and_default(paths):
     fe = FeatureExtractor(families=("color",)).set_output(transform="pandas")
     X = fe.fit_transform(paths[:2])

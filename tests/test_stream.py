@@ -275,6 +275,11 @@ def test_dask_cluster_equals_local(manifest, reference, tmp_path):
         assert (res.written, res.parts) == (64, 16)
         ran_on = client.run(os.getpid)
         assert len(ran_on) == 2 and os.getpid() not in ran_on.values()
+        # in-memory results through the same executor: the library's batch on the cluster
+        ref = reference[1]
+        X, st, _ = extract_batch(ref["path"][:6].tolist(), client=client, chunk_size=2)
+        np.testing.assert_array_equal(X, ref[feature_names()].to_numpy()[:6])
+        assert st == ref["status"][:6].tolist()
         # the CLI path: --scheduler tcp://127.0.0.1:PORT
         out_cli = tmp_path / "dask_cli.parquet"
         rc = cli_main(["features", str(manifest), "--out", str(out_cli), "--chunk-size",

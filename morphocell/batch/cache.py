@@ -35,7 +35,8 @@ import numpy as np
 
 from .._version import __version__
 
-__all__ = ["FeatureCache", "code_fingerprint", "compute_features", "default_cache_dir", "image_sha256"]
+__all__ = ["FeatureCache", "code_fingerprint", "compute_features", "default_cache_dir",
+           "image_sha256"]
 
 
 def default_cache_dir() -> Path:
