@@ -37,12 +37,42 @@ def test_import_morphocell_does_not_import_tensorflow():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+SMALL = dict(architecture="small-cnn", input_size=32, embedding_dim=24, batch_size=8,
+             augment=False, validation_fraction=0.0, verbose=0)
+
+
+def test_deep_estimators_have_their_settings_as_parameters():
+    """get_params / set_params / clone see every setting, the networks' included, before any
+    fit (no TensorFlow needed)."""
+    from morphocell.deep import CNNEmbedder, default_embedder
+    from morphocell.deep.crossfit import DEFAULT_EMBEDDER, DeepModel, FusedModel
+    from morphocell.errors import MorphocellError
+
+    emb = CNNEmbedder(**SMALL, epochs=2)
+    for est in (DeepModel(embedder=emb, cv=2, inner_cv=2, random_state=3),
+                FusedModel(embedder=emb, cv=2, stack_params={"estimators": ("svc",)},
+                           random_state=3, n_jobs=1)):
+        params = est.get_params(deep=True)
+        assert params["embedder"] is emb and params["embedder__epochs"] == 2
+        assert params["embedder__input_size"] == 32 and params["random_state"] == 3
+        twin = clone(est)
+        assert twin is not est and twin.embedder is not emb
+        assert {k: v for k, v in twin.get_params(deep=True).items() if k != "embedder"} == \
+            {k: v for k, v in params.items() if k != "embedder"}
+        twin.set_params(embedder__epochs=5, cv=3)
+        assert twin.embedder.epochs == 5 and twin.cv == 3 and emb.epochs == 2
+    # no embedder: the cross-fit uses DEFAULT_EMBEDDER's networks
+    d = default_embedder(epochs=4)
+    assert {k: d.get_params()[k] for k in DEFAULT_EMBEDDER} == {**DEFAULT_EMBEDDER, "epochs": 4}
+    assert DeepModel().get_params()["embedder"] is None
+    with pytest.raises(MorphocellError, match="embedder must be a CNNEmbedder"):
+        DeepModel(embedder="small-cnn", cv=2).fit(["a.jpg"] * 4, ["x", "y"] * 2)
+
+
 tf = pytest.importorskip("tensorflow")
 from morphocell.deep import CNNEmbedder, crossfit_embeddings, decode_images  # noqa: E402
 from morphocell.errors import ModelFileError, MorphocellError  # noqa: E402
 
-SMALL = dict(architecture="small-cnn", input_size=32, embedding_dim=24, batch_size=8,
-             augment=False, validation_fraction=0.0, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +86,7 @@ def fitted(train_set):
     return CNNEmbedder(**SMALL, epochs=12, random_state=0).fit(paths, y)
 
 
+@pytest.mark.deep
 def test_transform_shape_names_and_proba(fitted, train_set):
     paths, y = train_set
     df = fitted.transform(paths)
@@ -72,6 +103,7 @@ def test_transform_shape_names_and_proba(fitted, train_set):
     assert fitted.device_ in ("CPU", "GPU")
 
 
+@pytest.mark.deep
 def test_inference_mode_gives_the_accuracy_the_training_curve_claims(fitted, train_set):
     """No train-mode batch norm at inference: predictions in inference mode, one image at a
     time or in a batch, reach the accuracy the last training epoch reported."""
@@ -86,6 +118,7 @@ def test_inference_mode_gives_the_accuracy_the_training_curve_claims(fitted, tra
     np.testing.assert_allclose(one, fitted.predict_proba(paths[:4]), atol=1e-5)
 
 
+@pytest.mark.deep
 def test_seeded_fits_are_identical(fitted, train_set):
     paths, y = train_set
     again = CNNEmbedder(**SMALL, epochs=12, random_state=0).fit(paths, y)
@@ -96,6 +129,7 @@ def test_seeded_fits_are_identical(fitted, train_set):
     # is not the trivial equality of two untrained networks)
 
 
+@pytest.mark.deep
 def test_augmented_stream_is_deterministic_and_valid(data_dir):
     from morphocell.deep.augment import augment_image
 
@@ -111,6 +145,7 @@ def test_augmented_stream_is_deterministic_and_valid(data_dir):
 
 
 
+@pytest.mark.deep
 def test_stain_augmentation_adds_gamma_and_tint_and_keeps_the_standard_draws(data_dir):
     from morphocell.deep.augment import STAIN, STANDARD, AugmentConfig, augment_config, augment_image
 
@@ -119,7 +154,7 @@ def test_stain_augmentation_adds_gamma_and_tint_and_keeps_the_standard_draws(dat
     std = augment_image(x, seed, STANDARD).numpy()
     # gamma and tint act after the standard steps, whose draws they leave as they were:
     # with a tint of exactly 1 and gamma 1 the "stain" path gives the standard image
-    neutral = AugmentConfig(gamma=(1.0, 1.0 + 1e-9), tint=1e-9)
+    neutral = AugmentConfig(gamma=(1.0, 1.0 + 1e-9), tint=(1.0 - 1e-9, 1.0 + 1e-9))
     np.testing.assert_allclose(augment_image(x, seed, neutral).numpy(), std, atol=1e-3)
     stain = [augment_image(x, tf.constant([3, s]), STAIN).numpy() for s in range(16)]
     assert all(a.shape == (48, 48, 3) and a.min() >= 0 and a.max() <= 255 for a in stain)
@@ -139,6 +174,7 @@ def test_stain_augmentation_adds_gamma_and_tint_and_keeps_the_standard_draws(dat
     with pytest.raises(MorphocellError, match="augment="):
         CNNEmbedder(augment="strong").fit(_subset(1)[0][:2], ["a", "b"])
 
+@pytest.mark.deep
 def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
     paths, _ = train_set
     ref = fitted.transform(paths).to_numpy()
@@ -159,6 +195,7 @@ def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
         CNNEmbedder.load(tmp_path / "missing.mcnn")
 
 
+@pytest.mark.deep
 def test_crop_keeps_the_centre_of_the_image(fitted, train_set, tmp_path):
     import cv2
 
@@ -194,6 +231,7 @@ def test_crop_keeps_the_centre_of_the_image(fitted, train_set, tmp_path):
             clone(fitted).set_params(crop=bad).fit(paths, y)
 
 
+@pytest.mark.deep
 def test_tta_averages_the_eight_symmetries_and_is_invariant_to_them(fitted, train_set):
     from morphocell._utils import DIHEDRAL, dihedral
 
@@ -216,9 +254,9 @@ def test_tta_averages_the_eight_symmetries_and_is_invariant_to_them(fitted, trai
     assert CNNEmbedder.from_bytes(tta.to_bytes()).tta is True
 
 
+@pytest.mark.deep
 def test_weights_file_errors_and_warm_start(fitted, tmp_path, train_set):
-    from morphocell.deep.embedder import _load_weights_into
-    from morphocell.deep.models import build_model
+    from morphocell.deep.models import build_model, load_backbone_weights
 
     paths, y = train_set
     with pytest.raises(ModelFileError, match="weights file not found") as ei:
@@ -233,10 +271,10 @@ def test_weights_file_errors_and_warm_start(fitted, tmp_path, train_set):
     fitted.save(saved)
     other = build_model("small-resnet", 32, 3, 24).get_layer("backbone")
     with pytest.raises(ModelFileError, match="incompatible weights"):
-        _load_weights_into(other, saved, "small-resnet")
+        load_backbone_weights(other, saved, "small-resnet")
     # same architecture: the backbone starts from exactly the saved weights
     same = build_model("small-cnn", 32, 5, 16).get_layer("backbone")
-    _load_weights_into(same, saved, "small-cnn")
+    load_backbone_weights(same, saved, "small-cnn")
     for a, b in zip(same.get_weights(), fitted.model_.get_layer("backbone").get_weights(),
                     strict=True):
         np.testing.assert_array_equal(a, b)
@@ -244,6 +282,7 @@ def test_weights_file_errors_and_warm_start(fitted, tmp_path, train_set):
         CNNEmbedder(architecture="vgg99").fit(paths, y)
 
 
+@pytest.mark.deep
 def test_unreadable_image_gives_nan_row(fitted, train_set, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -260,6 +299,7 @@ def crossfit(train_set):
     return crossfit_embeddings(paths, y, cv=2, random_state=0, verbose=0, epochs=3, **params)
 
 
+@pytest.mark.deep
 def test_crossfit_gives_every_image_an_embedding_from_a_network_that_did_not_see_it(
         crossfit, train_set):
     paths, y = train_set
@@ -280,6 +320,7 @@ def test_crossfit_gives_every_image_an_embedding_from_a_network_that_did_not_see
         assert not np.allclose(other.transform(cf.images[held]).to_numpy(), cf.embeddings[held])
 
 
+@pytest.mark.deep
 def test_crossfit_with_tta_trains_the_same_networks_and_averages_their_views(
         crossfit, train_set):
     from morphocell._utils import DIHEDRAL, dihedral
@@ -300,6 +341,7 @@ def test_crossfit_with_tta_trains_the_same_networks_and_averages_their_views(
                                    atol=1e-6)
 
 
+@pytest.mark.deep
 def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     import pandas as pd
 
@@ -329,8 +371,13 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     fused._fit_tables(deep, hc, cf.y)
     assert list(fused.feature_names_in_[-3:]) == proba_names(3)
     hct = pd.DataFrame(extract_batch(test_paths, fams)[0], columns=feature_names(fams))
+    before = _state(fused), _state(fused.deep_)
     pf = fused.predict_proba(test_paths, handcrafted=hct)
     assert pf.shape == (len(test_paths), 3) and np.isfinite(pf).all()
+    assert _same_state(before[0], _state(fused)) and _same_state(before[1], _state(fused.deep_))
+    pf2, failures = fused.predict_proba_with_failures(test_paths, handcrafted=hct)
+    np.testing.assert_array_equal(pf2, pf)
+    assert failures == []
 
     # the stack's folds are the networks' folds
     stack_folds = np.empty(len(cf.y), int)
@@ -363,6 +410,59 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     np.testing.assert_allclose(back.predict_proba(test_paths, handcrafted=hct), pf, atol=1e-12)
 
 
+def _state(est) -> dict:
+    """Attribute name -> identity and, for arrays, a copy: what ``predict_proba`` must not
+    change."""
+    return {k: (id(v), v.copy() if isinstance(v, np.ndarray) else None)
+            for k, v in vars(est).items()}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k][0] == b[k][0] and (a[k][1] is None or np.array_equal(a[k][1], b[k][1]))
+        for k in a)
+
+
+@pytest.mark.deep
+def test_deep_model_clone_refits_to_the_same_predictions_and_predict_writes_nothing(
+        train_set, tmp_path):
+    from morphocell.deep import fit_deep_model
+    from morphocell.deep.crossfit import DeepModel
+
+    paths, y = train_set
+    params = {k: v for k, v in SMALL.items() if k != "verbose"}
+    model = fit_deep_model(paths, y, features="deep", cv=2, inner_cv=2, random_state=0,
+                           epochs=2, verbose=0, **params)
+    # the keyword arguments became the model's embedder parameter
+    assert model.embedder.get_params()["epochs"] == 2
+    assert model.embedder.get_params()["architecture"] == "small-cnn"
+    assert [n.epochs for n in model.embedders_] == [2, 2]
+    test_paths, _ = _subset(2, "test")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    before = _state(model)
+    p = model.predict_proba([*test_paths, bad])
+    model.predict([*test_paths, bad])
+    assert _same_state(before, _state(model))  # predict_proba / predict set nothing
+    assert np.isnan(p[-1]).all() and np.isfinite(p[:-1]).all()
+    p2, failures = model.predict_proba_with_failures([*test_paths, bad])
+    np.testing.assert_array_equal(p2, p)
+    assert [f[0] for f in failures] == [str(bad)]
+    # clone: the same settings, unfitted; refitted, the same predictions (same random_state)
+    twin = clone(model)
+    assert not hasattr(twin, "classifiers_")
+    np.testing.assert_array_equal(twin.fit(paths, y).predict_proba(test_paths), p[:-1])
+    # models saved before ``embedder`` was a parameter get their networks' settings back
+    state = model.__getstate__()
+    del state["embedder"]
+    old = DeepModel.__new__(DeepModel)
+    old.__setstate__(state)
+    assert old.embedder.get_params() == {**model.embedders_[0].get_params(),
+                                         "random_state": None}
+    np.testing.assert_array_equal(old.predict_proba(test_paths), p[:-1])
+
+
+@pytest.mark.deep
 def test_fit_deep_model_rejects_bad_arguments(train_set):
     from morphocell.deep import fit_deep_model
     from morphocell.errors import DataError

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["CNNEmbedder", "DeepModel", "FusedModel", "fit_deep_model", "crossfit_embeddings",
-           "decode_images", "embedding_names"]
+           "default_embedder", "decode_images", "embedding_names"]
 
 _LAZY = {
     "CNNEmbedder": "morphocell.deep.embedder",
@@ -24,6 +24,7 @@ _LAZY = {
     "FusedModel": "morphocell.deep.crossfit",
     "fit_deep_model": "morphocell.deep.crossfit",
     "crossfit_embeddings": "morphocell.deep.crossfit",
+    "default_embedder": "morphocell.deep.crossfit",
 }
 
 

@@ -53,144 +53,34 @@ The scheme (K = ``cv`` folds, ``StratifiedKFold(shuffle=True, random_state)``)
 
 Hand-crafted features of new images are computed with
 :func:`morphocell.features.extractor.extract_batch` (or passed in, e.g. from a cache).
+
+Estimators
+----------
+:class:`DeepModel` and :class:`FusedModel` follow scikit-learn's contract: every setting,
+including the networks' (``embedder``, a :class:`CNNEmbedder` used as a template: each of
+the K networks is a clone of it with its own derived seed), is an ``__init__`` parameter, so
+``clone`` and ``get_params`` / ``set_params`` (``embedder__epochs=...``) rebuild them;
+``predict_proba`` changes nothing (``predict_proba_with_failures`` also returns the
+unreadable inputs).
 """
 from __future__ import annotations
 
 import os
-import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import DataError, MorphocellError
+from ._crossfit_embeddings import (DEFAULT_EMBEDDER, CrossFit, _log, _seeds, crossfit_embeddings,
+                                   default_embedder, proba_names)
 
 __all__ = ["CrossFit", "crossfit_embeddings", "DeepModel", "FusedModel", "fit_deep_model",
-           "proba_names", "DEFAULT_EMBEDDER", "TRUSTED_TYPES"]
+           "default_embedder", "proba_names", "DEFAULT_EMBEDDER", "TRUSTED_TYPES"]
 
-#: :class:`CNNEmbedder` parameters used by :func:`fit_deep_model` unless overridden: sized for
-#: a CPU (64 px input; about 190-350 training images/s for the small-resnet on 2 cores). The
-#: network sees the central 75% of the image (``crop``): chosen on an 80/20 split of the PBC
-#: ``train`` rows (one network, 10 epochs: whole image 0.953, crop 0.75 0.963, 0.625 0.972;
-#: 0.75 kept so that cells filling most of another lab's crop keep most of their rim).
-#: ``augment="stain"`` (other labs' stains and optics, :data:`morphocell.deep.augment.STAIN`):
-#: the full ``--features fused`` model on the PBC split, standard -> stain jitter: fused stack
-#: out-of-fold 0.9856 -> 0.9852 (the train rows, the decision rows), PBC test 0.9887 -> 0.9887,
-#: segwbc dataset1 (another lab and stain) 0.147 -> 0.503, dataset2 0.675 -> 0.700
-#: (docs/deep.md, "Stain augmentation").
-DEFAULT_EMBEDDER = {"architecture": "small-resnet", "input_size": 64, "crop": 0.75,
-                    "embedding_dim": 256, "epochs": 20, "batch_size": 32, "augment": "stain"}
 #: Types a saved deep/fused model holds beyond the stacking ones (for ``model_io``).
 TRUSTED_TYPES = ["morphocell.deep.crossfit.DeepModel", "morphocell.deep.crossfit.FusedModel",
                  "morphocell.deep.embedder.CNNEmbedder"]
-
-
-def proba_names(n_classes: int) -> list[str]:
-    """Column names of the deep path's out-of-fold probabilities in the fused table."""
-    return [f"Cell_Embedding_CnnProba_{j:02d}" for j in range(int(n_classes))]
-
-
-def _log(verbose, msg):
-    if verbose:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def _seeds(random_state, n: int) -> list[int | None]:
-    if random_state is None:
-        return [None] * n
-    rng = np.random.RandomState(int(random_state))
-    return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n)]
-
-
-@dataclass
-class CrossFit:
-    """Result of :func:`crossfit_embeddings`.
-
-    Attributes
-    ----------
-    embedders : list of fitted CNNEmbedder, one per fold; ``embedders[k].train_index_`` are
-        the positions (into the decoded training set) it was trained on.
-    fold : int array (n,)
-        Fold of each image: ``embedders[fold[i]]`` did not see image ``i``.
-    embeddings : float32 array (n, embedding_dim)
-        Out-of-fold embedding of every image (row ``i`` from ``embedders[fold[i]]``).
-    proba : float32 array (n, n_classes)
-        Out-of-fold softmax of the CNN (same networks).
-    images : uint8 array (n, S, S, 3)
-        The decoded images (shared by all folds).
-    y : array (n,) of labels
-    failures : list of (source, reason) of unreadable inputs (dropped)
-    """
-
-    embedders: list
-    fold: np.ndarray
-    embeddings: np.ndarray
-    proba: np.ndarray
-    images: np.ndarray
-    y: np.ndarray
-    classes: np.ndarray
-    failures: list = field(default_factory=list)
-    train_time_s: float = 0.0
-
-
-def crossfit_embeddings(X, y, *, cv: int = 5, random_state=None, verbose: int = 1,
-                        **embedder_params) -> CrossFit:
-    """Train ``cv`` networks on ``cv - 1`` folds each; embed every image with the network that
-    did not see it (step 1 of the module docstring).
-
-    Parameters
-    ----------
-    X : image paths / arrays (anything :class:`CNNEmbedder` accepts)
-    y : labels
-    cv : int >= 2
-    random_state : int, optional
-        Seeds the folds and each network (network ``k`` gets its own derived seed).
-    **embedder_params : passed to :class:`CNNEmbedder` (``random_state`` excluded).
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    from .embedder import CNNEmbedder, decode_images
-
-    params = {**DEFAULT_EMBEDDER, **embedder_params}
-    params["verbose"] = verbose
-    y = np.asarray(y)
-    if not isinstance(cv, (int, np.integer)) or cv < 2:
-        raise MorphocellError(f"cv must be an integer >= 2 for cross-fitting (got {cv!r})")
-    images, ok, failures = decode_images(X, int(params["input_size"]), verbose=verbose,
-                                         crop=float(params.get("crop", 1.0)))
-    if len(ok) + len(failures) != len(y):
-        raise DataError(f"got {len(ok) + len(failures)} images but {len(y)} labels")
-    for src, reason in failures:
-        _log(verbose, f"warning: skipped unreadable training image {src}: {reason}")
-    y = y[ok]
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
-        raise DataError(f"need at least 2 classes (got {list(classes)})")
-    if counts.min() < cv:
-        raise DataError(f"cross-fitting with cv={cv} needs at least {cv} images per class; "
-                        f"{classes[np.argmin(counts)]!r} has {counts.min()}")
-    seeds = _seeds(random_state, cv + 1)
-    skf = StratifiedKFold(int(cv), shuffle=True, random_state=seeds[0])
-    fold = np.full(len(y), -1, np.int64)
-    emb = proba = None
-    embedders = []
-    t0 = time.perf_counter()
-    for k, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
-        _log(verbose, f"cross-fitting network {k + 1}/{cv}: training on {len(tr)} images, "
-                      f"embedding {len(te)} held-out images")
-        net = CNNEmbedder(**params, random_state=seeds[k + 1])._fit_decoded(images[tr], y[tr])
-        net.train_index_ = tr
-        if not np.array_equal(net.classes_, classes):  # guaranteed by stratification
-            raise DataError(f"fold {k} misses classes")  # pragma: no cover
-        e, p, _ = net._infer(images[te])
-        if emb is None:
-            emb = np.empty((len(y), e.shape[1]), np.float32)
-            proba = np.empty((len(y), p.shape[1]), np.float32)
-        emb[te], proba[te], fold[te] = e, p, k
-        embedders.append(net)
-    return CrossFit(embedders, fold, emb, proba, images, y, classes, failures,
-                    time.perf_counter() - t0)
 
 
 def _svc(random_state):
@@ -205,8 +95,21 @@ def _svc(random_state):
 class DeepModel(ClassifierMixin, BaseEstimator):
     """CNN embeddings + calibrated SVC, cross-fitted (``features="deep"``).
 
-    Built by :func:`fit_deep_model`; see the module docstring, step 2:
-    ``p(x) = mean_k g_k(f_k(x))``.
+    See the module docstring, step 2: ``p(x) = mean_k g_k(f_k(x))``.
+
+    Parameters
+    ----------
+    embedder : CNNEmbedder, optional
+        Template of the K networks (each a clone with its own seed derived from
+        ``random_state``; its own ``random_state`` and ``verbose`` are not used). ``None``:
+        :func:`default_embedder` (:data:`DEFAULT_EMBEDDER`).
+    cv : int >= 2, default 5
+        Number of cross-fitted networks (folds).
+    inner_cv : int, default 5
+        Folds of the SVC cross-validation inside each network's held-out fold.
+    random_state : int or None
+        Seeds the folds, the networks and the classifiers.
+    verbose : int, default 0
 
     Attributes
     ----------
@@ -216,21 +119,36 @@ class DeepModel(ClassifierMixin, BaseEstimator):
     fold_ : int array, the fold of each training image
     oof_proba_ : (n, C) out-of-fold SVC probabilities of the training images (inner CV)
     cv_scores_ : dict of out-of-fold accuracy / macro-F1 ("cnn_softmax", "cnn_svc")
+    fit_failures_ : list of (source, reason), training images that could not be read
+    train_time_s_ : float
     """
 
-    def __init__(self, cv=5, inner_cv=5, random_state=None, verbose=0):
+    def __init__(self, embedder=None, cv=5, inner_cv=5, random_state=None, verbose=0):
+        self.embedder = embedder
         self.cv = cv
         self.inner_cv = inner_cv
         self.random_state = random_state
         self.verbose = verbose
 
+    def __setstate__(self, state):
+        # models saved before ``embedder`` was a parameter: the template is their first
+        # network's parameters (a seed of its own is drawn again at every fit anyway)
+        if "embedder" not in state:
+            nets = state.get("embedders_") or []
+            state = {**state, "embedder": (default_embedder(**{
+                **nets[0].get_params(), "random_state": None}) if nets else None)}
+        super().__setstate__(state)
+
     def _fit_crossfit(self, cf: CrossFit):
+        """Fit the classifiers on a finished cross-fit of the networks (steps 2 of the
+        module docstring); ``fit`` = :func:`crossfit_embeddings` + this."""
         from sklearn.metrics import accuracy_score, f1_score
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         self.classes_ = cf.classes
         self.embedders_ = cf.embedders
         self.fold_ = cf.fold
+        self.fit_failures_ = list(cf.failures)
         seeds = _seeds(self.random_state, 2 * len(cf.embedders))
         n, c = len(cf.y), len(cf.classes)
         oof = np.zeros((n, c))
@@ -259,11 +177,24 @@ class DeepModel(ClassifierMixin, BaseEstimator):
         }
         return self
 
-    def fit(self, X, y, **embedder_params):
-        """Cross-fit networks and classifiers on images ``X`` with labels ``y``."""
+    def fit(self, X, y):
+        """Cross-fit networks and classifiers on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : image paths, arrays, or an ``(n, S, S, 3)`` uint8 array at the input size
+        y : array-like of labels
+
+        Returns
+        -------
+        self
+        """
+        t0 = time.perf_counter()
         cf = crossfit_embeddings(X, y, cv=self.cv, random_state=self.random_state,
-                                 verbose=self.verbose, **embedder_params)
-        return self._fit_crossfit(cf)
+                                 verbose=self.verbose, embedder=self.embedder)
+        self._fit_crossfit(cf)
+        self.train_time_s_ = time.perf_counter() - t0
+        return self
 
     @property
     def input_size_(self) -> int:
@@ -280,9 +211,14 @@ class DeepModel(ClassifierMixin, BaseEstimator):
             p += _spread(g, g.predict_proba(e), self.classes_)
         return p / len(self.embedders_)
 
-    def predict_proba(self, X) -> np.ndarray:
-        """``mean_k g_k(f_k(x))``; columns in ``classes_`` order; NaN rows for unreadable
-        images (listed in ``self.last_failures_``)."""
+    def predict_proba_with_failures(self, X) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        """:meth:`predict_proba` and the inputs that could not be read.
+
+        Returns
+        -------
+        proba : (n, C) array, NaN rows for unreadable images
+        failures : list of (source, reason)
+        """
         from sklearn.utils.validation import check_is_fitted
 
         from .embedder import decode_images
@@ -293,8 +229,12 @@ class DeepModel(ClassifierMixin, BaseEstimator):
         out = np.full((n, len(self.classes_)), np.nan)
         if len(ok):
             out[ok] = self._proba_decoded(images)
-        self.last_failures_ = failures
-        return out
+        return out, failures
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``mean_k g_k(f_k(x))``; columns in ``classes_`` order; NaN rows for unreadable
+        images (:meth:`predict_proba_with_failures` says why)."""
+        return self.predict_proba_with_failures(X)[0]
 
     def predict(self, X) -> np.ndarray:
         """Most probable class (``None`` for unreadable images)."""
@@ -321,6 +261,21 @@ class FusedModel(ClassifierMixin, BaseEstimator):
     """Stacked ensemble over hand-crafted features + the deep path's out-of-fold
     probabilities (``features="fused"``); see the module docstring, step 3.
 
+    Parameters
+    ----------
+    embedder : CNNEmbedder, optional
+        Template of the deep path's networks (see :class:`DeepModel`).
+    cv : int >= 2, default 5
+        Folds of the network cross-fitting, which are also the stack's folds.
+    inner_cv : int, default 5
+        Folds of the deep path's SVC cross-validation inside each held-out fold.
+    stack_params : dict, optional
+        Extra :class:`~morphocell.ensembles.stacking.StackedCellClassifier` parameters.
+    random_state : int or None
+    n_jobs : int or None
+        Hand-crafted feature extraction and stack workers.
+    verbose : int, default 0
+
     Attributes
     ----------
     deep_ : DeepModel
@@ -331,8 +286,9 @@ class FusedModel(ClassifierMixin, BaseEstimator):
     cv_scores_ : dict, the deep path's and the stack's out-of-fold scores
     """
 
-    def __init__(self, cv=5, inner_cv=5, stack_params=None, random_state=None, n_jobs=None,
-                 verbose=0):
+    def __init__(self, embedder=None, cv=5, inner_cv=5, stack_params=None, random_state=None,
+                 n_jobs=None, verbose=0):
+        self.embedder = embedder
         self.cv = cv
         self.inner_cv = inner_cv
         self.stack_params = stack_params
@@ -340,7 +296,14 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
 
-    def fit(self, X, y, handcrafted=None, copies=None, **embedder_params):
+    def __setstate__(self, state):
+        # models saved before ``embedder`` was a parameter: their deep path's template
+        if "embedder" not in state:
+            deep = state.get("deep_")
+            state = {**state, "embedder": getattr(deep, "embedder", None)}
+        super().__setstate__(state)
+
+    def fit(self, X, y, handcrafted=None, copies=None):
         """Cross-fit the deep path, then fit the late-fusion stack.
 
         Parameters
@@ -356,17 +319,22 @@ class FusedModel(ClassifierMixin, BaseEstimator):
             They train the hand-crafted learners only: the deep columns of a copy are missing
             (NaN), so it trains neither the deep learners nor the meta-learner
             (:meth:`StackedCellClassifier.fit`), and it is kept in its source image's fold.
-        **embedder_params : :class:`CNNEmbedder` parameters.
+
+        Returns
+        -------
+        self
         """
         import pandas as pd
 
         t0 = time.perf_counter()
         X = list(X) if not isinstance(X, np.ndarray) else X
         cf = crossfit_embeddings(X, y, cv=self.cv, random_state=self.random_state,
-                                 verbose=self.verbose, **embedder_params)
-        deep = DeepModel(cv=self.cv, inner_cv=self.inner_cv, random_state=self.random_state,
-                         verbose=self.verbose)._fit_crossfit(cf)
+                                 verbose=self.verbose, embedder=self.embedder)
+        deep = DeepModel(embedder=self.embedder, cv=self.cv, inner_cv=self.inner_cv,
+                         random_state=self.random_state, verbose=self.verbose
+                         )._fit_crossfit(cf)
         deep.train_time_s_ = time.perf_counter() - t0
+        self.fit_failures_ = list(cf.failures)
         _log(self.verbose, _deep_summary(deep))
         keep = np.ones(len(X), bool)
         if cf.failures:
@@ -421,9 +389,8 @@ class FusedModel(ClassifierMixin, BaseEstimator):
         # The stack's folds are the networks' cross-fitting folds (copies join their source
         # image's fold): in fold k the deep learners are trained on the outputs of the other
         # networks and scored on network k's, which they never saw -- a shift like a new
-        # lab's images, so the meta-learner weighs the deep learners as they hold up under it.
-        # (Measured, docs/deep.md "Stack folds": the same PBC test accuracy as folds drawn
-        # apart from the networks', and better on other labs' images.)
+        # lab's images, so the meta-learner weighs the deep learners as they hold up under it
+        # (docs/experiments/2026-11-30-fused-stack-folds-and-domain-copies.md).
         fold = np.asarray(deep.fold_)
         groups = None  # source image of every row, so the SVCs' calibration keeps copies with it
         self.n_domain_copies_ = 0
@@ -484,8 +451,16 @@ class FusedModel(ClassifierMixin, BaseEstimator):
             Pre-computed hand-crafted features of ``X`` (same row order); computed with
             :func:`~morphocell.features.extractor.extract_batch` when omitted.
 
-        Unreadable images give NaN rows (listed in ``self.last_failures_``).
+        Returns
+        -------
+        (n, C) array, columns in ``classes_`` order; NaN rows for unreadable images
+        (:meth:`predict_proba_with_failures` says why).
         """
+        return self.predict_proba_with_failures(X, handcrafted)[0]
+
+    def predict_proba_with_failures(self, X, handcrafted=None
+                                    ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        """:meth:`predict_proba` and the ``(source, reason)`` of the unreadable inputs."""
         import pandas as pd
 
         from sklearn.utils.validation import check_is_fitted
@@ -497,15 +472,14 @@ class FusedModel(ClassifierMixin, BaseEstimator):
                                              crop=self.deep_.crop_)
         n = len(ok) + len(failures)
         out = np.full((n, len(self.classes_)), np.nan)
-        self.last_failures_ = failures
         if not len(ok):
-            return out
+            return out, failures
         hc = self._handcrafted(X, handcrafted).iloc[ok].reset_index(drop=True)
         deep = pd.DataFrame(self.deep_._proba_decoded(images),
                             columns=proba_names(len(self.classes_)))
         table = pd.concat([hc, deep], axis=1)
         out[ok] = self.stack_.predict_proba(table)
-        return out
+        return out, failures
 
     def predict(self, X, handcrafted=None) -> np.ndarray:
         """Most probable class (``None`` for unreadable images)."""
@@ -551,7 +525,9 @@ def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: 
         ``"fused"`` only: hand-crafted features of stain-augmented copies and the position
         of each copy's source image in ``paths`` (see :meth:`FusedModel.fit`).
     **embedder_params
-        Other :class:`CNNEmbedder` parameters (``architecture``, ``input_size``, ...).
+        Other :class:`CNNEmbedder` parameters (``architecture``, ``input_size``, ...), over
+        :data:`DEFAULT_EMBEDDER`; they make the model's ``embedder`` parameter
+        (:func:`default_embedder`).
 
     Returns
     -------
@@ -567,17 +543,15 @@ def fit_deep_model(paths, labels, features: str = "deep", handcrafted=None, cv: 
     paths = list(paths)
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} images but {len(labels)} labels")
+    embedder = default_embedder(**embedder_params)
     if features == "deep":
         if copies is not None:
             raise MorphocellError("domain copies need hand-crafted learners: use "
                                   "features='fused' (or a hand-crafted model)")
-        t0 = time.perf_counter()
-        deep = DeepModel(cv=cv, inner_cv=inner_cv, random_state=random_state,
-                         verbose=verbose).fit(paths, labels, **embedder_params)
-        deep.train_time_s_ = time.perf_counter() - t0
+        deep = DeepModel(embedder=embedder, cv=cv, inner_cv=inner_cv, random_state=random_state,
+                         verbose=verbose).fit(paths, labels)
         _log(verbose, _deep_summary(deep))
         return deep
-    return FusedModel(cv=cv, inner_cv=inner_cv, stack_params=stack_params,
+    return FusedModel(embedder=embedder, cv=cv, inner_cv=inner_cv, stack_params=stack_params,
                       random_state=random_state, n_jobs=n_jobs, verbose=verbose
-                      ).fit(paths, labels, handcrafted=handcrafted, copies=copies,
-                            **embedder_params)
+                      ).fit(paths, labels, handcrafted=handcrafted, copies=copies)

@@ -17,8 +17,9 @@ Pipeline
 2. **tf.data**: ``from_tensor_slices -> shuffle(seeded, reshuffled every epoch) -> repeat
    -> zip(counter) -> map(augment, AUTOTUNE parallel, deterministic order) -> batch ->
    prefetch(AUTOTUNE)``, so augmentation of the next batches overlaps training.
-3. **Training**: the network (:mod:`morphocell.deep.models`) is trained as a softmax classifier
-   with AdamW (weight decay 1e-4) and sparse categorical cross-entropy. Learning rate: linear
+3. **Training** (:mod:`morphocell.deep._training`): the network (:mod:`morphocell.deep.models`)
+   is trained as a softmax classifier with AdamW (weight decay 1e-4) and sparse categorical
+   cross-entropy. Learning rate: linear
    warm-up from 0 to ``learning_rate`` over the first epoch, then cosine decay
    ``lr(t) = learning_rate * (1 + cos(pi * t / T)) / 2`` to 0 at ``T = epochs * steps``.
    A stratified ``validation_fraction`` of the training images is held out; early stopping
@@ -58,11 +59,7 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
-import sys
-import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -70,7 +67,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import DataError, ImageReadError, ModelFileError, MorphocellError
+from ._training import _gpu_available, _tf, make_eval_dataset, precise_bn, train_network
 from .augment import augment_config
+from .models import load_backbone_weights, model_from_bytes, model_to_bytes
 
 __all__ = ["CNNEmbedder", "decode_images", "embedding_names", "FORMAT", "FORMAT_VERSION"]
 
@@ -86,24 +85,6 @@ _MODEL = "model.keras"
 def embedding_names(dim: int) -> list[str]:
     """``Cell_Embedding_Cnn_0000 ... `` for ``dim`` embedding columns."""
     return [f"Cell_Embedding_Cnn_{i:04d}" for i in range(int(dim))]
-
-
-def _tf():
-    """Import TensorFlow and Keras (lazily) and check Keras 3."""
-    try:
-        import tensorflow as tf
-        import keras
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise MorphocellError("the deep features need TensorFlow and Keras 3: "
-                              "pip install 'morphocell[deep]'") from exc
-    if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
-        raise MorphocellError(f"Keras >= 3 is required (found {keras.__version__})")
-    return tf, keras
-
-
-def _gpu_available() -> bool:
-    tf, _ = _tf()
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _square_resize(img: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
@@ -199,185 +180,6 @@ def decode_images(X, size: int, n_threads: int | None = None, verbose: int = 0,
     return out[:len(ok)], np.asarray(ok, dtype=np.int64), failures
 
 
-def _make_train_dataset(images: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                        augment):
-    """Infinite, seeded, augmented training stream of ``(float32 images, int labels)``;
-    ``augment``: an :class:`~morphocell.deep.augment.AugmentConfig` or ``None``."""
-    tf, _ = _tf()
-    from .augment import augment_image
-
-    ds = tf.data.Dataset.from_tensor_slices((images, y.astype(np.int32)))
-    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
-    seed_t = tf.constant(seed, tf.int64)
-
-    def prep(xy, i):
-        x, label = xy
-        if augment is not None:
-            return augment_image(x, tf.stack([seed_t, i]), augment), label
-        return tf.cast(x, tf.float32), label
-
-    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _make_eval_dataset(images: np.ndarray, batch_size: int, y: np.ndarray | None = None):
-    tf, _ = _tf()
-    ds = tf.data.Dataset.from_tensor_slices(images if y is None
-                                            else (images, y.astype(np.int32)))
-    if y is None:
-        ds = ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, t: (tf.cast(x, tf.float32), t),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _progress_callback(verbose: int, n_train: int, epochs: int):
-    """A Keras callback printing one line per epoch (loss, accuracy, lr, images/s)."""
-    _, keras = _tf()
-
-    class EpochLine(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.te = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            dt = time.perf_counter() - self.te
-            logs["images_per_s"] = n_train / dt if dt > 0 else float("nan")
-            logs["epoch_s"] = dt
-            if verbose:
-                parts = [f"epoch {epoch + 1}/{epochs}"]
-                for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
-                    if k in logs:
-                        parts.append(f"{k} {logs[k]:.4f}")
-                parts.append(f"{logs['images_per_s']:.0f} img/s")
-                parts.append(f"{time.perf_counter() - self.t0:.0f} s")
-                print("  ".join(parts), file=sys.stderr, flush=True)
-
-    return EpochLine()
-
-
-def _precise_bn(model, images: np.ndarray, batch_size: int = 256) -> int:
-    """Set every BatchNormalization layer's moving mean/variance to the equal-weight average
-    of its batch statistics over ``images`` (inference-mode weights unchanged).
-
-    With ``momentum_t = (t - 1) / t`` for the t-th batch, ``m_t = m_{t-1} momentum_t +
-    b_t (1 - momentum_t)`` is the running mean of the batch means ``b_1..b_t`` (same for the
-    variances). Returns the number of batches used (0 when there is no BN layer).
-    """
-    tf, keras = _tf()
-    bns = [lyr for lyr in _all_layers(model)
-           if isinstance(lyr, keras.layers.BatchNormalization)]
-    if not bns or len(images) == 0:
-        return 0
-    batch_size = min(batch_size, len(images))
-    n_batches = max(1, len(images) // batch_size)  # equal-size batches, remainder dropped
-    saved = [b.momentum for b in bns]
-    try:
-        for t in range(1, n_batches + 1):
-            for b in bns:
-                b.momentum = (t - 1) / t
-            x = tf.cast(images[(t - 1) * batch_size:t * batch_size], tf.float32)
-            model(x, training=True)
-    finally:
-        for b, m in zip(bns, saved, strict=True):
-            b.momentum = m
-    return n_batches
-
-
-def _all_layers(model):
-    out = []
-    for lyr in model.layers:
-        out.append(lyr)
-        if hasattr(lyr, "layers"):
-            out.extend(_all_layers(lyr))
-    return out
-
-
-def _keras_to_bytes(model) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / "model.keras"
-        model.save(p)
-        return p.read_bytes()
-
-
-def _keras_from_bytes(data: bytes, name: str = "<bytes>"):
-    _, keras = _tf()
-    from .models import custom_objects
-
-    with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / "model.keras"
-        p.write_bytes(data)
-        try:
-            return keras.models.load_model(p, custom_objects=custom_objects(), compile=False,
-                                           safe_mode=True)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types on bad files
-            raise ModelFileError(f"not a loadable Keras model ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''})",
-                                 name) from None
-
-
-def _load_weights_into(backbone, path: str | os.PathLike, architecture: str) -> None:
-    """Initialise ``backbone`` from a local file; never downloads anything.
-
-    Accepted: a saved :class:`CNNEmbedder` (``save`` / ``to_bytes``), a ``.keras`` model
-    file with a layer named ``backbone`` (e.g. one of our models), or a Keras weights file
-    (``.weights.h5`` / legacy ``.h5``, e.g. the ``*_notop.h5`` ImageNet files of
-    keras.applications downloaded by hand) matching the backbone. Anything else raises
-    :class:`ModelFileError` naming the file.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError("weights file not found", p)
-    if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as zf:
-            names = set(zf.namelist())
-            if _HEADER in names:  # a saved CNNEmbedder
-                model = _keras_from_bytes(zf.read(_MODEL), os.fspath(p))
-            elif "config.json" in names:  # a plain .keras file
-                model = _keras_from_bytes(p.read_bytes(), os.fspath(p))
-            else:
-                raise ModelFileError("zip file is neither a saved CNNEmbedder nor a .keras "
-                                     "model", p)
-        try:
-            src = model.get_layer("backbone")
-        except ValueError:
-            raise ModelFileError("the model in this file has no 'backbone' layer; cannot "
-                                 f"initialise a {architecture!r} backbone from it", p) from None
-        src_w, dst_w = src.get_weights(), backbone.get_weights()
-        shapes_src = [w.shape for w in src_w]
-        shapes_dst = [w.shape for w in dst_w]
-        if shapes_src != shapes_dst:
-            first = next((i for i, (a, b) in enumerate(zip(shapes_src, shapes_dst)) if a != b),
-                         min(len(shapes_src), len(shapes_dst)))
-            raise ModelFileError(
-                f"incompatible weights: the file's backbone has {len(src_w)} arrays "
-                f"({sum(w.size for w in src_w)} values), a {architecture!r} backbone needs "
-                f"{len(dst_w)} ({sum(w.size for w in dst_w)}); first mismatch at array {first}",
-                p)
-        backbone.set_weights(src_w)
-        return
-    if not p.name.endswith(".h5"):
-        raise ModelFileError("unsupported weights file: expected a saved CNNEmbedder, a .keras "
-                             "model or a Keras .weights.h5 / .h5 weights file", p)
-    # keras.applications backbones are wrapped: the file's weights belong to the core model
-    targets = [lyr for lyr in backbone.layers if hasattr(lyr, "layers")] or [backbone]
-    errors = []
-    for target in (*targets, backbone):
-        try:
-            target.load_weights(p)
-            return
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    raise ModelFileError(f"incompatible weights file for a {architecture!r} backbone "
-                         f"({errors[0]})", p)
-
-
-# ----------------------------------------------------------------------------- estimator
 
 class CNNEmbedder(TransformerMixin, BaseEstimator):
     """A CNN trained on labelled cell images; its penultimate layer as a feature table.
@@ -395,8 +197,8 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         the resize (1.0: the whole image). Cell images from analysers are centred on the
         cell; on PBC (256 px images, cells ~60-150 px) the whole frame at 64 px leaves a cell
         ~35 px wide, and ``crop=0.75`` gives the network a third more pixels of the cell at
-        the same cost: one network, 10 epochs, 80/20 split of the ``train`` rows, accuracy
-        0.953 -> 0.963 (docs/deep.md). A cell larger than the kept square loses its rim.
+        the same cost (docs/experiments/2026-11-30-cnn-centre-crop.md). A cell larger than
+        the kept square loses its rim.
     embedding_dim : int, default 256
         Number of embedding columns.
     epochs : int, default 30
@@ -427,10 +229,10 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         Test-time augmentation: ``transform`` / ``predict_proba`` average the embeddings and
         the softmax over the 8 rotations/flips of each image (8x the inference time; training
         is unchanged). A cell has no preferred orientation and the network was trained on all
-        8, so the average is a less noisy summary of the same image (one network on PBC:
-        out-of-fold accuracy 0.965 -> 0.970; no gain for the 5-network deep path or the fused
-        stack, which leave it off: docs/deep.md). Can be switched on a fitted embedder with
-        ``set_params(tta=True)``.
+        8, so the average is a less noisy summary of the same image; the cross-fitted deep
+        path and the fused stack leave it off (no gain there:
+        docs/experiments/2026-11-30-cnn-test-time-augmentation.md). Can be switched on a
+        fitted embedder with ``set_params(tta=True)``.
     random_state : int, optional
         Seed; see "Determinism" in the module docstring.
     verbose : int, default 1
@@ -565,44 +367,18 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         finally:
             keras.config.set_dtype_policy(old_policy)
         if self.weights is not None:
-            _load_weights_into(model.get_layer("backbone"), self.weights, self.architecture)
+            load_backbone_weights(model.get_layer("backbone"), self.weights, self.architecture)
 
-        bs = int(self.batch_size)
-        steps = max(1, math.ceil(len(tr) / bs))
-        epochs = int(self.epochs)
-        total = epochs * steps
-        warm = min(steps, max(total - 1, 0))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warm else float(self.learning_rate),
-            decay_steps=max(total - warm, 1), alpha=0.0,
-            warmup_target=float(self.learning_rate) if warm else None, warmup_steps=warm)
-        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-                      loss=keras.losses.SparseCategoricalCrossentropy(),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      jit_compile=gpu)  # XLA: seconds of compile per fit, pays off on GPU only
-        train_ds = _make_train_dataset(images[tr], y_idx[tr], bs, seed,
-                                       augment_config(self.augment))
-        callbacks = [_progress_callback(int(self.verbose), len(tr), epochs)]
-        val_ds = None
-        if len(va):
-            val_ds = _make_eval_dataset(images[va], max(bs, 64), y_idx[va])
-            callbacks.insert(0, keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(self.patience), restore_best_weights=True))
-        cw = None
-        if self.class_weight == "balanced":
-            cnt = np.bincount(y_idx[tr], minlength=k).astype(float)
-            cw = {i: (len(tr) / (k * c) if c else 0.0) for i, c in enumerate(cnt)}
-        t0 = time.perf_counter()
-        hist = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps,
-                         validation_data=val_ds, callbacks=callbacks, class_weight=cw,
-                         shuffle=False, verbose=0)
-        self.train_time_s_ = time.perf_counter() - t0
-        self.history_ = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
-        self.history_["learning_rate"] = [
-            float(schedule(min(e * steps, total))) for e in range(len(hist.history["loss"]))]
-        self.n_epochs_ = len(hist.history["loss"])
+        out = train_network(model, images, y_idx, tr, va, batch_size=int(self.batch_size),
+                            epochs=int(self.epochs), learning_rate=float(self.learning_rate),
+                            patience=int(self.patience), class_weight=self.class_weight,
+                            augment=augment_config(self.augment), seed=seed,
+                            verbose=int(self.verbose), jit_compile=gpu)
+        self.train_time_s_ = out["train_time_s"]
+        self.history_ = out["history"]
+        self.n_epochs_ = out["n_epochs"]
         self.n_train_images_ = int(len(tr))
-        self.precise_bn_batches_ = (_precise_bn(model, images[tr]) if self.precise_bn else 0)
+        self.precise_bn_batches_ = (precise_bn(model, images[tr]) if self.precise_bn else 0)
         self._set_model(model)
         return self
 
@@ -645,7 +421,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
             e_sum = p_sum = 0.0
             for k, flip in views:
                 view = dihedral(images, k, flip, axes=(1, 2)) if k or flip else images
-                e, p = self._infer_.predict(_make_eval_dataset(view, bs), verbose=0)
+                e, p = self._infer_.predict(make_eval_dataset(view, bs), verbose=0)
                 e_sum, p_sum = e_sum + e, p_sum + p
             emb[start + ok] = e_sum / len(views)
             proba[start + ok] = p_sum / len(views)
@@ -723,7 +499,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr(_HEADER, json.dumps(header, default=_json_default))
-            zf.writestr(_MODEL, _keras_to_bytes(self.model_))
+            zf.writestr(_MODEL, model_to_bytes(self.model_))
         return buf.getvalue()
 
     @classmethod
@@ -754,7 +530,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         for k, v in header.get("fitted", {}).items():
             setattr(obj, k, v)
         obj.fit_failures_ = []
-        model = _keras_from_bytes(model_bytes, name)
+        model = model_from_bytes(model_bytes, name)
         try:
             model.get_layer("embedding")
             model.get_layer("probs")
@@ -788,7 +564,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         state.pop("_infer_", None)
         model = state.pop("model_", None)
         if model is not None:
-            state["_model_keras_bytes"] = _keras_to_bytes(model)
+            state["_model_keras_bytes"] = model_to_bytes(model)
         return state
 
     def __setstate__(self, state):
@@ -797,7 +573,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         state.setdefault("crop", 1.0)
         self.__dict__.update(state)
         if data is not None:
-            self._set_model(_keras_from_bytes(data))
+            self._set_model(model_from_bytes(data))
 
 
 def _json_default(o):

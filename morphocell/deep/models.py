@@ -33,11 +33,16 @@ All functions import Keras lazily: importing this module does not import TensorF
 """
 from __future__ import annotations
 
+import os
+import tempfile
+import zipfile
 from functools import lru_cache
+from pathlib import Path
 
-from ..errors import MorphocellError
+from ..errors import ModelFileError, MorphocellError
 
-__all__ = ["ARCHITECTURES", "APPLICATIONS", "MIN_INPUT_SIZE", "build_model", "custom_objects"]
+__all__ = ["ARCHITECTURES", "APPLICATIONS", "MIN_INPUT_SIZE", "build_model", "custom_objects",
+           "load_backbone_weights", "model_from_bytes", "model_to_bytes"]
 
 #: keras.applications backbones: name -> (constructor name in keras.applications, preprocessing)
 APPLICATIONS = {
@@ -214,3 +219,90 @@ def build_model(architecture: str, input_size: int, n_classes: int, embedding_di
     x = layers.Dropout(dropout, name="dropout")(emb)
     out = layers.Dense(int(n_classes), activation="softmax", dtype="float32", name="probs")(x)
     return keras.Model(inp, out, name=f"morphocell_{architecture.replace('-', '_')}")
+
+
+# ----------------------------------------------------------------------------- files
+
+def model_to_bytes(model) -> bytes:
+    """A Keras model in the Keras native format (``.keras`` file content)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "model.keras"
+        model.save(p)
+        return p.read_bytes()
+
+
+def model_from_bytes(data: bytes, name: str = "<bytes>"):
+    """The Keras model of :func:`model_to_bytes` output, loaded with ``safe_mode=True`` (no
+    code from the file runs); :class:`ModelFileError` naming ``name`` otherwise."""
+    from ._training import _tf
+
+    _, keras = _tf()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "model.keras"
+        p.write_bytes(data)
+        try:
+            return keras.models.load_model(p, custom_objects=custom_objects(), compile=False,
+                                           safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types on bad files
+            raise ModelFileError(f"not a loadable Keras model ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                                 name) from None
+
+
+def load_backbone_weights(backbone, path: str | os.PathLike, architecture: str) -> None:
+    """Initialise ``backbone`` from a local file; never downloads anything.
+
+    Accepted: a saved :class:`CNNEmbedder` (``save`` / ``to_bytes``), a ``.keras`` model
+    file with a layer named ``backbone`` (e.g. one of our models), or a Keras weights file
+    (``.weights.h5`` / legacy ``.h5``, e.g. the ``*_notop.h5`` ImageNet files of
+    keras.applications downloaded by hand) matching the backbone. Anything else raises
+    :class:`ModelFileError` naming the file.
+    """
+    from .embedder import _HEADER, _MODEL
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError("weights file not found", p)
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as zf:
+            names = set(zf.namelist())
+            if _HEADER in names:  # a saved CNNEmbedder
+                model = model_from_bytes(zf.read(_MODEL), os.fspath(p))
+            elif "config.json" in names:  # a plain .keras file
+                model = model_from_bytes(p.read_bytes(), os.fspath(p))
+            else:
+                raise ModelFileError("zip file is neither a saved CNNEmbedder nor a .keras "
+                                     "model", p)
+        try:
+            src = model.get_layer("backbone")
+        except ValueError:
+            raise ModelFileError("the model in this file has no 'backbone' layer; cannot "
+                                 f"initialise a {architecture!r} backbone from it", p) from None
+        src_w, dst_w = src.get_weights(), backbone.get_weights()
+        shapes_src = [w.shape for w in src_w]
+        shapes_dst = [w.shape for w in dst_w]
+        if shapes_src != shapes_dst:
+            first = next((i for i, (a, b) in enumerate(zip(shapes_src, shapes_dst)) if a != b),
+                         min(len(shapes_src), len(shapes_dst)))
+            raise ModelFileError(
+                f"incompatible weights: the file's backbone has {len(src_w)} arrays "
+                f"({sum(w.size for w in src_w)} values), a {architecture!r} backbone needs "
+                f"{len(dst_w)} ({sum(w.size for w in dst_w)}); first mismatch at array {first}",
+                p)
+        backbone.set_weights(src_w)
+        return
+    if not p.name.endswith(".h5"):
+        raise ModelFileError("unsupported weights file: expected a saved CNNEmbedder, a .keras "
+                             "model or a Keras .weights.h5 / .h5 weights file", p)
+    # keras.applications backbones are wrapped: the file's weights belong to the core model
+    targets = [lyr for lyr in backbone.layers if hasattr(lyr, "layers")] or [backbone]
+    errors = []
+    for target in (*targets, backbone):
+        try:
+            target.load_weights(p)
+            return
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    raise ModelFileError(f"incompatible weights file for a {architecture!r} backbone "
+                         f"({errors[0]})", p)
