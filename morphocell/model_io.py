@@ -99,6 +99,7 @@ TRUSTED_TYPES: set[str] = {
     "morphocell.ensembles.stacking.StackedCellClassifier",
     "morphocell.ensembles.stacking.BaseLearner",
     "morphocell.features.extractor.FeatureExtractor",
+    "morphocell.adapt.LabAdaptiveClassifier",
     # morphocell.deep: the network is rebuilt from its .keras bytes with Keras safe_mode=True
     "morphocell.deep.crossfit.DeepModel",
     "morphocell.deep.crossfit.FusedModel",

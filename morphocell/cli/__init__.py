@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 #: The sub-command modules of this package, in the order ``morphocell --help`` lists them.
-COMMANDS = ["segment", "crop", "features", "train", "predict", "evaluate", "review", "demo",
-            "train_segmenter"]
+COMMANDS = ["segment", "crop", "features", "train", "predict", "evaluate", "adapt", "review",
+            "demo", "train_segmenter"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 from ._common import StainNormalizationError
 from .augment import STAIN_AUGMENT, StainAugmentConfig, stain_augment, write_stain_copies
-from .scale import estimate_rbc_diameter, fit_rbc_target, normalize_scale
+from .scale import (batch_scale_factor, estimate_rbc_diameter, fit_rbc_target, normalize_scale,
+                    resample, size_scale_factor)
 from .stain import (MacenkoTarget, background_rgb, fit_macenko_target, fit_reinhard_target,
                     lab_stats, macenko_normalize, macenko_stains, reinhard_normalize)
 
@@ -50,6 +51,7 @@ __all__ = [
     "StainAugmentConfig",
     "StainNormalizationError",
     "background_rgb",
+    "batch_scale_factor",
     "estimate_rbc_diameter",
     "fit_macenko_target",
     "fit_rbc_target",
@@ -59,6 +61,8 @@ __all__ = [
     "macenko_stains",
     "normalize_scale",
     "reinhard_normalize",
+    "resample",
+    "size_scale_factor",
     "stain_augment",
     "write_stain_copies",
 ]
