@@ -1,8 +1,7 @@
 """Is this image like the training images? A per-image out-of-domain score.
 
 A classifier trained on one lab's images gives confident but wrong answers on another lab's
-stain (docs/cross_lab.md: 0.32 accuracy on segwbc dataset1 for a model at 0.985 on PBC). The
-differential count should say when its input does not look like what the model learned
+stain (docs/cross_lab.md). The differential count should say when its input does not look like what the model learned
 from. This module compares a handful of hand-crafted features that describe the *stain and
 scale* of a cell rather than its class -- mean CIE L*a*b* colour of nucleus and cytoplasm, and
 the cell's area -- with their distribution **within each class** of the training images:
@@ -19,17 +18,11 @@ Stored in the model file's metadata (``metadata["domain_reference"]``) by ``morp
 train`` (hand-crafted, deep and fused models); ``morphocell predict`` writes ``domain_score`` and
 ``unlike_training`` columns and says how many cells are flagged, with a warning above 5%.
 
-It is a signal about a *batch* of images, not a per-cell error detector. Measured
-(2026-11-30, reference from the 10,936 PBC ``train`` rows, no domain copies): PBC ``test`` rows 1.5% flagged,
-segwbc dataset1 (another lab and stain, where that model's accuracy is 0.32) 63% flagged,
-segwbc dataset2 (CellaVision like PBC; accuracy 0.65 for other reasons) 0% flagged. Within
-a dataset, flagged and unflagged cells were classified about equally well (PBC test 1.000 /
-0.985, dataset1 0.33 / 0.32). The reference is always fitted on the training images
-themselves, never on their domain-randomised copies (``--domain-copies``, the default of
-``morphocell train``): a reference widened by the copies flagged 18% of dataset1 and none of the
-PBC test rows. With the default model (copies 0.35, reference from the images; 2026-11-30):
-PBC test 1.5%, dataset1 63%, dataset2 0%, and 34% of 50 white cells cropped from BCCD smear
-fields (another lab and magnification).
+It is a signal about a *batch* of images, not a per-cell error detector: within a dataset,
+flagged and unflagged cells are classified about equally well. The reference is always fitted
+on the training images themselves, never on their stain-augmented copies
+(``--domain-copies``), which would widen it until another lab's cells no longer stand out.
+Measurements on PBC, segwbc and BCCD crops: docs/experiments/2026-11-30-novelty-reference.md.
 """
 from __future__ import annotations
 

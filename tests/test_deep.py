@@ -1,7 +1,7 @@
 """morphocell.deep: CNN embedder, persistence, determinism, leakage-free cross-fitting.
 
-Tiny configurations (a few real PBC images, 32 px, small networks, a few epochs) so the
-whole file runs in about a minute on a 2-core CPU.
+Tiny configurations (a few real PBC images, 32 px, small networks, a few epochs). Tests
+that need TensorFlow carry the ``deep`` marker; those over ~5 s on a 2-core CPU also ``slow``.
 """
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def test_inference_mode_gives_the_accuracy_the_training_curve_claims(fitted, tra
 
 
 @pytest.mark.deep
+@pytest.mark.slow
 def test_seeded_fits_are_identical(fitted, train_set):
     paths, y = train_set
     again = CNNEmbedder(**SMALL, epochs=12, random_state=0).fit(paths, y)
@@ -196,6 +197,7 @@ def test_save_load_roundtrip_identical(fitted, train_set, tmp_path):
 
 
 @pytest.mark.deep
+@pytest.mark.slow
 def test_crop_keeps_the_centre_of_the_image(fitted, train_set, tmp_path):
     import cv2
 
@@ -300,6 +302,7 @@ def crossfit(train_set):
 
 
 @pytest.mark.deep
+@pytest.mark.slow
 def test_crossfit_gives_every_image_an_embedding_from_a_network_that_did_not_see_it(
         crossfit, train_set):
     paths, y = train_set
@@ -321,6 +324,7 @@ def test_crossfit_gives_every_image_an_embedding_from_a_network_that_did_not_see
 
 
 @pytest.mark.deep
+@pytest.mark.slow
 def test_crossfit_with_tta_trains_the_same_networks_and_averages_their_views(
         crossfit, train_set):
     from morphocell._utils import DIHEDRAL, dihedral
@@ -342,6 +346,7 @@ def test_crossfit_with_tta_trains_the_same_networks_and_averages_their_views(
 
 
 @pytest.mark.deep
+@pytest.mark.slow
 def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     import pandas as pd
 
@@ -424,6 +429,7 @@ def _same_state(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.deep
+@pytest.mark.slow
 def test_deep_model_clone_refits_to_the_same_predictions_and_predict_writes_nothing(
         train_set, tmp_path):
     from morphocell.deep import fit_deep_model
@@ -433,7 +439,8 @@ def test_deep_model_clone_refits_to_the_same_predictions_and_predict_writes_noth
     params = {k: v for k, v in SMALL.items() if k != "verbose"}
     model = fit_deep_model(paths, y, features="deep", cv=2, inner_cv=2, random_state=0,
                            epochs=2, verbose=0, **params)
-    # the keyword arguments became the model's embedder parameter
+    # fitted state ends in "_"; the keyword arguments became the embedder parameter
+    assert all(k.endswith("_") for k in set(vars(model)) - set(model.get_params(deep=False)))
     assert model.embedder.get_params()["epochs"] == 2
     assert model.embedder.get_params()["architecture"] == "small-cnn"
     assert [n.epochs for n in model.embedders_] == [2, 2]

@@ -29,6 +29,7 @@ def small_learners():
                                                 random_state=0),
                           BaseLearner("xgb", params={"n_estimators": 5}, random_state=0)],
                          expected_failed_checks=lambda est: {})
+@pytest.mark.slow
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -39,6 +40,20 @@ def _data(n=240, n_features=12, n_informative=4, classes=("basophil", "ig", "neu
                                n_repeated=0, n_classes=len(classes), n_clusters_per_class=1,
                                shuffle=False, class_sep=1.5, random_state=seed)
     return X, np.asarray(classes, dtype=object)[y]
+
+
+def test_fitted_state_ends_in_an_underscore():
+    """Everything fit sets (public or private) ends in ``_``; predict_proba sets nothing."""
+    X, y = _data()
+    for est in (StackedCellClassifier(estimators=small_learners(), cv=2, random_state=0),
+                *(learner for _, learner in small_learners())):
+        params = set(vars(est))
+        est.fit(X, y)
+        added = set(vars(est)) - params
+        assert added and all(k.endswith("_") for k in added), sorted(added)
+        before = {k: id(v) for k, v in vars(est).items()}
+        est.predict_proba(X[:5])
+        assert {k: id(v) for k, v in vars(est).items()} == before
 
 
 def test_string_labels_nan_and_probabilities():
@@ -152,6 +167,7 @@ def test_svc_gamma_is_the_factor_times_scikit_learns_scale():
     assert auto.model_[-1].estimator.gamma == pytest.approx(0.5 / 7)
 
 
+@pytest.mark.slow
 def test_deterministic_with_random_state():
     X, y = _data()
     a = StackedCellClassifier(estimators=small_learners(), cv=3, random_state=7).fit(X, y)
@@ -178,6 +194,7 @@ def test_feature_importances_find_informative_columns():
     np.testing.assert_allclose(gain.sum(axis=1), 1.0)
 
 
+@pytest.mark.slow
 def test_explain_permutation_importance():
     X, y = _data(n_features=8, n_informative=3)
     cols = [f"Cell_Shape_F{i}" for i in range(8)]
@@ -216,6 +233,7 @@ def test_late_fusion_groups_by_regex_and_prefix():
         StackedCellClassifier(feature_groups={"x": "Nope_"}).fit(Xdf, y)
 
 
+@pytest.mark.slow
 def test_rows_missing_a_whole_group_train_only_the_other_groups_learners():
     """Extra rows whose "deep" columns are all NaN (domain copies of a fused model) train the
     hand-crafted learners only: the deep learners and the meta-learner are fitted on the
@@ -261,6 +279,7 @@ def test_rows_missing_a_whole_group_train_only_the_other_groups_learners():
         StackedCellClassifier(**kw).fit(table, y2, groups=groups)
 
 
+@pytest.mark.slow
 def test_pipeline_gridsearch_cross_val_clone(pbc_small):
     """Image paths -> FeatureExtractor -> StackedCellClassifier, tuned with GridSearchCV."""
     from morphocell import FeatureExtractor

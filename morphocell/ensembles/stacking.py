@@ -32,47 +32,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._learners import (BASE_KINDS, DEFAULT_PARAMS, _encode_class_weight, fit_rf, fit_svc,
+                        fit_xgb)
 from .column_groups import resolve_groups
 
 __all__ = ["StackedCellClassifier", "BaseLearner", "BASE_KINDS"]
-
-#: Names accepted in ``StackedCellClassifier(estimators=...)``.
-BASE_KINDS = ("rf", "svc", "xgb")
-
-#: Default hyper-parameters of each base learner kind (overridable with ``BaseLearner(params=)``).
-DEFAULT_PARAMS = {
-    "rf": {"n_estimators": 200, "max_features": "sqrt", "min_samples_leaf": 1},
-    # gamma = gamma_factor x scikit-learn's "scale" (1 / (n_features var(X)), after the
-    # scaler): 0.35 was chosen on the PBC train rows (5-fold CV 0.9818 -> 0.9839 accuracy for
-    # the SVC alone; better at every training size tried, 200 to 8,700 images; docs/workflow.md)
-    "svc": {"C": 10.0, "gamma": "scale", "gamma_factor": 0.35, "calibration_cv": 3},
-    # 64 bins: on 8.7k PBC cells x 721 features 3x faster per round than 256 bins at the same
-    # validation accuracy; 20% of the columns per tree (0.4 before 2026-12-01): chosen on the
-    # PBC train rows by a rule fixed beforehand -- out-of-fold stack and XGBoost accuracy no
-    # lower, and better on 800- and 3,000-image subsets (docs/workflow.md)
-    "xgb": {"n_estimators": 200, "learning_rate": 0.15, "max_depth": 6, "subsample": 0.8,
-            "colsample_bytree": 0.2, "min_child_weight": 1.0, "reg_lambda": 1.0,
-            "max_bin": 64},
-}
-
-
-def _balanced_weights(y: np.ndarray) -> np.ndarray:
-    """``w_i = n / (C * n_{y_i})`` -- scikit-learn's ``class_weight="balanced"`` rule."""
-    _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
-    return (len(y) / (len(counts) * counts))[inv]
-
-
-def _encode_class_weight(class_weight, classes: np.ndarray):
-    """``class_weight`` for a learner fitted on labels encoded as ``0..C-1``: ``"balanced"``
-    and ``None`` pass through; a dict ``{label: weight}`` is re-keyed by label position."""
-    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
-        return class_weight
-    if isinstance(class_weight, dict):
-        pos = {c: i for i, c in enumerate(classes.tolist())}
-        return {pos[k]: float(v) for k, v in class_weight.items() if k in pos}
-    raise ValueError(f"class_weight must be 'balanced', None or a dict {{label: weight}}, got "
-                     f"{class_weight!r}")
-
 
 class BaseLearner(ClassifierMixin, BaseEstimator):
     """One base learner of the stack: ``"rf"``, ``"svc"`` or ``"xgb"``, robust to NaN.
@@ -132,10 +96,10 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         # came as a C- or a Fortran-ordered array (sums run in another order otherwise)
         X = np.ascontiguousarray(X)
         check_classification_targets(y)
-        self._le = LabelEncoder().fit(y)
-        self.classes_ = self._le.classes_
-        yi = self._le.transform(y)
-        self._cw = _encode_class_weight(self.class_weight, self.classes_)
+        le = LabelEncoder().fit(y)
+        self.classes_ = le.classes_
+        yi = le.transform(y)
+        self.class_weight_ = _encode_class_weight(self.class_weight, self.classes_)
         p = self._params()
         if groups is not None:
             groups = np.asarray(groups)
@@ -147,82 +111,13 @@ class BaseLearner(ClassifierMixin, BaseEstimator):
         if len(self.classes_) == 1:  # a training fold with one class: constant prediction
             return self
         if self.kind == "rf":
-            self.model_ = self._fit_rf(X, yi, p, seed)
+            self.model_ = fit_rf(X, yi, p, seed, self.class_weight_, self.n_jobs)
         elif self.kind == "svc":
-            self.model_ = self._fit_svc(X, yi, p, seed, groups)
+            self.model_ = fit_svc(X, yi, p, seed, self.class_weight_, groups)
         else:
-            self.model_ = self._fit_xgb(X, yi, p, seed)
+            self.model_ = fit_xgb(X, yi, p, seed, self.class_weight_, self.n_jobs,
+                                  len(self.classes_))
         return self
-
-    def _fit_rf(self, X, y, p, seed):
-        from sklearn.ensemble import RandomForestClassifier
-        from sklearn.impute import SimpleImputer
-        from sklearn.pipeline import Pipeline
-
-        rf = RandomForestClassifier(class_weight=self._cw, random_state=seed,
-                                    n_jobs=self.n_jobs, **p)
-        return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                         ("rf", rf)]).fit(X, y)
-
-    def _fit_svc(self, X, y, p, seed, groups=None):
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.impute import SimpleImputer
-        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
-        from sklearn.svm import SVC
-
-        p = dict(p)
-        calibration_cv = p.pop("calibration_cv")
-        factor = float(p.pop("gamma_factor", 1.0))
-        prep = Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                         ("scale", StandardScaler())])
-        if factor != 1.0:
-            gamma = p.get("gamma", "scale")
-            if gamma == "scale":  # scikit-learn's rule, on the data the SVC sees
-                var = float(prep.fit_transform(X).var())
-                gamma = 1.0 / (X.shape[1] * var) if var > 0 else 1.0
-            elif gamma == "auto":
-                gamma = 1.0 / X.shape[1]
-            p["gamma"] = factor * float(gamma)
-        svc = SVC(kernel="rbf", class_weight=self._cw, random_state=seed, **p)
-        min_count = np.bincount(y).min()
-        if groups is not None:
-            # fewest distinct groups in a class bounds the number of folds; with all groups
-            # singletons, or a class of one group, plain stratified folds as without groups
-            min_groups = min(len(np.unique(groups[y == c])) for c in np.unique(y))
-            if len(np.unique(groups)) == len(groups) or min_groups < 2:
-                groups = None
-            else:
-                min_count = min_groups
-        if min_count >= 2:
-            k = int(min(calibration_cv, min_count))
-            if groups is None:
-                cv = StratifiedKFold(k, shuffle=True, random_state=seed)
-            else:
-                cv = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed)
-                          .split(X, y, groups))
-            est = CalibratedClassifierCV(svc, method="temperature", ensemble=False, cv=cv)
-        else:
-            est = svc
-        return Pipeline([*prep.steps, ("svc", est)]).fit(X, y)
-
-    def _fit_xgb(self, X, y, p, seed):
-        from xgboost import XGBClassifier
-
-        if self._cw == "balanced":
-            w = _balanced_weights(y)
-        elif isinstance(self._cw, dict):
-            w = np.array([self._cw.get(int(k), 1.0) for k in y], dtype=np.float64)
-        else:
-            w = None
-        n_classes = len(self.classes_)
-        obj = {"objective": "multi:softprob"} if n_classes > 2 else {"objective": "binary:logistic"}
-        model = XGBClassifier(tree_method="hist", random_state=seed,
-                              n_jobs=1 if self.n_jobs is None else self.n_jobs,
-                              **obj, **p)
-        model.fit(X, y, sample_weight=w)
-        return model
 
     # -- prediction -----------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
@@ -378,7 +273,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
                 if e not in BASE_KINDS:
                     raise ValueError(f"unknown base learner {e!r}; choose from {BASE_KINDS} or "
                                      "pass (name, estimator)")
-                out.append((e, BaseLearner(e, class_weight=self._cw, n_jobs=self.n_jobs)))
+                out.append((e, BaseLearner(e, class_weight=self.class_weight_, n_jobs=self.n_jobs)))
             elif isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str):
                 if not hasattr(e[1], "fit") or not hasattr(e[1], "predict_proba"):
                     raise ValueError(f"base learner {e[0]!r} needs fit and predict_proba")
@@ -416,7 +311,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         if "random_state" in params:
             est.set_params(random_state=seed)
         if "class_weight" in params:
-            est.set_params(class_weight=self._cw)
+            est.set_params(class_weight=self.class_weight_)
         return est
 
     def _proba_full(self, est, X, n_classes) -> np.ndarray:
@@ -431,7 +326,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
             return clone(self.final_estimator)
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(max_iter=2000, class_weight=self._cw)
+        return LogisticRegression(max_iter=2000, class_weight=self.class_weight_)
 
     # -- fit ------------------------------------------------------------------------------
     def fit(self, X, y, groups=None):
@@ -468,7 +363,7 @@ class StackedCellClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         le = LabelEncoder().fit(y)
         self.classes_ = le.classes_
-        self._cw = _encode_class_weight(self.class_weight, self.classes_)
+        self.class_weight_ = _encode_class_weight(self.class_weight, self.classes_)
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError("StackedCellClassifier needs samples of at least 2 classes; "
