@@ -15,7 +15,7 @@ stain-augmented copies (``morphocell.preprocess.StainAugmentConfig``), fixed bef
 Usage (from the repository root; ~4 min per value on 2 CPU cores)::
 
     python benchmarks/cnn_augment.py --data ../shared/data --augment standard,stain \\
-        --out results/cnn_augment.json
+        --out benchmarks/results/cnn_augment.json
 
 Prints a table and writes the JSON atomically.
 """
@@ -28,10 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import cross_lab as cl  # noqa: E402
+import cross_lab as cl  # the sibling script (benchmarks/ is sys.path[0] when run)
 
 
 def run(data: Path, augments: list[str], per_class: int, epochs: int, crop: float,
@@ -87,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--crop", type=float, default=0.75)
     ap.add_argument("--random-state", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("results/cnn_augment.json"))
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "cnn_augment.json")
     a = ap.parse_args(argv)
     res = run(a.data, a.augment.split(","), a.per_class, a.epochs, a.crop, a.random_state)
     print(to_markdown(res))

@@ -2,8 +2,9 @@
 
 Usage (from the repository root)::
 
-    nice -n 10 python benchmarks/cross_lab.py --data ../shared/data --out results/cross_lab \\
-        [--quick] [--random-state 0] [--cache-dir DIR] [--n-jobs 2] [--no-deep]
+    nice -n 10 python benchmarks/cross_lab.py --data ../shared/data \\
+        --out benchmarks/results/cross_lab [--quick] [--random-state 0] [--cache-dir DIR] \\
+        [--n-jobs 2] [--no-deep]
 
 Training data: the ``train`` rows of ``DATA/pbc_split.csv`` (8 classes, CellaVision,
 Barcelona); ``--quick`` takes a seeded stratified subset (``QUICK_PER_CLASS`` per class).
@@ -69,11 +70,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from morphocell.errors import DataError
+
 
 CLASSES = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
 DATASETS = ("dataset1", "dataset2")
@@ -274,18 +272,21 @@ def restricted_predict(model, X: np.ndarray) -> np.ndarray:
 
 
 def score(y_true, y_pred) -> dict:
-    """Accuracy, macro-F1 over the five classes, per-class recall and confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+    """Accuracy, macro-F1, per-class recall and confusion matrix over the five classes, from
+    :func:`morphocell.report.classification_metrics` (the numbers of ``morphocell
+    evaluate``)."""
+    from morphocell.report import classification_metrics
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(CLASSES)
-    rec = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                       zero_division=0)),
+    m = classification_metrics(y_true, y_pred, classes=labels)
+    cm = np.asarray(m["confusion_matrix"], dtype=np.int64).reshape(len(m["labels"]), -1)
+    pos = [m["labels"].index(c) for c in labels]
+    return {"accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
             "n": int(y_true.size),
-            "recall": {c: float(r) for c, r in zip(labels, rec, strict=True)},
-            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
+            "recall": {c: m["per_class"][c]["recall"] for c in labels},
+            "confusion_matrix": cm[np.ix_(pos, pos)].tolist()}
 
 
 def segmentation_check(items: list[dict], how: str, targets: dict) -> dict:
@@ -330,7 +331,7 @@ def run(data_root: Path, out: Path, quick: bool = False, random_state: int = 0,
     each row has ``method``, ``dataset``, ``accuracy``, ``macro_f1``, ``n``, ``learner``,
     ``features``, ``preprocessing``, ``n_features``, ``recall``, ``confusion_matrix``.
     """
-    from morphocell.cache import FeatureCache, default_cache_dir
+    from morphocell.batch import FeatureCache, default_cache_dir
     from morphocell.ensembles.stacking import BaseLearner
     from morphocell.features.extractor import extract_batch
     from morphocell.io import read_image
@@ -631,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path,
                     default=Path(os.environ.get("MORPHOCELL_DATA", "../shared/data")))
-    ap.add_argument("--out", type=Path, default=Path("results/cross_lab"))
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "cross_lab")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--random-state", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=None)

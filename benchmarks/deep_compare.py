@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -72,11 +71,14 @@ def load_split(data: Path, n_per_class: int | None, n_test_per_class: int | None
 
 
 def scores(y, proba, classes) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
+    """Accuracy and macro-F1 of the arg-max predictions, from
+    :func:`morphocell.report.classification_metrics` (the numbers of ``morphocell
+    evaluate``)."""
+    from morphocell.report import classification_metrics
 
     pred = np.asarray(classes)[np.argmax(proba, axis=1)]
-    return {"accuracy": float(accuracy_score(y, pred)),
-            "macro_f1": float(f1_score(y, pred, average="macro"))}
+    m = classification_metrics(y, pred, proba, [str(c) for c in classes])
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
 def train_ips(emb) -> float:
@@ -120,7 +122,8 @@ def main(argv=None) -> int:
     import keras
 
     from morphocell.deep.embedder import CNNEmbedder, decode_images
-    from morphocell.deep.crossfit import DeepModel, FusedModel, crossfit_embeddings
+    from morphocell.deep.crossfit import (DeepModel, FusedModel, crossfit_embeddings,
+                                          default_embedder)
     from morphocell.ensembles.stacking import BaseLearner, StackedCellClassifier
     from morphocell.features.extractor import extract_batch, feature_names
 
@@ -186,9 +189,10 @@ def main(argv=None) -> int:
 
     # 2. cross-fitted deep path
     t = time.perf_counter()
+    template = default_embedder(**emb_params)
     cf = crossfit_embeddings(tr_paths, tr_y, cv=args.cv, random_state=args.seed, verbose=1,
-                             **emb_params)
-    deep = DeepModel(cv=args.cv, random_state=args.seed)._fit_crossfit(cf)
+                             embedder=template)
+    deep = DeepModel(embedder=template, cv=args.cv, random_state=args.seed)._fit_crossfit(cf)
     T["deep_fit"] = time.perf_counter() - t
     deep._proba_decoded(te_img[:8])  # warm-up
     t = time.perf_counter()
@@ -222,7 +226,8 @@ def main(argv=None) -> int:
 
     # 4. fused stack (reuses the cross-fitted deep path)
     t = time.perf_counter()
-    fused = FusedModel(cv=args.cv, random_state=args.seed, n_jobs=args.n_jobs)
+    fused = FusedModel(embedder=template, cv=args.cv, random_state=args.seed,
+                       n_jobs=args.n_jobs)
     fused._fit_tables(deep, hc_tr, cf.y)
     T["fused_stack_fit"] = time.perf_counter() - t
     fused_total = T["deep_fit"] + T["handcrafted_features_train"] + T["fused_stack_fit"]
@@ -255,7 +260,8 @@ def main(argv=None) -> int:
         print("handcrafted_stack_copies", res["models"]["handcrafted_stack_copies"], flush=True)
         checkpoint()
         t = time.perf_counter()
-        fused_c = FusedModel(cv=args.cv, random_state=args.seed, n_jobs=args.n_jobs)
+        fused_c = FusedModel(embedder=template, cv=args.cv, random_state=args.seed,
+                             n_jobs=args.n_jobs)
         fused_c._fit_tables(deep, hc_tr, cf.y, (Xc, src))
         T["fused_stack_copies_fit"] = time.perf_counter() - t
         res["models"]["fused_stack_copies"] = {

@@ -59,8 +59,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -121,7 +119,7 @@ def first_call_time(path: str, empty_cache: bool) -> dict:
     """First-call time of the extraction in a fresh subprocess, with an empty numba cache
     (everything compiles) or with the project's cache (filled by this process's warm-up)."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = dict(os.environ)
         if empty_cache:
             env["NUMBA_CACHE_DIR"] = tmp
         res = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET, path], env=env,

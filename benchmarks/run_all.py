@@ -2,8 +2,11 @@
 
 Usage (from the repository root)::
 
-    nice -n 10 python benchmarks/run_all.py --data ../shared/data --out results/ [--quick]
+    nice -n 10 python benchmarks/run_all.py --data ../shared/data [--out DIR] [--quick]
         [--skip deep,speed,...] [--unet-weights PATH] [--random-state 0]
+
+``--out`` defaults to ``benchmarks/results/``. Accuracy, macro-F1 and per-class F1 come from
+:func:`morphocell.report.classification_metrics`, the code behind ``morphocell evaluate``.
 
 One fixed split: the ``train`` / ``test`` rows of ``DATA/pbc_split.csv``. Every model is fitted
 on ``train`` rows only (no tuning here at all: library defaults) and scored on ``test`` rows.
@@ -69,9 +72,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-for _p in (str(REPO), str(BENCH)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from morphocell.errors import DataError, MorphocellError  # noqa: E402
@@ -90,7 +90,7 @@ METHODS = {
     "cnn_svc": "CNN embeddings + SVC (cross-fitted)",
     "fused_stack": "fused stack (hand-crafted + CNN)",
 }
-FAILED = "<failed>"  # prediction of an image a method could not read
+FAILED = "<failed>"  # prediction of an image a method could not read (not scored)
 
 
 class BenchmarkError(MorphocellError):
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      str(REPO.parent / "shared" / "data")),
                     help="folder with pbc/, pbc_split.csv, segwbc/ (default $MORPHOCELL_DATA "
                          "or ../shared/data)")
-    ap.add_argument("--out", default="results", help="output folder (default results/)")
+    ap.add_argument("--out", default=str(BENCH / "results"),
+                    help="output folder (default benchmarks/results/)")
     ap.add_argument("--quick", action="store_true",
                     help="small stratified subset and tiny settings: minutes end to end")
     ap.add_argument("--skip", default="", help=f"comma-separated sections to skip: "
@@ -188,24 +189,26 @@ def load_pbc_split(data: Path, cfg: dict) -> dict:
 
 
 def score(y_true, y_pred, classes) -> dict:
-    """Accuracy, balanced accuracy (mean recall over the true classes), macro-F1 and F1 per
-    class over ``classes``; a prediction outside ``classes`` (a failed image) is wrong."""
-    from sklearn.metrics import confusion_matrix, f1_score
+    """The metrics of ``morphocell evaluate`` (:func:`morphocell.report.classification_metrics`)
+    in the layout of the results: accuracy, balanced accuracy, macro-F1, F1 per class of
+    ``classes``, confusion matrix. As in ``evaluate``, an image a method could not read
+    (prediction :data:`FAILED`) is counted in ``n_failed``, not scored; ``n`` counts every
+    test image."""
+    from morphocell.report import classification_metrics
 
     y_true = np.asarray(y_true, dtype=object)
     y_pred = np.asarray(y_pred, dtype=object)
+    ok = y_pred != FAILED
     classes = [str(c) for c in classes]
-    f1 = f1_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
-    recall = [float(np.mean(y_pred[y_true == c] == c)) for c in classes if (y_true == c).any()]
-    labels = classes + ([FAILED] if (y_pred == FAILED).any() else [])
+    m = classification_metrics(y_true[ok], y_pred[ok], classes=classes)
     return {"n": int(len(y_true)),
-            "accuracy": float(np.mean(y_true == y_pred)),
-            "balanced_accuracy": float(np.mean(recall)),
-            "macro_f1": float(np.mean(f1)),
-            "per_class_f1": {c: float(v) for c, v in zip(classes, f1, strict=True)},
-            "n_failed": int((y_pred == FAILED).sum()),
-            "confusion_labels": labels,
-            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
+            "accuracy": m["accuracy"],
+            "balanced_accuracy": m["balanced_accuracy"],
+            "macro_f1": m["macro_f1"],
+            "per_class_f1": {c: m["per_class"][c]["f1"] for c in classes},
+            "n_failed": int((~ok).sum()),
+            "confusion_labels": m["labels"],
+            "confusion_matrix": m["confusion_matrix"]}
 
 
 def proba_to_pred(proba: np.ndarray, classes) -> np.ndarray:
@@ -272,7 +275,7 @@ class Run:
         """``--cache-dir``, else morphocell's default feature cache folder."""
         if self.args.cache_dir is not None:
             return Path(self.args.cache_dir)
-        from morphocell.cache import default_cache_dir
+        from morphocell.batch import default_cache_dir
 
         return default_cache_dir()
 
@@ -383,13 +386,13 @@ class Run:
 
         from morphocell.deep.embedder import CNNEmbedder, decode_images
         from morphocell.deep.crossfit import (DeepModel, FusedModel, crossfit_embeddings,
-                                            proba_names)
+                                              default_embedder, proba_names)
 
         cfg, seed = self.cfg, self.cfg["random_state"]
         (trp, trl), (tep, tel) = self.split["train"], self.split["test"]
         params = dict(architecture=cfg["architecture"], input_size=cfg["input_size"],
-                      crop=cfg.get("crop", 1.0), embedding_dim=cfg["embedding_dim"], epochs=cfg["epochs"],
-                      batch_size=cfg["batch_size"], augment=True)
+                      crop=cfg.get("crop", 1.0), embedding_dim=cfg["embedding_dim"],
+                      epochs=cfg["epochs"], batch_size=cfg["batch_size"], augment=True)
         info: dict = {"embedder": params, "deep_cv": cfg["deep_cv"],
                       "tensorflow": tf.__version__, "keras": keras.__version__,
                       "gpu": bool(tf.config.list_physical_devices("GPU"))}
@@ -427,9 +430,11 @@ class Run:
 
         # cross-fitted deep path
         t = time.perf_counter()
+        template = default_embedder(**params)  # as crossfit_embeddings(**params)
         cf = crossfit_embeddings(tr_img, ytr, cv=cfg["deep_cv"], random_state=seed,
-                                 verbose=vb, **params)
-        deep = DeepModel(cv=cfg["deep_cv"], random_state=seed)._fit_crossfit(cf)
+                                 verbose=vb, embedder=template)
+        deep = DeepModel(embedder=template, cv=cfg["deep_cv"], random_state=seed
+                         )._fit_crossfit(cf)
         deep_s = time.perf_counter() - t
         deep._proba_decoded(te_img[:8])
         t = time.perf_counter()
@@ -451,7 +456,8 @@ class Run:
         # stack imputes them; the deep columns are there for every decoded image)
         hc_tr = self.state["hc_train_all"].iloc[tr_ok].reset_index(drop=True)
         t = time.perf_counter()
-        fused = FusedModel(cv=cfg["cv"], random_state=seed, n_jobs=cfg["n_jobs"])
+        fused = FusedModel(embedder=template, cv=cfg["cv"], random_state=seed,
+                           n_jobs=cfg["n_jobs"])
         fused._fit_tables(deep, hc_tr, cf.y)
         fused_s = deep_s + time.perf_counter() - t
         hc_te = self.state["hc_test"].iloc[te_ok].reset_index(drop=True)

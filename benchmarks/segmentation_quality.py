@@ -36,14 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from morphocell._utils import atomic_write
+from morphocell.io import read_image
+from morphocell.segmentation import CellMasks, segment
+from morphocell.segmentation.metrics import region_scores
 
-from morphocell._utils import atomic_write  # noqa: E402
-from morphocell.io import read_image  # noqa: E402
-from morphocell.segmentation import CellMasks, segment  # noqa: E402
-from morphocell.segmentation.metrics import region_scores  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 REGIONS = ("nucleus", "cytoplasm", "cell")
 SUBSETS = ("all", "tuning", "heldout")

@@ -2,6 +2,8 @@
 
 The cross-lab section is skipped here: it is ``benchmarks/cross_lab.py``'s own work, with its
 own CLI and cost; ``run_all`` only calls it. The U-Net rows say "not run" (no weights given).
+The scripts run from a temporary folder without ``PYTHONPATH``: they import morphocell as the
+installed package.
 """
 from __future__ import annotations
 
@@ -14,14 +16,53 @@ import pytest
 
 from conftest import DATA, REPO
 
+
+def _env() -> dict:
+    """The benchmarks import morphocell as the installed package: no PYTHONPATH, and they run
+    from a folder outside the repository."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "MORPHOCELL_DATA": str(DATA)}
+
+
 PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte",
                "neutrophil", "platelet"]
+
+
+def test_benchmarks_import_morphocell_as_installed():
+    """No benchmark script puts the repository on ``sys.path``."""
+    offenders = [p.name for p in sorted((REPO / "benchmarks").glob("*.py"))
+                 if "sys.path.insert" in p.read_text() or "sys.path.append" in p.read_text()]
+    assert offenders == []
+
+
+def test_run_all_scores_are_the_report_metrics():
+    """run_all's accuracy, balanced accuracy, macro-F1 and per-class F1 are
+    morphocell.report.classification_metrics' (what ``morphocell evaluate`` reports); an
+    unreadable image is counted, not scored, as in ``evaluate``."""
+    import importlib.util
+
+    from morphocell.report import classification_metrics
+
+    spec = importlib.util.spec_from_file_location("run_all", REPO / "benchmarks" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    classes = ["lymphocyte", "monocyte", "neutrophil"]
+    y = ["neutrophil", "neutrophil", "lymphocyte", "monocyte", "monocyte", "lymphocyte"]
+    pred = ["neutrophil", "lymphocyte", "lymphocyte", "monocyte", "neutrophil", run_all.FAILED]
+    r = run_all.score(y, pred, classes)
+    m = classification_metrics(y[:5], pred[:5], classes=classes)
+    assert r["n"] == 6 and r["n_failed"] == 1
+    assert (r["accuracy"], r["balanced_accuracy"], r["macro_f1"]) == (
+        m["accuracy"], m["balanced_accuracy"], m["macro_f1"]) == (0.6, 2 / 3, m["macro_f1"])
+    assert r["per_class_f1"] == {c: m["per_class"][c]["f1"] for c in classes}
+    assert r["per_class_f1"]["monocyte"] == 2 / 3  # precision 1, recall 1/2
+    assert r["confusion_matrix"] == m["confusion_matrix"]
 
 
 @pytest.mark.slow
 def test_run_all_quick(data_dir, tmp_path):
     out = tmp_path / "results"
-    env = {**os.environ, "MORPHOCELL_DATA": str(DATA), "PYTHONPATH": str(REPO)}
+    env = _env()
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--data", str(data_dir),
          "--out", str(out), "--quick", "--skip", "crosslab", "--cache-dir",
@@ -81,12 +122,13 @@ def test_run_all_quick(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.deep
 def test_deep_compare_quick_with_domain_copies(data_dir, tmp_path):
     """benchmarks/deep_compare.py --quick --domain-copies: every row on the same split, the
     *_copies rows with their copies counted (12 training images per class, half copied)."""
     pytest.importorskip("tensorflow")
     out = tmp_path / "results"
-    env = {**os.environ, "MORPHOCELL_DATA": str(DATA), "PYTHONPATH": str(REPO)}
+    env = _env()
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "deep_compare.py"), "--data", str(data_dir),
          "--quick", "--domain-copies", "0.5", "--out", str(out)],
