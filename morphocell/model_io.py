@@ -475,8 +475,9 @@ def check_header(header: dict, estimator, path: str | os.PathLike | None = None)
     review = meta.get("review")
     if review is not None:
         t = review.get("threshold") if isinstance(review, dict) else None
-        if not _is_number(t) or not 0 < t <= 1:
-            raise ModelFileError(f"review threshold {t!r} is not a number in (0, 1]", path)
+        # report.review_threshold: 0.0 accepts every cell, the float just above 1 reviews all
+        if not _is_number(t) or not 0 <= t <= math.nextafter(1.0, 2.0):
+            raise ModelFileError(f"review threshold {t!r} is not a number in [0, 1]", path)
     ref = meta.get("domain_reference")
     if ref is not None:
         _check_reference(ref, classes, feats or list(DOMAIN_FEATURES), path)

@@ -401,7 +401,7 @@ TAMPERED = [
     ("feature names", _set("feature_names", lambda f: f[:-1]), "feature names"),
     ("atypical nonexistent", _set("atypical_classes", ["nonexistent"]),
      "atypical classes \\['nonexistent'\\]"),
-    ("review threshold 0", _set("metadata.review.threshold", 0.0), "review threshold"),
+    ("review threshold -0.1", _set("metadata.review.threshold", -0.1), "review threshold"),
     ("review threshold 1.5", _set("metadata.review.threshold", 1.5), "review threshold"),
     ("review threshold text", _set("metadata.review.threshold", "high"), "review threshold"),
     ("reference feature", _set("metadata.domain_reference.features",
