@@ -459,6 +459,15 @@ def test_deep_model_clone_refits_to_the_same_predictions_and_predict_writes_noth
     twin = clone(model)
     assert not hasattr(twin, "classifiers_")
     np.testing.assert_array_equal(twin.fit(paths, y).predict_proba(test_paths), p[:-1])
+    # a model file keeps the embedder parameter (an unfitted CNNEmbedder) and the predictions
+    from morphocell import model_io
+    from morphocell.deep.crossfit import TRUSTED_TYPES
+
+    model_io.register_trusted_types(TRUSTED_TYPES)
+    model_io.save_model(model, tmp_path / "deep.mcm")
+    back = model_io.load_model(tmp_path / "deep.mcm").estimator
+    assert back.embedder.get_params() == model.embedder.get_params()
+    np.testing.assert_array_equal(back.predict_proba(test_paths), p[:-1])
     # models saved before ``embedder`` was a parameter get their networks' settings back
     state = model.__getstate__()
     del state["embedder"]
