@@ -293,11 +293,35 @@ class Local:
         kw: dict[str, Any] = {"return_as": "generator_unordered" if unordered else "generator"}
         if limit is not None:
             kw.update(pre_dispatch=int(limit), batch_size=1)
-        gen = Parallel(n_jobs=self.n_jobs, **kw)(delayed(fn)(*a) for a in tasks)
+        me = os.getpid()
+        gen = Parallel(n_jobs=self.n_jobs, **kw)(delayed(_in_worker)(me, fn, *a) for a in tasks)
         try:
             yield from gen
         finally:
             gen.close()  # early exit (error, Ctrl-C): joblib stops the running tasks
+
+
+_WATCHING = False
+
+
+def _in_worker(driver_pid: int, fn: Callable, *args):
+    """``fn(*args)`` in a local worker process; the first call there starts a thread that
+    ends the process when the driver is gone (``kill -9`` leaves no worker measuring on)."""
+    global _WATCHING
+    if not _WATCHING and os.getpid() != driver_pid:
+        _WATCHING = True
+        threading.Thread(target=_watch_parent, args=(driver_pid,), daemon=True,
+                         name="morphocell-parent-watch").start()
+    return fn(*args)
+
+
+def _watch_parent(driver_pid: int) -> None:
+    import time
+
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != driver_pid:
+            os._exit(70)
 
 
 class Dask:
@@ -354,16 +378,17 @@ def make_executor(n_jobs: int | None = None, client=None):
     return Local(n_jobs)
 
 
-def run(executor, fn: Callable, tasks: Iterable[tuple], limit: int | None = None
-        ) -> Iterator[Any]:
+def run(executor, fn: Callable, tasks: Iterable[tuple], limit: int | None = None,
+        pack: bool = False) -> Iterator[Any]:
     """``fn(*task)`` for each task on ``executor``, yielded as they finish.
 
-    On a :class:`Local` executor the first argument of each task (a chunk of images) travels
-    by :func:`pack_chunk` when it holds decoded arrays; ``fn`` must then accept a
+    ``limit``: tasks in flight (see the executors' ``imap``). With ``pack`` on a
+    :class:`Local` executor the first argument of each task (a chunk of images) travels by
+    :func:`pack_chunk` when it holds decoded arrays; ``fn`` must then accept a
     :class:`PackedChunk` (as :func:`measure_chunk` does). The chunk files are removed when the
     run ends, finished or not.
     """
-    packer = _Packer() if executor.transport else None
+    packer = _Packer() if pack and executor.transport else None
     gen = executor.imap(fn, packer.wrap(tasks) if packer else tasks, limit)
     try:
         yield from gen
@@ -439,10 +464,13 @@ def extract_batch(sources: Sequence, families=None, method: str = "otsu", n_jobs
             results[k] = measure_chunk(c, fams, method)
     else:
         tasks = ((c, k, measure_chunk, fams, method) for k, c in enumerate(chunks))
-        done = run(ex, _indexed_chunk, tasks)
-        for k, rows in progress(done, total=len(chunks), desc="features", verbose=verbose,
-                                unit="chunk"):
-            results[k] = rows
+        done = run(ex, _indexed_chunk, tasks, pack=True)
+        try:
+            for k, rows in progress(done, total=len(chunks), desc="features", verbose=verbose,
+                                    unit="chunk"):
+                results[k] = rows
+        finally:
+            done.close()
     flat = [r for chunk in results for r in chunk]
     mat = np.vstack([r[0] for r in flat]) if flat else np.empty((0, n_feat))
     return mat, [r[1] for r in flat], [r[2] for r in flat]

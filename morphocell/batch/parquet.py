@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, MorphocellError
-from ..features.extractor import (STATUS_ERROR, STATUS_NO_CELL, STATUS_OK, _families,
-                                  feature_names)
+from ..features.extractor import STATUS_ERROR, STATUS_NO_CELL, STATUS_OK, _families, feature_names
 from ..io import iter_chunks, iter_entries
 from . import engine
 from .dataset import (
