@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 
 __all__ = [
-    "MorphocellError",
-    "ImageReadError",
-    "SegmentationError",
-    "FeatureError",
-    "ModelFileError",
     "DataError",
+    "FeatureError",
+    "ImageReadError",
+    "ModelFileError",
+    "MorphocellError",
+    "SegmentationError",
 ]
 
 
@@ -39,8 +39,12 @@ class FeatureError(MorphocellError):
 
 
 class ModelFileError(MorphocellError):
-    """A model file is missing, corrupt, tampered with, or from an incompatible version."""
+    """A model file is missing, not a model file, oversized (a ZIP bomb), corrupt, tampered
+    with (a checksum mismatch, or a header that does not describe the model it holds), holds
+    an untrusted type, or is from an incompatible version. The command line exits with 2."""
 
 
 class DataError(MorphocellError):
-    """A dataset folder or manifest is unusable (no classes, missing columns, ...)."""
+    """A dataset folder or manifest is unusable: nothing to list, a folder that mixes images
+    and subfolders without a chosen layout, an empty class folder or a missing label when
+    training, a manifest without a ``path`` column, ... The command line exits with 2."""

@@ -29,36 +29,37 @@ import numpy as np
 from .errors import DataError, ImageReadError
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "MAX_PIXELS",
-    "MAX_FILE_BYTES",
-    "MIN_SIDE",
-    "LAYOUTS",
     "DERIVED_SUFFIXES",
-    "read_image",
-    "validate_image",
-    "iter_entries",
-    "list_entries",
+    "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "MAX_FILE_BYTES",
+    "MAX_PIXELS",
+    "MIN_SIDE",
     "Listing",
     "ListingReport",
-    "resolve_inputs",
+    "derived_pnginfo",
+    "is_derived",
+    "iter_entries",
+    "list_entries",
     "load_folder",
     "load_manifest",
-    "is_derived",
-    "derived_pnginfo",
+    "read_image",
+    "resolve_inputs",
+    "validate_image",
 ]
 
 #: File name extensions treated as images when listing folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 #: Largest accepted image, in pixels (width * height), checked from the header before
-#: decoding: protects against decompression bombs. 40 megapixels is far above a cell crop
-#: or a smear field (640x480) yet far below what would exhaust memory.
-MAX_PIXELS = 40_000_000
-#: Largest accepted image file, in bytes, checked with ``stat`` before anything is read.
-#: An image file within :data:`MAX_PIXELS` is far smaller (an uncompressed 8-bit RGB BMP at the
-#: pixel limit is 3 bytes a pixel; a 16-bit RGB TIFF 6), so this refuses only files that
-#: cannot be an image the reader would accept.
-MAX_FILE_BYTES = 256 << 20
+#: decoding: protects against decompression bombs and bounds the memory of one image. 20
+#: megapixels holds a cell crop, a smear field or a 20 MP camera frame (5472x3648); reading,
+#: segmenting and measuring an image at the limit stays within about 2 GB in one process,
+#: with either segmentation method (docs/experiments/2026-12-05-read-limits.md).
+MAX_PIXELS = 20_000_000
+#: Largest accepted image file, in bytes, checked with ``stat`` before anything is read: the
+#: largest uncompressed encoding the reader accepts (16-bit RGBA, 8 bytes a pixel) at
+#: :data:`MAX_PIXELS`, plus room for headers. Larger files cannot be an image it would accept.
+MAX_FILE_BYTES = 8 * MAX_PIXELS + (1 << 20)
 #: Smallest accepted side, in pixels: below this there is no cell to measure.
 MIN_SIDE = 16
 
@@ -380,13 +381,18 @@ def _has_marker(path: str, limit: int = 1 << 16) -> bool:
     """Whether the PNG at ``path`` holds the :data:`DERIVED_MARKER` text chunk before its
     image data (where Pillow writes text chunks); reads at most ``limit`` bytes."""
     want = DERIVED_MARKER[0].encode("latin-1") + b"\0" + DERIVED_MARKER[1].encode("latin-1")
-    try:
-        with open(path, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return False
-            head = fh.read(limit)
+    try:  # non-blocking: a FIFO named .png must not stall the listing
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, limit)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     if not head.startswith(_PNG_MAGIC):
         return False
     pos = len(_PNG_MAGIC)

@@ -62,9 +62,21 @@ import numpy as np
 from ._version import __version__
 from .errors import ModelFileError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "TRUSTED_TYPES", "RENAMED_TYPES", "DEFAULT_MODEL",
-           "SavedModel", "save_model", "load_model", "read_header", "resolve_model",
-           "check_header", "register_trusted_types", "default_atypical_classes"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "RENAMED_TYPES",
+    "TRUSTED_TYPES",
+    "SavedModel",
+    "check_header",
+    "default_atypical_classes",
+    "load_model",
+    "read_header",
+    "register_trusted_types",
+    "resolve_model",
+    "save_model",
+]
 
 FORMAT = "morphocell-model"
 #: Version of the container written; 1 is still read (:data:`RENAMED_TYPES`).
@@ -253,11 +265,11 @@ def save_model(model, path: str | os.PathLike, *, metadata: dict | None = None,
     check_header(json.loads(hbytes), model.estimator, path)  # what load_model will check
     checksum = hashlib.sha256(hbytes + payload).hexdigest()
     path = Path(path)
-    with atomic_write(path, "wb") as fh:
-        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr(_HEADER, hbytes)
-            z.writestr(_PAYLOAD, payload)
-            z.writestr(_CHECKSUM, checksum + "\n")
+    with (atomic_write(path, "wb") as fh,
+          zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as z):
+        z.writestr(_HEADER, hbytes)
+        z.writestr(_PAYLOAD, payload)
+        z.writestr(_CHECKSUM, checksum + "\n")
     return path
 
 

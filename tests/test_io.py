@@ -11,8 +11,14 @@ import pytest
 from PIL import Image
 
 from morphocell import DataError, ImageReadError, MorphocellError
-from morphocell.io import (MAX_PIXELS, load_folder, load_manifest, read_image, resolve_inputs,
-                           validate_image)
+from morphocell.io import (
+    MAX_PIXELS,
+    load_folder,
+    load_manifest,
+    read_image,
+    resolve_inputs,
+    validate_image,
+)
 
 
 @pytest.fixture()

@@ -24,9 +24,19 @@ from PIL import Image
 
 from morphocell import DataError, ImageReadError, ModelFileError
 from morphocell._utils import file_sha256, write_csv
-from morphocell.io import (MAX_FILE_BYTES, MAX_PIXELS, ListingReport, derived_pnginfo, is_derived,
-                           iter_entries, list_entries, load_folder, load_manifest, read_image,
-                           resolve_inputs)
+from morphocell.io import (
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    ListingReport,
+    derived_pnginfo,
+    is_derived,
+    iter_entries,
+    list_entries,
+    load_folder,
+    load_manifest,
+    read_image,
+    resolve_inputs,
+)
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -207,17 +217,19 @@ def test_one_lister_for_every_reading(pbc_small, tmp_path):
 # 3. reading before checking
 # ---------------------------------------------------------------------------------------------
 
-def test_fifo_is_refused_without_blocking(tmp_path, pbc_small):
-    fifo = tmp_path / "cell.jpg"
+@pytest.mark.parametrize("name", ["cell.jpg", "cell.png"])
+def test_fifo_is_refused_without_blocking(tmp_path, pbc_small, name):
+    fifo = tmp_path / name
     os.mkfifo(fifo)
     box, _ = _run_with_timeout(lambda: read_image(fifo), 10)
     assert isinstance(box.get("error"), ImageReadError)
     assert "FIFO" in str(box["error"]) and str(fifo) in str(box["error"])
     box, _ = _run_with_timeout(lambda: file_sha256(fifo), 10)
     assert isinstance(box.get("error"), OSError)
-    # listed from a folder (never dropped), refused when read
+    # listed from a folder (never dropped, the listing does not block on it), refused when read
     shutil.copyfile(pbc_small[0][0], tmp_path / "good.jpg")
-    assert sorted(resolve_inputs(tmp_path)[0]) == [str(fifo), str(tmp_path / "good.jpg")]
+    box, _ = _run_with_timeout(lambda: resolve_inputs(tmp_path), 10)
+    assert sorted(box["value"][0]) == sorted([str(fifo), str(tmp_path / "good.jpg")])
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
@@ -278,7 +290,24 @@ def test_file_size_cap_and_signature(tmp_path, pbc_small):
     Image.open(src).save(gif, format="GIF")
     with pytest.raises(ImageReadError, match="not JPEG, PNG, BMP or TIFF"):
         read_image(gif)
-    assert MAX_FILE_BYTES >= 6 * MAX_PIXELS  # a 16-bit RGB TIFF at the pixel cap fits
+
+
+def test_byte_cap_admits_every_encoding_within_the_pixel_cap(tmp_path, pbc_small):
+    """The largest encoding read (uncompressed 16-bit RGBA TIFF, 8 bytes a pixel) of an image
+    at the pixel limit is within the byte limit: shown at a small limit with the same rule."""
+    import cv2
+
+    assert MAX_FILE_BYTES == 8 * MAX_PIXELS + (1 << 20)
+    rgb = read_image(pbc_small[0][0])
+    h, w = rgb.shape[:2]
+    a16 = np.dstack([rgb[..., ::-1].astype(np.uint16) * 257, np.full((h, w), 65535, np.uint16)])
+    p = tmp_path / "rgba16.tif"
+    assert cv2.imwrite(str(p), a16, [cv2.IMWRITE_TIFF_COMPRESSION, 1])
+    assert 8 * h * w < p.stat().st_size < 8 * h * w + (1 << 20)
+    out = read_image(p, max_pixels=h * w, max_bytes=8 * h * w + (1 << 20))
+    np.testing.assert_array_equal(out, rgb)
+    with pytest.raises(ImageReadError, match="too large"):
+        read_image(p, max_pixels=h * w - 1)
 
 
 def test_directory_and_hash_guards(tmp_path, pbc_small):
@@ -559,7 +588,7 @@ def test_default_model_name(model_file, tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match="the default model is not installed"):
         mio.read_header("default")
     (tmp_path / "models").mkdir()
-    f, paths = model_file
+    f, _ = model_file
     shutil.copyfile(f, tmp_path / "models" / "default.mcm")
     assert mio.resolve_model("default") == tmp_path / "models" / "default.mcm"
     assert mio.load_model("default").classes == mio.load_model(f).classes
