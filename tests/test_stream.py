@@ -205,6 +205,34 @@ def test_failed_images_are_rows_not_aborts(tmp_path, data_dir):
                                   df2.loc[good[0], feature_names()].to_numpy())
 
 
+def test_a_failed_chunk_stops_the_run_and_keeps_the_written_parts(tmp_path, monkeypatch,
+                                                                   data_dir):
+    """A chunk that raises (a dead worker, a missing module) ends the run with a DataError
+    that says how many parts were kept; the rerun resumes from them."""
+    from morphocell.batch import parquet
+
+    paths = [p for p, _ in pbc_subset(1)[:6]]
+    real = parquet.extract_chunk
+    calls = []
+
+    def dies_on_third(entries, *a):
+        calls.append(len(entries))
+        if len(calls) == 3:
+            raise RuntimeError("worker died")
+        return real(entries, *a)
+
+    monkeypatch.setattr(parquet, "extract_chunk", dies_on_third)
+    out = tmp_path / "f.parquet"
+    with pytest.raises(DataError, match=r"chunk failed in a worker \(RuntimeError: worker died\)"
+                       r".* 2 part files .* kept"):
+        extract_to_parquet(paths, out, chunk_size=2, families=("shape",))
+    assert len(list(out.glob("part-*.parquet"))) == 2
+    monkeypatch.setattr(parquet, "extract_chunk", real)
+    res = extract_to_parquet(paths, out, chunk_size=2, families=("shape",))
+    assert (res.skipped, res.written) == (4, 2)
+    assert read_features(out)["path"].tolist() == paths
+
+
 def test_repeated_paths_with_ids_give_distinct_rows(tmp_path, data_dir):
     p, lab = pbc_subset(1)[0]
     rows = [{"id": f"{p}#{k}", "path": p, "label": lab} for k in range(3)]
