@@ -94,16 +94,18 @@ def lab_rows(data: Path, lab: str, crops_dir: Path) -> list[dict]:
         f = data / "pbc_split.csv"
         if not f.is_file():
             raise DataError("pbc_split.csv not found", f)
-        return [{"path": str(data / r["path"]), "label": r["label"], "group": r["path"],
-                 "split": r["split"]} for r in csv.DictReader(open(f, newline=""))]
+        with open(f, newline="") as fh:
+            return [{"path": str(data / r["path"]), "label": r["label"], "group": r["path"],
+                     "split": r["split"]} for r in csv.DictReader(fh)]
     if lab.startswith("segwbc_d"):
         folder = data / "segwbc" / f"dataset{lab[-1]}"
         f = folder / "labels.csv"
         if not f.is_file():
             raise DataError("labels.csv not found", f)
-        return [{"path": str(folder / f"{r['image_id']}_image.png"), "label": r["label"].strip(),
-                 "group": r["image_id"], "split": "all"}
-                for r in csv.DictReader(open(f, newline=""))]
+        with open(f, newline="") as fh:
+            return [{"path": str(folder / f"{r['image_id']}_image.png"),
+                     "label": r["label"].strip(), "group": r["image_id"], "split": "all"}
+                    for r in csv.DictReader(fh)]
     if lab == "bccd":
         return bccd_crops(data, crops_dir)
     raise DataError(f"unknown lab {lab!r}; labs: {LABS}")
@@ -124,7 +126,9 @@ def bccd_crops(data: Path, crops_dir: Path) -> list[dict]:
         raise DataError("labels.csv not found", f)
     crops_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for r in csv.DictReader(open(f, newline="")):
+    with open(f, newline="") as fh:
+        labels = list(csv.DictReader(fh))
+    for r in labels:
         stem = Path(r["image"]).stem
         if int(stem.split("_")[-1]) % 2:
             raise DataError(f"odd-numbered field {r['image']} in the labels (kept apart)", f)
@@ -139,10 +143,12 @@ def bccd_crops(data: Path, crops_dir: Path) -> list[dict]:
     return rows
 
 
-def load_labs(data: Path, work: Path, labs=LABS, n_jobs: int = 2, verbose: int = 0) -> dict:
+def load_labs(data: Path, work: Path, labs=LABS, n_jobs: int = 2, verbose: int = 0,
+              quick: bool = False, seed: int = 0) -> dict:
     """Per lab a DataFrame (``path, label, group, split, status`` + the 721 features), the
     features computed once and cached as ``work/lt_<lab>.parquet`` (recomputed when the
-    feature names change)."""
+    feature names change). ``quick``: PBC only :data:`QUICK_PBC_PER_CLASS` train and test
+    rows per class (``lt_pbc_quick.parquet``)."""
     import pandas as pd
 
     from morphocell.features import extractor
@@ -151,13 +157,19 @@ def load_labs(data: Path, work: Path, labs=LABS, n_jobs: int = 2, verbose: int =
     out = {}
     work.mkdir(parents=True, exist_ok=True)
     for lab in labs:
-        f = work / f"lt_{lab}.parquet"
+        small = quick and lab == "pbc"
+        f = work / f"lt_{lab}{'_quick' if small else ''}.parquet"
         if f.is_file():
             df = pd.read_parquet(f)
             if list(df.columns[len(META):]) == names:
                 out[lab] = df
                 continue
         rows = lab_rows(data, lab, work / "bccd_crops")
+        if small:
+            rows = (_rows_per_class([r for r in rows if r["split"] == "train"],
+                                    QUICK_PBC_PER_CLASS, seed)
+                    + _rows_per_class([r for r in rows if r["split"] == "test"],
+                                      QUICK_PBC_PER_CLASS, seed))
         t = time.perf_counter()
         mat, st, _ = extractor.extract_batch([r["path"] for r in rows], n_jobs=n_jobs,
                                              verbose=verbose)
@@ -169,6 +181,15 @@ def load_labs(data: Path, work: Path, labs=LABS, n_jobs: int = 2, verbose: int =
             print(f"{lab}: features of {len(rows)} images in {time.perf_counter() - t:.0f} s",
                   file=sys.stderr, flush=True)
         out[lab] = df
+    return out
+
+
+def _rows_per_class(rows: list[dict], n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for lab in sorted({r["label"] for r in rows}):
+        rs = [r for r in rows if r["label"] == lab]
+        out += [rs[i] for i in sorted(rng.choice(len(rs), min(n, len(rs)), replace=False))]
     return out
 
 
@@ -367,7 +388,7 @@ def run(data: Path, out: Path, work: Path | None = None, learner: str = "svc",
     """The benchmark; writes the outputs and returns the result dict."""
     t0 = time.perf_counter()
     work = Path(work) if work is not None else out / "work"
-    tables = load_labs(Path(data), work, labs, verbose=verbose)
+    tables = load_labs(Path(data), work, labs, verbose=verbose, quick=quick, seed=random_state)
     draws = (2 if quick else DRAWS) if draws is None else int(draws)
     ks = KS_QUICK if quick else KS
     results = {}
@@ -390,10 +411,10 @@ ROW_ORDER = ("k0_asis", "k0_nearest_lab", "k0_adapt", "k0_self")
 def to_markdown(res: dict) -> str:
     s = res["settings"]
     ks = [f"k{k}" for k in s["ks"]]
-    lines = [f"# Leave-one-lab-out (learner {s['learner']}, quick={s['quick']}, "
-             f"{s['draws']} draws, wall {res['wall_s']} s)", "",
-             "Accuracy / macro-F1 / differential-count error over the classes present; "
-             "k rows: mean (sd) over the draws.", "",
+    lines = [(f"# Leave-one-lab-out (learner {s['learner']}, quick={s['quick']}, "
+              f"{s['draws']} draws, wall {res['wall_s']} s)"), "",
+             ("Accuracy / macro-F1 / differential-count error over the classes present; "
+              "k rows: mean (sd) over the draws."), "",
              "| held-out lab | n | " + " | ".join(ROW_ORDER) + " | " + " | ".join(ks)
              + " | ceiling |",
              "|---|---|" + "---|" * (len(ROW_ORDER) + len(ks) + 1)]

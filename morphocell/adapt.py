@@ -72,7 +72,7 @@ MIN_UNLABELLED = 20
 #: A class enters the batch statistics when its estimated share of the batch reaches this.
 MIN_CLASS_SHARE = 0.03
 #: Source cells per (lab, class) kept in the model for few-shot refits (float16).
-SOURCE_PER_CLASS = 200
+SOURCE_PER_CLASS = 60
 #: Standardised values are clipped to +- this (a degenerate contour can give a feature far
 #: outside every lab's range).
 Z_MAX = 20.0

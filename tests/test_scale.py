@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import pbc_subset
+
 from morphocell.io import read_image
-from morphocell.preprocess import (StainNormalizationError, batch_scale_factor,
-                                   estimate_rbc_diameter, resample, size_scale_factor)
+from morphocell.preprocess import (
+    StainNormalizationError,
+    batch_scale_factor,
+    estimate_rbc_diameter,
+    resample,
+    size_scale_factor,
+)
 from morphocell.segmentation import segment
 
 

@@ -1,0 +1,60 @@
+"""benchmarks/lab_transfer.py: the scoring rules and a --quick run on real data."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import DATA, REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import lab_transfer as lt
+
+
+def test_score_count_error_and_present_classes():
+    classes = ["a", "b", "c", "z"]  # z: a model class absent from the lab, never predicted
+    y = np.array(["a"] * 6 + ["b"] * 3 + ["c"])
+    proba = np.zeros((10, 4))
+    proba[:, 3] = 0.9  # the absent class has the top probability everywhere
+    proba[np.arange(10), [0] * 5 + [1] * 5] += 0.05  # 5 x a, 5 x b
+    s = lt.score(y, proba, classes)
+    # predicted shares a .5 b .5 c 0 against .6 .3 .1: (.1 + .2 + .1) / 2
+    assert s["count_error"] == pytest.approx(0.2)
+    assert s["accuracy"] == pytest.approx(0.8)  # 5 a right, 3 b right
+    assert set(s["recall"]) == {"a", "b", "c"}
+
+
+def test_draw_labelled_small_classes_give_half():
+    y = np.array(["a"] * 30 + ["b"] * 6 + ["c"])
+    idx = lt.draw_labelled(y, 5, np.random.default_rng(0))
+    got = {c: int((y[idx] == c).sum()) for c in "abc"}
+    assert got == {"a": 5, "b": 3, "c": 0}
+    assert len(set(idx.tolist())) == len(idx)
+
+
+@pytest.mark.slow
+def test_quick_run(data_dir, tmp_path):
+    out = tmp_path / "res"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "lab_transfer.py"), "--data", str(DATA),
+         "--out", str(out), "--work", str(tmp_path / "work"), "--quick", "--learner", "lr"],
+        env=env, capture_output=True, text=True, timeout=1200, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "lab_transfer.json").read_text())
+    assert set(res["labs"]) == set(lt.LABS)
+    for lab, r in res["labs"].items():
+        rows = r["rows"]
+        assert {"k0_asis", "k0_adapt", "k0_self", "k1", "k5", "ceiling"} <= set(rows), lab
+        for key, v in rows.items():
+            assert 0 <= v["accuracy"] <= 1 and 0 <= v["count_error"] <= 1, (lab, key)
+        assert lab != "pbc" or set(r["target_counts"]) <= {
+            "basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"}
+        assert (out / f"learning_curve_{lab}.png").stat().st_size > 1000
+    assert "| bccd |" in (out / "lab_transfer.md").read_text()
+    # BCCD crops come from even-numbered fields only
+    crops = list((tmp_path / "work" / "bccd_crops").glob("*.png"))
+    assert crops and all(int(p.stem.split("_")[1]) % 2 == 0 for p in crops)
