@@ -305,8 +305,11 @@ def test_inputs_arrays_dataframe_series(paths, table):
 
 
 def test_doctests():
-    res = doctest.testmod(extractor, optionflags=doctest.ELLIPSIS)
-    assert res.attempted > 0 and res.failed == 0
+    from morphocell.batch import cache
+
+    for mod in (extractor, cache):
+        res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert res.attempted > 0 and res.failed == 0, mod.__name__
 
 
 def test_opencv_runs_single_threaded_inside_and_is_restored(paths, monkeypatch):
