@@ -41,6 +41,19 @@ SMALL = dict(architecture="small-cnn", input_size=32, embedding_dim=24, batch_si
              augment=False, validation_fraction=0.0, verbose=0)
 
 
+def _state(est) -> dict:
+    """Attribute name -> identity and, for arrays, a copy: what ``predict_proba`` must not
+    change."""
+    return {k: (id(v), v.copy() if isinstance(v, np.ndarray) else None)
+            for k, v in vars(est).items()}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k][0] == b[k][0] and (a[k][1] is None or np.array_equal(a[k][1], b[k][1]))
+        for k in a)
+
+
 def test_deep_estimators_have_their_settings_as_parameters():
     """get_params / set_params / clone see every setting, the networks' included, before any
     fit (no TensorFlow needed)."""
@@ -101,6 +114,12 @@ def test_transform_shape_names_and_proba(fitted, train_set):
     assert set(fitted.predict(paths)) <= set(CLASSES)
     assert fitted.n_epochs_ == 12 and len(fitted.history_["loss"]) == 12
     assert fitted.device_ in ("CPU", "GPU")
+    # the estimator contract: fitted state ends in "_", inference sets nothing
+    params = set(fitted.get_params(deep=False))
+    assert all(k.endswith("_") for k in set(vars(fitted)) - params)
+    before = _state(fitted)
+    fitted.transform(paths[:3]), fitted.predict_proba(paths[:3]), fitted.predict(paths[:3])
+    assert _same_state(before, _state(fitted))
 
 
 @pytest.mark.deep
@@ -148,7 +167,8 @@ def test_augmented_stream_is_deterministic_and_valid(data_dir):
 
 @pytest.mark.deep
 def test_stain_augmentation_adds_gamma_and_tint_and_keeps_the_standard_draws(data_dir):
-    from morphocell.deep.augment import STAIN, STANDARD, AugmentConfig, augment_config, augment_image
+    from morphocell.deep.augment import (STAIN, STANDARD, AugmentConfig, augment_config,
+                                         augment_image)
 
     img, _, _ = decode_images(_subset(1)[0][:1], 48)
     x, seed = tf.constant(img[0]), tf.constant([3, 7])
@@ -413,19 +433,6 @@ def test_deep_and_fused_models_predict_and_save(crossfit, data_dir, tmp_path):
     model_io.save_model(fused, f)
     back = model_io.load_model(f).estimator
     np.testing.assert_allclose(back.predict_proba(test_paths, handcrafted=hct), pf, atol=1e-12)
-
-
-def _state(est) -> dict:
-    """Attribute name -> identity and, for arrays, a copy: what ``predict_proba`` must not
-    change."""
-    return {k: (id(v), v.copy() if isinstance(v, np.ndarray) else None)
-            for k, v in vars(est).items()}
-
-
-def _same_state(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        a[k][0] == b[k][0] and (a[k][1] is None or np.array_equal(a[k][1], b[k][1]))
-        for k in a)
 
 
 @pytest.mark.deep
