@@ -1,8 +1,8 @@
 """Is this image like the training images? A per-image out-of-domain score.
 
 A classifier trained on one lab's images gives confident but wrong answers on another lab's
-stain (docs/cross_lab.md). The differential count should say when its input does not look like what the model learned
-from. This module compares a handful of hand-crafted features that describe the *stain and
+stain (docs/cross_lab.md). The differential count should say when its input does not look
+like what the model learned from. This module compares a handful of hand-crafted features that describe the *stain and
 scale* of a cell rather than its class -- mean CIE L*a*b* colour of nucleus and cytoplasm, and
 the cell's area -- with their distribution **within each class** of the training images:
 
@@ -15,8 +15,8 @@ stain is far from every class. The threshold is the 99th percentile of the train
 own scores, so about 1% of images like the training ones are flagged.
 
 Stored in the model file's metadata (``metadata["domain_reference"]``) by ``morphocell
-train`` (hand-crafted, deep and fused models); ``morphocell predict`` writes ``domain_score`` and
-``unlike_training`` columns and says how many cells are flagged, with a warning above 5%.
+train`` (hand-crafted, deep and fused models); ``morphocell predict`` writes ``domain_score``
+and ``unlike_training`` columns and says how many cells are flagged, with a warning above 5%.
 
 It is a signal about a *batch* of images, not a per-cell error detector: within a dataset,
 flagged and unflagged cells are classified about equally well. The reference is always fitted
