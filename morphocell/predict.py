@@ -77,9 +77,10 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     segmentation finds no cell is still classified (NaN hand-crafted features, as in
     training).
     """
+    from .batch import compute_features
     from .features.extractor import FeatureExtractor
     from .report import final_classifier
-    from .train import DOMAIN_FAMILIES, compute_features, readability
+    from .train import DOMAIN_FAMILIES, readability
 
     est = model.estimator
     paths = [os.fspath(p) for p in paths]

@@ -25,8 +25,8 @@ import datetime as _dt
 import hashlib
 import os
 import sys
-import types
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .batch.cache import compute_features
 from .errors import DataError, MorphocellError
 from .report import REVIEW_ACCURACY
 
@@ -111,28 +112,6 @@ def load_labelled(data: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise DataError(f"{_plural(len(missing), 'manifest row')} with an empty label "
                         f"(first: {missing[0]})", data)
     return paths, labels
-
-
-def compute_features(paths: Sequence[str], families=None, method: str = "otsu",
-                     cache_dir: str | os.PathLike | None = None, n_jobs=None, verbose: int = 0):
-    """Hand-crafted features of image files: ``(X DataFrame, statuses, errors, stats)``.
-
-    With ``cache_dir`` the :class:`~morphocell.cache.FeatureCache` there is used (and filled);
-    ``stats`` tells how many rows came from it (``hits``) and how many were ``computed``.
-    """
-    import pandas as pd
-
-    from .features import extractor
-
-    if cache_dir is not None:
-        from .batch.cache import FeatureCache
-
-        cache = FeatureCache(cache_dir, families, method)
-        X, st, er = cache.extract(paths, n_jobs=n_jobs, verbose=verbose)
-        return X, st, er, dict(cache.last_stats)
-    mat, st, er = extractor.extract_batch(list(paths), families, method, n_jobs, verbose)
-    X = pd.DataFrame(mat, columns=extractor.feature_names(families))
-    return X, st, er, {"hits": 0, "computed": len(paths), "uncached": len(paths)}
 
 
 def readability(paths: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -298,7 +277,7 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
     n_jobs : int, optional
         Worker processes for features and learners.
     cache_dir : path, optional
-        Feature cache folder (:class:`~morphocell.cache.FeatureCache`); the domain copies
+        Feature cache folder (:class:`~morphocell.batch.FeatureCache`); the domain copies
         are written under ``cache_dir/domain_copies`` (a temporary folder without it).
     domain_copies : float in [0, 1], optional
         Share of the images (drawn per class) that also train the hand-crafted learners as
@@ -462,7 +441,7 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
     src = []
     for c in sorted(set(y)):
         idx = np.flatnonzero(y == c)
-        k = int(round(float(fraction) * len(idx)))
+        k = round(float(fraction) * len(idx))
         src.extend(rng.choice(idx, size=k, replace=False).tolist())
     src = np.sort(np.asarray(src, dtype=np.int64))
     if len(src) == 0:  # every class too small for one copy at this fraction

@@ -1,34 +1,85 @@
-"""The command line as a user meets it: help everywhere, clear errors, no tracebacks."""
+"""The command line as a user meets it: every sub-command end to end on real images, help
+with a description and an example, one exit-code table (0 success; 3 some inputs failed, the
+good results written; 2 user error; 1 internal error), one clear line per error."""
 from __future__ import annotations
 
+import csv
+import json
+import pickle
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
+from conftest import DATA, pbc_subset
 
-from morphocell.cli import EXIT_USER, main
+from morphocell.cli import COMMANDS, EXIT_OK, EXIT_PARTIAL, EXIT_USER, main
 
-COMMANDS = ["segment", "crop", "features", "train", "predict", "evaluate", "demo", "train-segmenter"]
+NAMES = [c.replace("_", "-") for c in COMMANDS]
 
 
 def run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "morphocell.cli", *args], capture_output=True,
-                          text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "morphocell.cli", *map(str, args)],
+                          capture_output=True, text=True, check=False, **kw)
 
 
-def test_top_level_help_lists_every_command():
+def _manifest(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerows(rows)
+    return path
+
+
+def _blank(path):
+    """A readable image without any cell (a flat background)."""
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 235, np.uint8)).save(path)
+    return str(path)
+
+
+# -- the parser -------------------------------------------------------------------------------
+def test_top_level_help_lists_every_command_and_the_exit_codes():
     out = run("--help")
     assert out.returncode == 0
-    for c in COMMANDS:
+    for c in NAMES:
         assert c in out.stdout
+    assert "Exit codes: 0 success; 3 some inputs failed" in out.stdout
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_subcommand_has_help(command, capsys):
+@pytest.mark.parametrize("command", NAMES)
+def test_every_subcommand_has_help_with_a_description_and_an_example(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
-    assert "usage: morphocell " + command in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert text.startswith("usage: morphocell " + command)
+    usage_end = text.index("\n\n")
+    description = text[usage_end:text.index("options:")]
+    assert len(description.split()) >= 15                        # says what it does
+    example = text[text.index("\nexample:\n"):]
+    assert f"morphocell {command}" in example                    # shows how
+    if "--n-jobs" in text:
+        assert "worker processes (default: 1)" in text           # defaults are shown
+    assert "(default: None)" not in text
+
+
+def test_commands_are_modules_with_add_parser_and_run():
+    import importlib
+
+    for name in COMMANDS:
+        mod = importlib.import_module(f"morphocell.cli.{name}")
+        assert callable(mod.add_parser) and callable(mod.run), name
+
+
+def test_train_review_accuracy_default_is_the_library_default(capsys):
+    from morphocell.cli import build_parser
+    from morphocell.report import REVIEW_ACCURACY
+
+    args = build_parser().parse_args(["train", "d", "--out", "m"])
+    assert args.review_accuracy == REVIEW_ACCURACY
 
 
 def test_version():
@@ -51,7 +102,7 @@ def test_no_command_prints_help_and_fails(capsys):
 def test_user_errors_have_a_message_and_no_traceback(argv, needle, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     out = run(*argv, cwd=tmp_path)
-    assert out.returncode in (2, 3), out.stderr
+    assert out.returncode == EXIT_USER, out.stderr
     assert needle in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -63,17 +114,407 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_parser_is_importable_without_heavy_modules():
     code = ("import sys; from morphocell.cli import build_parser; build_parser(); "
-            "print([m for m in ('tensorflow', 'dask', 'xgboost', 'sklearn') if m in sys.modules])")
+            "print([m for m in ('tensorflow', 'dask', 'xgboost', 'sklearn', 'pandas') "
+            "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
+def test_internal_errors_are_one_line_exit_1(monkeypatch, capsys):
+    from morphocell.cli import segment
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(segment, "run", boom)
+    assert main(["segment", "x.jpg", "--out", "o"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: ZeroDivisionError" in err[0]
+    assert "--debug" in err[0]
+
+
+# -- segment, crop, features ------------------------------------------------------------------
+def test_segment_exit_codes(data_dir, tmp_path, capsys):
+    good = pbc_subset(1)[0][0]
+    blank = _blank(tmp_path / "blank.png")
+    assert main(["segment", good, "--out", str(tmp_path / "a"), "-q"]) == EXIT_OK
+    assert main(["segment", good, blank, "--out", str(tmp_path / "b"), "-q"]) == EXIT_PARTIAL
+    assert "blank.png: no cell found" in capsys.readouterr().err
+    assert main(["segment", blank, "--out", str(tmp_path / "c"), "-q"]) == EXIT_USER
+    err = capsys.readouterr().err
+    assert "could not segment" in err and "no cell found" in err
+    assert main(["segment", str(tmp_path / "cellz"), "--out", str(tmp_path / "d"),
+                 "-q"]) == EXIT_USER
+
+
+def test_crop_on_real_fields(data_dir, tmp_path, capsys):
+    fields = [str(DATA / "bccd" / "images" / f"BloodImage_0000{i}.jpg") for i in range(2)]
+    out = tmp_path / "cells"
+    assert main(["crop", *fields, "--out", str(out), "-q"]) == EXIT_OK
+    table = pd.read_csv(out / "cells.csv")
+    assert set(table["field"]) == set(fields) and (table["status"] == "ok").any()
+    assert all((out / c.rsplit("/", 1)[-1]).is_file() for c in table["crop"].dropna())
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    assert main(["crop", fields[0], str(broken), "--out", str(tmp_path / "c2"),
+                 "-q"]) == EXIT_PARTIAL
+    assert main(["crop", str(broken), "--out", str(tmp_path / "c3"), "-q"]) == EXIT_USER
+    assert main(["crop", fields[0], "--out", str(tmp_path / "c4"), "--size", "8"]) == EXIT_USER
+    assert "--size must be at least 16" in capsys.readouterr().err
+
+
+def test_features_exit_codes(data_dir, tmp_path, capsys):
+    from morphocell.batch import read_features
+
+    good = pbc_subset(1)[0][0]
+    blank = _blank(tmp_path / "blank.png")
+    args = ["--families", "shape", "-q"]
+    assert main(["features", good, "--out", str(tmp_path / "a"), *args]) == EXIT_OK
+    assert main(["features", good, blank, "--out", str(tmp_path / "b"), *args]) == EXIT_PARTIAL
+    assert list(read_features(tmp_path / "b")["status"]) == ["ok", "no_cell"]
+    capsys.readouterr()
+    assert main(["features", blank, "--out", str(tmp_path / "c"), *args]) == EXIT_USER
+    assert "no image could be measured" in capsys.readouterr().err
+    assert main(["features", str(tmp_path / "cellz"), "--out", str(tmp_path / "d"),
+                 *args]) == EXIT_USER
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_train_segmenter_needs_its_data(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("MORPHOCELL_DATA", raising=False)
+    assert main(["train-segmenter", "--out", str(tmp_path / "w.keras")]) == EXIT_USER
+    err = capsys.readouterr().err
+    assert "--data" in err and "MORPHOCELL_DATA" in err and len(err.strip().splitlines()) == 1
+
+
+# -- train, predict, evaluate -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """`morphocell train` on 5 real images per class plus one corrupt and one missing file."""
+    tmp = tmp_path_factory.mktemp("train")
+    corrupt = tmp / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = pbc_subset(5) + [(str(corrupt), "neutrophil"), (str(tmp / "gone.jpg"), "ig")]
+    man = _manifest(tmp / "train.csv", rows)
+    model = tmp / "model.mcm"
+    return tmp, man, model, rows
+
+
+def test_train_cli(trained, capsys):
+    tmp, man, model, rows = trained
+    rc = main(["train", str(man), "--out", str(model), "--cv", "2",
+               "--cache-dir", str(tmp / "cache"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == EXIT_PARTIAL, err          # some images failed, the model was still written
+    assert model.is_file()
+    assert "corrupt.jpg" in err and "gone.jpg" in err and "Traceback" not in err
+    assert err.count("gone.jpg") == 1       # the path once per failure
+    assert "CV accuracy" in out and "stack" in out
+    assert "40 images used, 2 failed" in out and "(8 classes," in out
+    explain = tmp / "model_explain"
+    top = pd.read_csv(explain / "top_features.csv")
+    assert set(top["class"]) == {lab for _, lab in rows[:40]}
+    assert (explain / "top_features.png").stat().st_size > 1000
+    meta = json.loads((explain / "training.json").read_text())["metadata"]
+    assert meta["n_used"] == 40 and meta["n_failed"] == 2 and len(meta["data_sha256"]) == 64
+    # on by default: one domain-randomised copy of round(0.35 * 5) = 2 images per class
+    assert meta["domain_copies"] == 0.35 and meta["n_domain_copies"] == 16
+    assert "over the images and their 16 domain-randomised copies" in out
+    # the review threshold, chosen on the 40 images' out-of-fold probabilities (not the copies)
+    r = meta["review"]
+    assert r["n"] == 40 and r["target_accuracy"] == 0.995
+    assert 0 <= r["review_fraction"] <= 1 and "review threshold" in out
+
+
+def test_train_cli_user_errors(data_dir, tmp_path, capsys):
+    from morphocell.datasets import sample_folder
+
+    rc = main(["train", str(sample_folder()), "--out", str(tmp_path / "m.mcm"),
+               "--review-accuracy", "1.5", "--cache-dir", str(tmp_path / "c"), "-q"])
+    assert rc == EXIT_USER and "(0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m.mcm").exists()
+    rc = main(["train", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m.mcm"),
+               "--features", "deep", "--domain-copies", "0.3"])
+    assert rc == EXIT_USER and "hand-crafted learners" in capsys.readouterr().err
+    one = _manifest(tmp_path / "one.csv", [r for r in pbc_subset(3) if r[1] == "monocyte"])
+    rc = main(["train", str(one), "--out", str(tmp_path / "m.mcm"), "-q",
+               "--cache-dir", str(tmp_path / "c1")])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USER and "got 1 class (monocyte)" in err and "np.str_" not in err
+
+
+def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
+    _, _, model, _ = trained
+    test_rows = pbc_subset(2, split="test")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    out_csv = tmp_path / "pred.csv"
+    rc = main(["predict", str(model), *[p for p, _ in test_rows], str(bad),
+               "--out", str(out_csv), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == EXIT_PARTIAL and "bad.png" in err and "Traceback" not in err
+    df = pd.read_csv(out_csv, keep_default_na=False)
+    classes = sorted({lab for _, lab in test_rows})
+    assert list(df.columns) == (["path", "predicted"] + [f"p_{c}" for c in classes]
+                                + ["p_atypical", "domain_score", "unlike_training",
+                                   "needs_review", "status", "error"])
+    ok = df[df["status"] == "ok"]
+    assert len(ok) == 16 and df.iloc[-1]["status"] == "error"
+    assert np.isfinite(ok["domain_score"].astype(float)).all()
+    assert df.iloc[-1]["domain_score"] == "" and str(df.iloc[-1]["unlike_training"]) == "False"
+    assert "empty file" in df.iloc[-1]["error"]
+    P = ok[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
+    assert (ok["predicted"].to_numpy() == np.asarray(classes)[P.argmax(axis=1)]).all()
+    np.testing.assert_allclose(ok["p_atypical"].astype(float),
+                               ok["p_erythroblast"].astype(float) + ok["p_ig"].astype(float),
+                               atol=2e-6)
+    # the differential count agrees with the table
+    count = json.loads((tmp_path / "pred_differential.json").read_text())
+    vc = ok["predicted"].value_counts()
+    assert count["counts"] == {c: int(vc.get(c, 0)) for c in classes}
+    assert count["n_classified"] == 16 and count["n_failed"] == 1 and count["n_images"] == 17
+    assert abs(sum(count["percent"].values()) - 100) < 0.05
+    assert count["flagged"] == [c for c in ("erythroblast", "ig") if vc.get(c, 0) > 0]
+    assert "Differential count (16 cells classified, 1 failed)" in out
+    # as a hematology report: WBC differential per 100 leukocytes, NRBC per 100 WBC,
+    # platelets apart; "ig" spelled out
+    wbc = [c for c in classes if c not in ("erythroblast", "platelet")]
+    n_wbc = sum(int(vc.get(c, 0)) for c in wbc)
+    assert count["wbc"]["n"] == n_wbc and count["wbc"]["classes"] == wbc
+    assert abs(sum(count["wbc"]["percent"].values()) - 100) < 0.05
+    assert count["nrbc_per_100_wbc"] == round(100 * vc.get("erythroblast", 0) / n_wbc, 2)
+    assert count["n_platelets"] == int(vc.get("platelet", 0))
+    assert "immature granulocytes (ig)" in out and "per 100 WBC" in out
+    assert count["unlike_training"]["n_scored"] == 16
+    assert count["unlike_training"]["n"] == int((ok["unlike_training"].astype(str) == "True").sum())
+    assert "are unlike the training images" in out + err
+    # cells below the model's confidence threshold need review; a failed image does not
+    from morphocell.model_io import load_model
+
+    thr = load_model(model).metadata["review"]["threshold"]
+    flag = (ok["needs_review"].astype(str) == "True").to_numpy()
+    conf = P.max(axis=1)
+    far = np.abs(conf - thr) > 1e-6             # the CSV rounds to 6 decimals
+    assert (flag[far] == (conf[far] < thr)).all()
+    assert str(df.iloc[-1]["needs_review"]) == "False"
+    assert count["needs_review"]["n"] == int(flag.sum())
+    assert count["needs_review"]["threshold"] == thr and "need review" in out
+    marked = ok.loc[flag, "predicted"].value_counts()
+    assert count["needs_review"]["by_class"] == {c: int(marked.get(c, 0)) for c in classes}
+    ex = count["needs_review"]["excess"]   # more marked than on the training images?
+    assert set(ex) == {"ratio", "p_value", "harder"}
+    assert ("need review, against" in err) == ex["harder"]
+    assert "review" in out.splitlines()[2]  # a column of the printed table
+    # --review-threshold overrides it: 1 marks every classified cell, 0 none
+    for thr2, n2 in ((1.0, 16), (0.0, 0)):
+        main(["predict", str(model), *[p for p, _ in test_rows], str(bad),
+              "--out", str(tmp_path / "p3.csv"), "--review-threshold", str(thr2), "-q"])
+        c3 = json.loads((tmp_path / "p3_differential.json").read_text())
+        assert c3["needs_review"]["n"] == n2
+        assert c3["needs_review"]["source"] == "--review-threshold"
+    capsys.readouterr()
+    assert main(["predict", str(model), str(bad), "--review-threshold", "1.5"]) == EXIT_USER
+    # a user-chosen atypical set
+    rc = main(["predict", str(model), test_rows[0][0], "--out", str(tmp_path / "p2.csv"),
+               "--atypical", "basophil", "-q"])
+    d2 = pd.read_csv(tmp_path / "p2.csv")
+    assert rc == EXIT_OK and np.isclose(d2["p_atypical"][0], d2["p_basophil"][0])
+    capsys.readouterr()
+    assert main(["predict", str(model), test_rows[0][0], "--atypical", "blast",
+                 "--out", str(tmp_path / "p4.csv")]) == EXIT_USER
+    err = capsys.readouterr().err
+    assert "unknown atypical class blast" in err and "np.str_" not in err
+
+
+def test_predict_blank_and_mistyped_inputs(trained, tmp_path, capsys):
+    _, _, model, _ = trained
+    good = pbc_subset(1, split="test")[0][0]
+    blank = _blank(tmp_path / "blank.png")
+    # a blank image: the same codes as segment and features (3 beside a good image, 2 alone)
+    assert main(["predict", str(model), good, blank, "--out", str(tmp_path / "a.csv"),
+                 "-q"]) == EXIT_PARTIAL
+    capsys.readouterr()
+    assert main(["predict", str(model), blank, "--out", str(tmp_path / "b.csv"),
+                 "-q"]) == EXIT_USER
+    assert "could not classify" in capsys.readouterr().err
+    # a mistyped folder: exit 2, one line, no differential printed, nothing written
+    rc = main(["predict", str(model), str(tmp_path / "cellz"), "--out",
+               str(tmp_path / "c.csv"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == EXIT_USER and out == "" and "no atypical class" not in out + err
+    assert len(err.strip().splitlines()) == 1 and "cellz: file not found" in err
+    assert err.count("cellz") == 1
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "c_differential.json").exists()
+
+
+def test_models_without_a_review_threshold_get_no_review_column(trained, tmp_path, capsys):
+    """Models written before the review threshold existed predict as before."""
+    from morphocell.model_io import load_model, save_model
+
+    _, _, model, _ = trained
+    m = load_model(model)
+    del m.metadata["review"]
+    old = tmp_path / "old.mcm"
+    save_model(m, old)
+    img = pbc_subset(1, split="test")[0][0]
+    assert main(["predict", str(old), img, "--out", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert "needs_review" not in pd.read_csv(tmp_path / "p.csv").columns
+    assert "needs_review" not in json.loads((tmp_path / "p_differential.json").read_text())
+    assert "need review" not in capsys.readouterr().out
+    # ... unless a threshold is given
+    assert main(["predict", str(old), img, "--out", str(tmp_path / "q.csv"), "-q",
+                 "--review-threshold", "1"]) == 0
+    assert pd.read_csv(tmp_path / "q.csv")["needs_review"].tolist() == [True]
+
+
+def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
+    _, _, model, _ = trained
+    test_rows = pbc_subset(3, split="test")
+    man = _manifest(tmp_path / "test.csv", test_rows)
+    rc = main(["evaluate", str(model), str(man), "--json", "--out", str(tmp_path / "rep"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    m = json.loads(out)                       # stdout holds exactly one JSON object
+    assert m["n_images"] == 24 and m["n_failed"] == 0
+    pred = pd.read_csv(tmp_path / "rep" / "predictions.csv")
+    acc = float((pred["predicted"] == pred["label"]).mean())
+    assert m["accuracy"] == pytest.approx(acc)
+    assert acc > 0.5                          # 5 training images per class; chance is 1/8
+    assert set(m["per_class"]) == {lab for _, lab in test_rows}
+    f1 = [r["f1"] for r in m["per_class"].values()]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert all(r["support"] == 3 for r in m["per_class"].values())
+    assert all(0 <= r["roc_auc"] <= 1 for r in m["per_class"].values())
+    cm = pd.read_csv(tmp_path / "rep" / "confusion_matrix.csv", index_col=0)
+    assert cm.to_numpy().sum() == 24 and np.trace(cm.to_numpy()) == round(acc * 24)
+    assert (tmp_path / "rep" / "confusion_matrix.png").stat().st_size > 1000
+    assert set(m["base_learners"]) == {"rf", "svc", "xgb"}
+    # the cells below the review threshold, and the accuracy on the others, match the table
+    r = m["review"]
+    flag = pred["needs_review"].astype(bool).to_numpy()
+    right = (pred["predicted"] == pred["label"]).to_numpy()
+    assert r["n_review"] == flag.sum() and r["review_fraction"] == pytest.approx(flag.mean())
+    if (~flag).any():
+        assert r["accepted_accuracy"] == pytest.approx(right[~flag].mean())
+    curve = pd.read_csv(tmp_path / "rep" / "review_curve.csv")
+    assert curve["threshold"].is_monotonic_decreasing
+    assert curve["review_fraction"].is_monotonic_decreasing
+    assert curve["review_fraction"].iloc[-1] == 0 and curve["n_accepted"].iloc[-1] == 24
+    at = curve[curve["threshold"] >= r["threshold"] - 1e-6]
+    if len(at):
+        assert at["n_accepted"].iloc[-1] == (~flag).sum()
+    assert (tmp_path / "rep" / "review_curve.png").stat().st_size > 1000
+    assert "review_curve" not in m
+    assert set(r["excess"]) == {"ratio", "p_value", "harder"}
+    assert m["unlike_training"]["n_scored"] == 24
+    assert m["unlike_training"]["n"] == pred["unlike_training"].astype(bool).sum()
+
+    # only two classes in the data: --classes-present-only predicts only those two; no
+    # scikit-learn warning leaks either way
+    two = [r for r in test_rows if r[1] in ("lymphocyte", "neutrophil")]
+    man2 = _manifest(tmp_path / "two.csv", two)
+    rc = run("evaluate", model, man2, "-q")
+    assert rc.returncode == 0 and "Warning" not in rc.stderr and "site-packages" not in rc.stderr
+    assert "per-learner F1" in rc.stdout and "immature granulocytes (ig)" in rc.stdout
+    rc = main(["evaluate", str(model), str(man2), "--json", "--classes-present-only", "-q",
+               "--out", str(tmp_path / "rep2")])
+    m2 = json.loads(capsys.readouterr().out)
+    assert rc == 0 and set(m2["labels"]) == {"lymphocyte", "neutrophil"}
+    assert m2["classes_present_only"] and m2["n"] == 6
+    pred2 = pd.read_csv(tmp_path / "rep2" / "predictions.csv")
+    assert set(pred2["predicted"]) <= {"lymphocyte", "neutrophil"}
+    assert m2["accuracy"] == pytest.approx((pred2["predicted"] == pred2["label"]).mean())
+    # --out naming an existing file: a user error in one line, before any work
+    (tmp_path / "taken").write_text("keep me")
+    rc = main(["evaluate", str(model), str(man2), "--out", str(tmp_path / "taken"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USER and len(err.strip().splitlines()) == 1 and "not a folder" in err
+    assert (tmp_path / "taken").read_text() == "keep me"
+    # every image failing: exit 2, no report
+    gone = _manifest(tmp_path / "gone.csv", [(str(tmp_path / "x.jpg"), "ig")] * 2)
+    assert main(["evaluate", str(model), str(gone), "--out", str(tmp_path / "rep3"),
+                 "-q"]) == EXIT_USER
+    assert not (tmp_path / "rep3").exists()
+
+
+def test_bad_model_files_exit_2_without_traceback(tmp_path, capsys):
+    from morphocell.datasets import sample_paths
+
+    img = sample_paths()[0]
+    missing = tmp_path / "nope.mcm"
+    assert main(["predict", str(missing), img, "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "model file not found" in err and "nope.mcm" in err and "Traceback" not in err
+    corrupt = tmp_path / "corrupt.mcm"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(5000))
+    assert main(["evaluate", str(corrupt), img]) == 2
+    err = capsys.readouterr().err
+    assert "not a morphocell model file" in err and "Traceback" not in err
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    assert main(["predict", str(pkl), img, "--out", str(tmp_path / "p.csv")]) == 2
+    assert "pickle/joblib files are refused" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("features", ["deep", "fused"])
+def test_train_cli_deep_with_cnn_options(features, data_dir, tmp_path, capsys):
+    """`morphocell train --features deep|fused` end to end, with the CNN crop and augmentation
+    options recorded in the model, and `predict` with the domain check (tiny: 3 classes x 6
+    images, 2 folds, 1 epoch)."""
+    pytest.importorskip("tensorflow")
+    from morphocell.model_io import load_model
+
+    rows = [r for r in pbc_subset(6) if r[1] in ("lymphocyte", "neutrophil", "platelet")]
+    man = _manifest(tmp_path / "train.csv", rows)
+    model = tmp_path / "deep.mcm"
+    cache = str(tmp_path / "cache")
+    rc = main(["train", str(man), "--out", str(model), "--features", features, "--cv", "2",
+               "--epochs", "1", "--cnn-crop", "0.8", "--cnn-augment", "stain", "-q",
+               "--cache-dir", cache])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    m = load_model(model)
+    assert m.metadata["cnn_crop"] == 0.8 and m.metadata["cnn_augment"] == "stain"
+    if features == "fused":  # domain copies by default (0.35): round(0.35 x 6) = 2 images
+        # per class copied; the copies train the hand-crafted learners, the meta-learner is
+        # fitted on the 18 images only
+        assert m.metadata["domain_copies"] == 0.35 and m.metadata["n_domain_copies"] == 6
+        assert m.estimator.n_domain_copies_ == 6
+        assert len(list((tmp_path / "cache" / "domain_copies").glob("*.jpg"))) == 6
+        assert "also trained on 6 domain-randomised copies" in out
+    else:  # a deep model has no hand-crafted learner to train on copies
+        assert m.metadata["domain_copies"] == 0 and m.metadata["n_domain_copies"] == 0
+    assert m.metadata["n_used"] == 18 and m.classes == ["lymphocyte", "neutrophil", "platelet"]
+    assert m.metadata["class_counts"] == {c: 6 for c in m.classes}
+    deep = getattr(m.estimator, "deep_", m.estimator)
+    assert all(e.augment == "stain" for e in deep.embedders_)
+    ref = m.metadata["domain_reference"]
+    assert ref["classes"] == m.classes and np.isfinite(ref["threshold"])
+    assert m.metadata["review"]["n"] == 18
+    # predict: the hand-crafted features come from the cache filled by training
+    test = [p for p, _ in pbc_subset(1, split="test")][:3] + [str(tmp_path / "missing.jpg")]
+    rc = main(["predict", str(model), *test, "--out", str(tmp_path / "p.csv"),
+               "--cache-dir", cache])
+    out, err = capsys.readouterr()
+    assert rc == EXIT_PARTIAL and "missing.jpg" in err
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert list(df["status"]) == ["ok", "ok", "ok", "error"]
+    assert df.loc[:2, ["p_lymphocyte", "p_neutrophil", "p_platelet"]].notna().all().all()
+    assert df["domain_score"][:3].notna().all() and np.isnan(df["domain_score"][3])
+    assert "needs_review" in df.columns and not df["needs_review"][3]
+    assert "unlike the training images" in out + err
+    np.testing.assert_allclose(df.loc[:2, ["p_lymphocyte", "p_neutrophil", "p_platelet"]],
+                               m.predict_proba(test[:3]), rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
+        main(["train", str(man), "--out", str(model), "--features", "deep",
+              "--cnn-augment", "strong"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
 def test_demo_end_to_end(tmp_path):
     """The README's first command: the whole job on the bundled sample, as a subprocess."""
-    import json
-
-    import pandas as pd
-
     from morphocell.datasets import sample_paths
     from morphocell.model_io import load_model
 
@@ -92,7 +533,12 @@ def test_demo_end_to_end(tmp_path):
     assert set(count["flagged"]) <= {"erythroblast", "ig"} == set(count["atypical_classes"])
     model = load_model(out / "model.mcm")
     assert len(model.classes) == 8
-    # what predict needs for needs_review / unlike_training, as for a model from train
+    # the same model a `train` of the sample makes (the library's train(), no copies)
+    assert model.metadata["features"] == "handcrafted" and model.metadata["domain_copies"] == 0
     assert model.metadata["review"]["n"] == n and "review threshold" in r.stdout
     assert model.metadata["domain_reference"]["classes"] == model.classes
+    # in-sample predictions equal the model's own probabilities of the sample files
+    P = model.predict_proba(sample_paths()[:5])
+    np.testing.assert_allclose(pred[[f"p_{c}" for c in model.classes]].to_numpy()[:5], P,
+                               atol=1e-6)
     assert not list(out.rglob(".*tmp"))  # nothing half-written

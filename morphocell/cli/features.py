@@ -45,9 +45,9 @@ def _connect(address: str):
 
 
 def run(args) -> int:
+    from ..batch import dataset_counts, extract_to_parquet
     from ..errors import DataError
     from ..features.extractor import STATUS_ERROR, STATUS_NO_CELL, STATUS_OK
-    from ..batch import dataset_counts, extract_to_parquet
     from ._exit import EXIT_OK, EXIT_PARTIAL, failure_text
 
     fams = tuple(f.strip() for f in str(args.families).split(",") if f.strip())

@@ -1,7 +1,7 @@
 """``morphocell review``: the review page of a predictions table (HTML, opens from disk)."""
 from __future__ import annotations
 
-from ._common import add_command, add_quiet
+from ._common import add_command, add_n_jobs, add_quiet
 
 
 def add_parser(subparsers):
@@ -27,6 +27,7 @@ Images that no longer exist are shown as placeholders (exit 3).""",
     p.add_argument("--base-dir", default=None,
                    help="folder that relative image paths are relative to (default: the "
                    "working folder, then the CSV's folder)")
+    add_n_jobs(p)
     add_quiet(p)
     return p
 
@@ -38,7 +39,7 @@ def run(args) -> int:
     info = model_info_from_file(args.model) if args.model else None
     res = write_review_page(args.predictions, args.out, model_info=info,
                             masks=not args.no_masks, base_dir=args.base_dir,
-                            verbose=0 if args.quiet else 1)
+                            n_jobs=args.n_jobs, verbose=0 if args.quiet else 1)
     failures = [(p, "missing", "image file no longer exists (placeholder shown)")
                 for p in res.missing]
     failures += [(p, "error", f"{why} (placeholder shown)") for p, why in res.unreadable]

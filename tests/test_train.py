@@ -1,0 +1,155 @@
+"""morphocell.train.train as a library function, on real PBC images."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import pbc_subset
+
+from morphocell.errors import DataError, MorphocellError
+
+
+def _small():
+    from morphocell.ensembles import BaseLearner
+
+    return {"estimators": [("rf", BaseLearner("rf", params={"n_estimators": 10}))]}
+
+
+def test_train_returns_a_result_and_prints_nothing(data_dir, tmp_path, capsys):
+    import morphocell
+    from morphocell.train import TrainResult
+
+    rows = pbc_subset(3)
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    paths = [p for p, _ in rows] + [str(bad)]
+    labels = [lab for _, lab in rows] + ["ig"]
+    res = morphocell.train(paths, labels, cv=2, families=("shape", "color"),
+                           estimator_params=_small(), domain_copies=0,
+                           cache_dir=tmp_path / "c")
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    assert isinstance(res, TrainResult)
+    assert res.failures == [(str(bad), "error", res.failures[0][2])]
+    assert "corrupt.jpg" in res.failures[0][2] and res.n_failed == 1
+    assert res.estimator is res.model.estimator and res.metadata is res.model.metadata
+    assert set(res.cv_scores) == {"rf", "stack"}
+    meta = res.metadata
+    assert meta["features"] == "handcrafted" and meta["families"] == ["shape", "color"]
+    assert meta["n_images"] == 25 and meta["n_used"] == 24 and meta["n_failed"] == 1
+    assert meta["class_counts"] == {c: 3 for c in sorted(set(labels[:24]))}
+    assert meta["review"]["n"] == 24 and meta["domain_reference"]["classes"] == res.model.classes
+    # the fitted pipeline predicts from files, the same classes as the metadata
+    P = res.model.predict_proba(paths[:2])
+    assert P.shape == (2, 8) and np.allclose(P.sum(axis=1), 1)
+    # save writes the model and its explanation folder beside it
+    written = res.save(tmp_path / "m.mcm")
+    assert written[0] == tmp_path / "m.mcm" and (tmp_path / "m_explain" / "training.json") in written
+    from morphocell.model_io import load_model
+
+    assert load_model(tmp_path / "m.mcm").metadata["data_sha256"] == meta["data_sha256"]
+
+
+def test_the_same_seed_gives_the_same_model(data_dir, tmp_path):
+    from morphocell.train import train
+
+    rows = pbc_subset(3)
+    paths, labels = [p for p, _ in rows], [lab for _, lab in rows]
+    kw = {"cv": 2, "families": ("shape", "color"), "estimator_params": _small(),
+          "cache_dir": tmp_path / "c", "domain_copies": 0.5}
+    a, b = train(paths, labels, **kw), train(paths, labels, **kw)
+    np.testing.assert_array_equal(a.model.predict_proba(paths[:4]),
+                                  b.model.predict_proba(paths[:4]))
+    assert a.metadata["cv_scores"] == b.metadata["cv_scores"]
+
+
+def test_options_are_checked_before_any_work(tmp_path):
+    from morphocell.train import DEFAULT_DOMAIN_COPIES, check_options, train
+
+    assert check_options("handcrafted") == DEFAULT_DOMAIN_COPIES == check_options("fused")
+    assert check_options("deep") == 0.0
+    for kw, needle in [({"features": "deep", "domain_copies": 0.3}, "hand-crafted learners"),
+                       ({"domain_copies": 1.5}, "fraction"),
+                       ({"review_accuracy": 0.0}, "(0, 1]"),
+                       ({"features": "cnn"}, "handcrafted, deep, fused")]:
+        with pytest.raises(DataError, match=needle.replace("(", r"\(").replace("]", r"\]")):
+            check_options(**kw)
+        # train refuses them before reading a single (here: missing) image
+        with pytest.raises(DataError):
+            train([str(tmp_path / "gone.jpg")] * 4, ["a", "a", "b", "b"],
+                  cache_dir=tmp_path / "c", **kw)
+    assert not (tmp_path / "c").exists()
+
+
+def test_class_counts_in_messages_are_plural_and_plain(data_dir, tmp_path):
+    from morphocell.train import train
+
+    rows = [r for r in pbc_subset(3) if r[1] == "monocyte"]
+    with pytest.raises(DataError) as e:
+        train([p for p, _ in rows], [lab for _, lab in rows], families=("shape",),
+              domain_copies=0)
+    msg = str(e.value)
+    assert "got 1 class (monocyte)" in msg and "np.str_" not in msg and "1 classes" not in msg
+    two = pbc_subset(2)
+    rows = [r for r in two if r[1] == "basophil"] + [r for r in two if r[1] == "eosinophil"][:1]
+    with pytest.raises(DataError, match="too few for") as e:
+        train([p for p, _ in rows], [lab for _, lab in rows], families=("shape",),
+              domain_copies=0)
+    assert "np.str_" not in str(e.value) and "[" not in str(e.value)
+
+
+def test_second_training_reuses_cached_features(data_dir, monkeypatch, tmp_path):
+    from morphocell.features import extractor
+    from morphocell.train import train
+
+    rows = pbc_subset(2)
+    paths, labels = [p for p, _ in rows], [lab for _, lab in rows]
+    seen = []
+    real = extractor.extract_batch
+
+    def counting(sources, *a, **k):
+        seen.append(len(sources))
+        return real(sources, *a, **k)
+
+    monkeypatch.setattr(extractor, "extract_batch", counting)
+    kw = {"cv": 2, "random_state": 0, "families": ("shape", "color"),
+          "cache_dir": tmp_path / "c", "estimator_params": _small(), "domain_copies": 0}
+    r1 = train(paths, labels, **kw)
+    assert seen == [16] and r1.feature_stats["computed"] == 16
+    r2 = train(list(reversed(paths)), list(reversed(labels)), **kw)
+    assert seen == [16]                       # nothing recomputed
+    assert r2.feature_stats == {"hits": 16, "computed": 0, "uncached": 0}
+    pd.testing.assert_frame_equal(r1.X.iloc[::-1].reset_index(drop=True), r2.X)
+    assert r1.metadata["data_sha256"] == r2.metadata["data_sha256"]
+    # another family set is another cache table: computed again
+    train(paths, labels, **{**kw, "families": ("shape",)})
+    assert seen == [16, 16]
+
+
+def test_training_with_domain_copies(data_dir, tmp_path):
+    from morphocell.novelty import fit_domain_reference
+    from morphocell.train import train
+
+    rows = pbc_subset(4)
+    paths, labels = [p for p, _ in rows], [lab for _, lab in rows]
+    kw = {"cv": 2, "random_state": 0, "families": ("shape", "color"),
+          "cache_dir": tmp_path / "c", "estimator_params": _small()}
+    res = train(paths, labels, domain_copies=0.5, **kw)
+    n = len(paths)
+    assert 0 < res.n_domain_copies <= n // 2  # 2 of 4 per class, minus any that failed
+    assert len(res.X) == len(res.y) == n + res.n_domain_copies
+    assert res.metadata["class_counts"] == {c: 4 for c in sorted(set(labels))}
+    assert len(list((tmp_path / "c" / "domain_copies").glob("*.jpg"))) == n // 2
+    # drawn per class: at most 2 of each class's 4 images
+    copies = pd.Series(res.y[n:]).value_counts()
+    assert set(copies.index) <= set(labels) and copies.max() <= 2
+    assert res.model.predict_proba(paths[:2]).shape == (2, 8)
+    # the stain / size reference describes the images themselves, not their copies
+    ref = fit_domain_reference(res.X.iloc[:n], res.y[:n])
+    assert res.metadata["domain_reference"] == ref
+    assert ref != fit_domain_reference(res.X, res.y)
+    # a fraction too small for one copy per class trains on the images alone
+    r0 = train(paths, labels, domain_copies=0.1, **kw)
+    assert r0.n_domain_copies == 0 and len(r0.X) == n
+    with pytest.raises(MorphocellError, match="fraction"):
+        train(paths, labels, domain_copies=1.5, **kw)
