@@ -92,6 +92,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import FeatureError
+from ._kernels import texture as k
 from .base import Crop, as_dict
 from .registry import REGIONS, FeatureSpec
 
@@ -192,14 +193,16 @@ def labels_and_levels(nucleus: np.ndarray, cytoplasm: np.ndarray, gray: np.ndarr
     values ``k = 1 .. levels`` of the formulas); the pixel counts of the two regions.
     """
     shift = _level_shift(levels)
-    from ._kernels import texture as k
-
     gray = np.ascontiguousarray(gray, np.uint8)
     nuc = np.asarray(nucleus, bool)
     cyt = np.asarray(cytoplasm, bool)
     if gray.ndim != 2 or nuc.shape != gray.shape or cyt.shape != gray.shape:
         raise FeatureError(f"texture needs a 2-D grey image and masks of its shape, got "
                            f"{gray.shape}, {nuc.shape}, {cyt.shape}")
+    return _labels_levels(nuc, cyt, gray, shift)
+
+
+def _labels_levels(nuc: np.ndarray, cyt: np.ndarray, gray: np.ndarray, shift: int):
     lab = np.empty(gray.shape, np.uint8)
     q = np.empty(gray.shape, np.uint8)
     n_nuc, n_cyt = k.labels_levels(nuc, cyt, gray, shift, lab, q)
@@ -250,14 +253,17 @@ def glcm_counts(q: np.ndarray, lab: np.ndarray, distances=DISTANCES,
     pairs, ``[L:, L:]`` cytoplasm/cytoplasm pairs, the off-diagonal blocks mixed pairs. See
     :func:`region_glcm` for the symmetric GLCM of one region.
     """
-    from ._kernels import texture as k
-
     if levels < 2 or levels > 127:
         raise FeatureError(f"GLCM levels must be in 2..127, got {levels}")
     off_r, off_c = _glcm_offsets(tuple(int(d) for d in distances))
+    return _glcm_counts(np.ascontiguousarray(q, np.uint8), np.ascontiguousarray(lab, np.uint8),
+                        off_r, off_c, int(levels))
+
+
+def _glcm_counts(q: np.ndarray, lab: np.ndarray, off_r: np.ndarray, off_c: np.ndarray,
+                 levels: int) -> np.ndarray:
     out = np.zeros((off_r.size, 2 * levels, 2 * levels), np.int32)
-    k.glcm_counts(np.ascontiguousarray(q, np.uint8), np.ascontiguousarray(lab, np.uint8),
-                  off_r, off_c, out)
+    k.glcm_counts(q, lab, off_r, off_c, out)
     return out
 
 
@@ -282,8 +288,6 @@ _NLOG[1:] = np.arange(1, 1 << 13) * np.log2(np.arange(1, 1 << 13))
 
 def haralick(counts: np.ndarray, n_dist: int) -> np.ndarray:
     """``(3 regions, n_dist, 13)`` Haralick features from :func:`glcm_counts` output."""
-    from ._kernels import texture as k
-
     out = np.empty((3, n_dist, k.N_HARALICK))
     k.haralick_from_counts(counts, n_dist, _NLOG, out)
     return out
@@ -323,6 +327,7 @@ class _LbpPlan(NamedTuple):
     rps: np.ndarray
     cps: np.ndarray
     n_ps: np.ndarray
+    width: int  # max P + 2: bins of the kernel's output
 
 
 @lru_cache(maxsize=16)
@@ -332,8 +337,8 @@ def _lbp_plan(params: tuple[tuple[int, float], ...]) -> _LbpPlan:
     if n_ps.size == 0 or n_ps.min() < 2 or n_ps.max() > 30:
         raise FeatureError(f"LBP needs 2 <= P <= 30 samples, got {n_ps.tolist()}")
     plan = _LbpPlan(np.concatenate([rp for rp, _ in offs]),
-                    np.concatenate([cp for _, cp in offs]), n_ps)
-    for a in plan:
+                    np.concatenate([cp for _, cp in offs]), n_ps, int(n_ps.max()) + 2)
+    for a in plan[:3]:
         a.setflags(write=False)
     return plan
 
@@ -343,13 +348,14 @@ def lbp_counts(gray: np.ndarray, lab: np.ndarray, params=LBP_PARAMS) -> np.ndarr
     ``params`` (one kernel call, one padding) over nucleus (``[:, 0]``) and cytoplasm
     (``[:, 1]``); codes ``0 .. P + 1`` of a ``(P, R)`` fill its first ``P + 2`` bins. ``lab``
     as :func:`labels_and_levels` makes it (0, 1, 2)."""
-    from ._kernels import texture as k
-
     plan = _lbp_plan(tuple((int(p), float(rad)) for p, rad in params))
-    out = np.zeros((plan.n_ps.size, 2, int(plan.n_ps.max()) + 2), np.int64)
-    k.lbp_uniform_counts(np.ascontiguousarray(gray, np.uint8),
-                         np.ascontiguousarray(lab, np.uint8), plan.rps, plan.cps, plan.n_ps,
-                         out)
+    return _lbp_counts(np.ascontiguousarray(gray, np.uint8), np.ascontiguousarray(lab, np.uint8),
+                       plan)
+
+
+def _lbp_counts(gray: np.ndarray, lab: np.ndarray, plan: _LbpPlan) -> np.ndarray:
+    out = np.zeros((plan.n_ps.size, 2, plan.width), np.int64)
+    k.lbp_uniform_counts(gray, lab, plan.rps, plan.cps, plan.n_ps, out)
     return out
 
 
@@ -366,8 +372,6 @@ def granularity_signal(gray: np.ndarray, cell: np.ndarray) -> np.ndarray:
     """``uint8`` signal ``max(0, b - gray)`` in the cell, 0 outside; ``b`` = the lower median
     (the ceil(n/2)-th smallest) grey level of the n non-cell pixels (255 when n = 0). The
     signal whose openings :func:`granularity_sums` adds up (the same kernel)."""
-    from ._kernels import texture as k
-
     gray = np.ascontiguousarray(gray, np.uint8)
     cell = np.ascontiguousarray(cell, bool)
     if gray.ndim != 2 or cell.shape != gray.shape:
@@ -382,11 +386,13 @@ def granularity_sums(gray: np.ndarray, lab: np.ndarray,
                      n_steps: int = GRANULARITY_STEPS) -> np.ndarray:
     """``(n_steps + 1, 2)`` int64: the sums over nucleus (column 0) and cytoplasm of the
     openings ``gamma_0 .. gamma_n_steps`` of :func:`granularity_signal`'s signal."""
-    from ._kernels import texture as k
+    return _granularity_sums(np.ascontiguousarray(gray, np.uint8),
+                             np.ascontiguousarray(lab, np.uint8), int(n_steps))
 
-    out = np.zeros((int(n_steps) + 1, 2), np.int64)
-    k.granularity_sums(np.ascontiguousarray(gray, np.uint8),
-                       np.ascontiguousarray(lab, np.uint8), int(n_steps), out)
+
+def _granularity_sums(gray: np.ndarray, lab: np.ndarray, n_steps: int) -> np.ndarray:
+    out = np.zeros((n_steps + 1, 2), np.int64)
+    k.granularity_sums(gray, lab, n_steps, out)
     return out
 
 
@@ -395,8 +401,6 @@ def granularity(gray: np.ndarray, lab: np.ndarray, n_steps: int = GRANULARITY_ST
     """``(3 regions, n_steps)`` granularity spectra (%) of a grey image: the granularity
     columns of :func:`compute_array` (NaN for a region without pixels, 0 for a region
     without signal)."""
-    from ._kernels import texture as k
-
     lab = np.ascontiguousarray(lab, np.uint8)
     sums = granularity_sums(gray, lab, n_steps)
     out = np.empty((3, int(n_steps)))
@@ -412,20 +416,20 @@ def compute_array(crop: Crop) -> np.ndarray:
 
     Per region: 13 x len(DISTANCES) GLCM features (distance-major), the LBP histograms
     (``LBP_PARAMS`` order), then the granularity spectrum; NaN for an empty region. The
-    steps are the public functions :func:`labels_and_levels`, :func:`glcm_counts`,
-    :func:`haralick`, :func:`lbp_counts` and :func:`granularity_sums`; one kernel lays
-    their results out (LBP counts as fractions of the region's pixels, the spectra as
+    steps are those of the public functions :func:`labels_and_levels`, :func:`glcm_counts`,
+    :func:`haralick`, :func:`lbp_counts` and :func:`granularity_sums` (the same code after
+    their argument checks, which a crop passes by construction); one kernel lays their
+    results out (LBP counts as fractions of the region's pixels, the spectra as
     :func:`granularity`).
     """
-    from ._kernels import texture as k
-
     gray = crop.gray
-    lab, q, n_nuc, n_cyt = labels_and_levels(crop.nucleus, crop.cytoplasm, gray)
-    har = haralick(glcm_counts(q, lab), len(DISTANCES))
-    lbp = lbp_counts(gray, lab)
-    sums = granularity_sums(gray, lab)
+    lab, q, n_nuc, n_cyt = _labels_levels(np.asarray(crop.nucleus, bool),
+                                          np.asarray(crop.cytoplasm, bool), gray, _SHIFT)
+    har = haralick(_glcm_counts(q, lab, _OFF_R, _OFF_C, LEVELS), len(DISTANCES))
+    lbp = _lbp_counts(gray, lab, _LBP)
+    sums = _granularity_sums(gray, lab, GRANULARITY_STEPS)
     out = np.empty(len(NAMES))
-    if k.assemble(har, lbp, _lbp_plan(_LBP_KEY).n_ps, sums, n_nuc, n_cyt, out) != out.size:
+    if k.assemble(har, lbp, _LBP.n_ps, sums, n_nuc, n_cyt, out) != out.size:
         raise AssertionError("texture vector layout does not match NAMES")
     return out
 
@@ -435,6 +439,9 @@ def compute(crop: Crop) -> dict[str, float]:
     return as_dict(NAMES, compute_array(crop))
 
 
-_LBP_KEY = tuple((int(p), float(rad)) for p, rad in LBP_PARAMS)
+# the module's parameters as the kernels take them
+_SHIFT = _level_shift(LEVELS)
+_OFF_R, _OFF_C = _glcm_offsets(DISTANCES)
+_LBP = _lbp_plan(tuple((int(p), float(rad)) for p, rad in LBP_PARAMS))
 #: column names of the texture family, in the order of :func:`compute_array`
 NAMES: tuple[str, ...] = tuple(s.name for s in specs())
