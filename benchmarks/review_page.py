@@ -190,6 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loads", type=int, default=3, help="browser loads (median reported)")
     ap.add_argument("--no-masks-run", action="store_true",
                     help="only the page without masks (faster)")
+    ap.add_argument("--n-jobs", type=int, default=1, help="worker processes for the images")
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "review_page.json"))
     ap.add_argument("--keep", default=None, help="keep the pages in this folder")
     args = ap.parse_args(argv)
@@ -202,13 +203,14 @@ def main(argv=None) -> int:
     try:
         model, pred = make_predictions(work, args.n, args.model)
         info = model_info_from_file(model)
-        result = {"n": args.n, "morphocell": __version__, "python": platform.python_version(),
+        result = {"n": args.n, "n_jobs": args.n_jobs, "morphocell": __version__, "python": platform.python_version(),
                   "machine": platform.machine(), "cpus": os.cpu_count(), "runs": {}}
         configs = [("no_masks", False)] + ([] if args.no_masks_run else [("masks", True)])
         for name, masks in configs:
             out = work / f"page_{name}"
             t0 = time.perf_counter()
-            res = write_review_page(pred, out, model_info=info, masks=masks)
+            res = write_review_page(pred, out, model_info=info, masks=masks,
+                                    n_jobs=args.n_jobs)
             wall = time.perf_counter() - t0
             assert res.n_cells == args.n and not res.missing
             run = {"write_s": wall, "write_ms_per_cell": 1000 * wall / args.n,

@@ -174,6 +174,18 @@ def test_page_files_on_real_predictions(preds, tmp_path):
     assert units["Nucleus_Shape_Area"] == "px²" and units["Nucleus_Shape_LobeCount"] == ""
 
 
+def test_worker_processes_write_the_same_page(preds, tmp_path):
+    a = write_review_page(preds["sample_csv"], tmp_path / "serial", chunk_size=16)
+    b = write_review_page(preds["sample_csv"], tmp_path / "two", n_jobs=2, chunk_size=16)
+    da, db = _data(tmp_path / "serial"), _data(tmp_path / "two")
+    assert da["cells"] == db["cells"] and a.counts == b.counts
+    for sub in ("thumbs", "full", "outlines"):
+        names = sorted(p.name for p in (tmp_path / "serial" / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "two" / sub).iterdir())
+        assert all((tmp_path / "serial" / sub / n).read_bytes()
+                   == (tmp_path / "two" / sub / n).read_bytes() for n in names)
+
+
 def test_hostile_names_never_reach_html_or_file_names(preds, tmp_path):
     hostile_csv = tmp_path / 'p"><b id=bad>.csv'
     shutil.copyfile(preds["cells_csv"], hostile_csv)

@@ -345,20 +345,46 @@ def test_filter_shows_only_cells_needing_review(browser, cells_page):
     _press(browser, "r")
 
 
-def test_missing_image_shows_a_placeholder(browser, preds, tmp_path):
-    df = pd.read_csv(preds["sample_csv"], dtype=str, keep_default_na=False).iloc[:5].copy()
-    gone = tmp_path / "moved_away.jpg"
-    shutil.copyfile(df["path"][2], gone)
-    df.loc[2, "path"] = str(gone)
-    df.to_csv(tmp_path / "pred.csv", index=False)
-    gone.unlink()
-    res = write_review_page(tmp_path / "pred.csv", tmp_path / "page")
-    assert res.missing == [str(gone)]
+def test_missing_and_unclassified_images(browser, preds, tmp_path):
+    """An image moved away after predict shows a placeholder and stays counted; an image that
+    predict could not read sits under "Not classified" until the reviewer gives it a class."""
+    from morphocell.cli import main
+
+    sample = pd.read_csv(preds["sample_csv"], dtype=str, keep_default_na=False)
+    keep = [tmp_path / f"cell{k}.jpg" for k in range(4)]
+    for src, dst in zip(sample["path"][::20], keep, strict=True):
+        shutil.copyfile(src, dst)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    man = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(p) for p in keep + [corrupt]]}).to_csv(man, index=False)
+    pred = tmp_path / "pred.csv"
+    assert main(["predict", str(preds["model"]), str(man), "--out", str(pred), "-q"]) == 3
+    keep[2].unlink()
+    res = write_review_page(pred, tmp_path / "page")
+    assert res.missing == [str(keep[2])] and res.n_classified == 4
     _open(browser, tmp_path / "page")
-    missing = browser.execute_script(
+    placeholders = dict(browser.execute_script(
         "return [...document.querySelectorAll('.cell.missing')].map(e => "
-        "[e.dataset.path, e.querySelector('.placeholder').textContent])")
-    assert missing == [[str(gone), "image missing"]]
-    text = browser.execute_script(
-        "return window.MorphocellReview.exportText()")
-    assert str(gone) not in text and text.count("\n") == 5  # header + the 4 other cells
+        "[e.dataset.path, e.querySelector('.placeholder').textContent])"))
+    assert placeholders == {str(keep[2]): "image missing", str(corrupt): "not readable"}
+    cells = dict(_cells(browser))
+    assert cells[str(corrupt)] == "" and cells[str(keep[2])] != ""
+    table = _table(browser)
+    assert table["unclassified"][2] == "1"
+    n_wbc = int(table["wbc"][2])
+    text = browser.execute_script("return window.MorphocellReview.exportText()")
+    assert str(keep[2]) not in text and str(corrupt) not in text
+    assert text.count("\n") == 4  # header + the 3 classified cells still on disk
+    # the reviewer classifies the unreadable image: it is counted and exported
+    browser.execute_script(
+        "[...document.querySelectorAll('.cell')].find(e => e.dataset.path === arguments[0])"
+        ".focus()", str(corrupt))
+    _press(browser, "6")
+    classes = browser.execute_script("return window.MORPHOCELL_REVIEW.classes")
+    assert dict(_cells(browser))[str(corrupt)] == classes[5]
+    table = _table(browser)
+    assert table["unclassified"][2] == "0"
+    assert int(table["wbc"][2]) == n_wbc + (classes[5] not in APART)
+    text = browser.execute_script("return window.MorphocellReview.exportText()")
+    assert f"{corrupt},{classes[5]}" in text.splitlines()

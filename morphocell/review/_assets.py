@@ -87,7 +87,7 @@ def _thumbnail(img: np.ndarray, path: Path, size: int) -> None:
     from PIL import Image
 
     im = Image.fromarray(img)
-    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    im.thumbnail((size, size), Image.Resampling.BILINEAR)  # antialiased; 2.5x faster than Lanczos
     im.save(path, format="JPEG", quality=85)
 
 
@@ -142,3 +142,14 @@ def write_cell_files(cell_id: str, src: Path, out_dir: Path, *, masks: bool = Tr
             vals.append(None if v is None or not math.isfinite(v) else float(v))
         res.features = vals
     return res
+
+
+def write_cell_chunk(items, out_dir: str, masks: bool, features: bool, method: str,
+                     thumb_size: int) -> list[tuple[int, CellFiles]]:
+    """:func:`write_cell_files` of ``items`` (``(row, cell id, source path)``) in one batch
+    task (a worker of :mod:`morphocell.batch.engine`); ``(row, CellFiles)`` pairs."""
+    out = Path(out_dir)
+    return [(row, write_cell_files(cid, Path(src), out, masks=masks, features=features,
+                                   method=method, thumb_size=thumb_size))
+            for row, cid, src in items]
+

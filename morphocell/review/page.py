@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ._assets import DETAIL_FEATURES, THUMB_SIZE, feature_columns, write_cell_files
+from ._assets import DETAIL_FEATURES, THUMB_SIZE, CellFiles, feature_columns, write_cell_chunk
 from ._data import Predictions, read_predictions, resolve_image, wilson_interval
 
 #: label written to ``labels.csv`` for a cell reviewed as "not a leukocyte / artefact" (key 0)
@@ -221,11 +221,31 @@ def _index_html(title: str, source: str) -> str:
 """
 
 
+def _write_images(ids, srcs, out: Path, *, masks, features, method, thumb_size, n_jobs,
+                  chunk_size, verbose) -> list[CellFiles]:
+    """The image files of every cell, through the batch engine (serial or worker processes);
+    the :class:`CellFiles` of each, in row order."""
+    from .._utils import progress
+    from ..batch.engine import make_executor, run
+
+    items = [(i, cid, str(src)) for i, (cid, src) in enumerate(zip(ids, srcs, strict=True))]
+    chunks = [items[k:k + chunk_size] for k in range(0, len(items), max(1, chunk_size))]
+    tasks = ((c, str(out), masks, features, method, thumb_size) for c in chunks)
+    files: list[CellFiles | None] = [None] * len(items)
+    done = run(make_executor(n_jobs), write_cell_chunk, tasks)
+    for res in progress(done, total=len(chunks), desc="review page", verbose=verbose,
+                        unit="chunk"):
+        for i, f in res:
+            files[i] = f
+    return files
+
+
 def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: dict | None = None,
                       masks: bool = True, features: bool = True,
                       atypical_classes=None, review_threshold: float | None = None,
                       base_dir: str | os.PathLike | None = None, method: str | None = None,
                       thumb_size: int = THUMB_SIZE, title: str | None = None,
+                      n_jobs: int | None = None, chunk_size: int = 64,
                       verbose: int = 0) -> ReviewResult:
     """Write the review page of a predictions table into ``out_dir``.
 
@@ -258,6 +278,9 @@ def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: di
         Side of the square thumbnails fit in, in pixels.
     title : str, optional
         Page title (default: ``Review: <CSV name>``).
+    n_jobs : int, optional
+        Worker processes for the images (:mod:`morphocell.batch.engine`; ``None`` / 1: this
+        process, -1: one per CPU), in chunks of ``chunk_size`` cells.
     verbose : int
         Progress bar when > 0.
 
@@ -270,8 +293,9 @@ def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: di
     DataError
         If the predictions table is missing, empty or has no class probability column.
     """
-    from .._utils import atomic_write, progress
+    from .._utils import atomic_write
     from ..model_io import default_atypical_classes
+    from ..report import NRBC_CLASSES, PLATELET_CLASSES, display_name
 
     t0 = time.perf_counter()
     preds = read_predictions(predictions)
@@ -297,30 +321,29 @@ def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: di
     width = max(6, len(str(n - 1)))
     cls_index = {c: i for i, c in enumerate(classes)}
     proba = preds.proba
+    ids = [f"{i:0{width}d}" for i in range(n)]
+    srcs = [resolve_image(p, csv_dir, base) for p in df["path"]]
+    files = _write_images(ids, srcs, out, masks=masks, features=features and masks,
+                          method=method, thumb_size=thumb_size, n_jobs=n_jobs,
+                          chunk_size=chunk_size, verbose=verbose)
     cells, missing, unreadable = [], [], []
     rows = zip(df["path"], df["predicted"], df["status"], df["error"], df["needs_review"],
                df["unlike_training"], df["p_atypical"], strict=True)
-    for i, (path, pred, status, error, nr, ut, pa) in enumerate(
-            progress(rows, total=n, desc="review page", verbose=verbose)):
-        cid = f"{i:0{width}d}"
-        src = resolve_image(path, csv_dir, base)
-        files = write_cell_files(cid, src, out, masks=masks, features=features and masks,
-                                 method=method, thumb_size=thumb_size)
-        if files.missing:
+    for i, (path, pred, status, error, nr, ut, pa) in enumerate(rows):
+        cid, src, fi = ids[i], srcs[i], files[i]
+        if fi.missing:
             missing.append(path)
-        elif files.unreadable and status == "ok":
-            unreadable.append((path, files.unreadable))
+        elif fi.unreadable and status == "ok":
+            unreadable.append((path, fi.unreadable))
         ok = status == "ok"
         cell = {"p": path, "f": str(src), "i": cid,
                 "c": cls_index[pred] if ok and pred in cls_index else -1,
                 "q": [_num(v) for v in proba[i]] if ok else None,
                 "r": 1 if nr else 0, "u": 1 if ut else 0, "a": _num(pa),
-                "s": str(status), "e": str(error or ""), "x": files.full_ext,
-                "o": 1 if files.outlines else 0, "m": 1 if files.missing else 0,
-                "w": files.unreadable, "v": [_num(v) for v in files.features]}
+                "s": str(status), "e": str(error or ""), "x": fi.full_ext,
+                "o": 1 if fi.outlines else 0, "m": 1 if fi.missing else 0,
+                "w": fi.unreadable, "v": [_num(v) for v in fi.features]}
         cells.append(cell)
-    from ..report import NRBC_CLASSES, PLATELET_CLASSES, display_name
-
     platelets = [c for c in classes if c.lower() in PLATELET_CLASSES]
     nrbc = [c for c in classes if c.lower() in NRBC_CLASSES]
     counts = {c: 0 for c in classes}
