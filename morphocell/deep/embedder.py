@@ -207,9 +207,9 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
     augment : bool, "standard", "stain" or "none", default True
         Flips, 90-degree and small rotations, stain (colour) jitter
         (:mod:`morphocell.deep.augment`). ``True`` / ``"standard"``: mild colour jitter;
-        ``"stain"``: also other labs' stains and optics (hue +-0.08, saturation x0.6-1.4,
-        gamma 0.7-1.4, per-channel tint x0.85-1.15), for models meant for images from other
-        labs; ``False``: none.
+        ``"stain"``: also other labs' stains and optics (hue, saturation, gamma and
+        per-channel tint in the ranges of :data:`morphocell.preprocess.STAIN_AUGMENT`), for
+        models meant for images from other labs; ``False``: none.
     weights : path, optional
         Local file to initialise the backbone from (a saved CNNEmbedder, a ``.keras`` model or a
         Keras ``.weights.h5``/``.h5`` file such as ImageNet ``*_notop.h5`` weights). ``None``:
