@@ -3,9 +3,10 @@
 Every kernel is ``@njit(cache=True, nogil=True)`` and fills arrays that its Python wrapper in
 :mod:`~morphocell.segmentation.otsu` allocated (only small scratch arrays, of the size of the
 image or its candidate box, are made inside); the wrappers validate and allocate. Kernels
-that take many inputs receive them bundled in small named tuples (:class:`RbcScene`,
-:class:`RbcParams`, :class:`MarkerRule`, :class:`Runs`), which numba compiles as plain
-structs. Each kernel is tested against OpenCV, scikit-image or numpy on real images
+that take many inputs receive them bundled in small tuples whose fields the named tuples
+:class:`RbcScene`, :class:`RbcParams`, :class:`MarkerRule` and :class:`Runs` name (numba
+compiles them as plain structs; the wrapper passes ``tuple(scene)``: numba types a plain
+tuple argument faster than a named one at each call). Each kernel is tested against OpenCV, scikit-image or numpy on real images
 (``tests/test_segmentation.py``, ``tests/reference.py``).
 
 Contents: Otsu and 3-class Otsu thresholds of a histogram (:func:`otsu`,
@@ -77,8 +78,8 @@ class RbcScene(NamedTuple):
 
 class RbcParams(NamedTuple):
     """Thresholds of step 4 (:func:`rbc_markers`), from :class:`~.otsu.OtsuParams` and the
-    image. Thresholds compared with float32 images are float32 (as numpy compares a float32
-    array with a Python float)."""
+    image; the last four are the :class:`MarkerRule` of a marker. Thresholds compared with
+    float32 images are float32 (as numpy compares a float32 array with a Python float)."""
 
     f1: int                 # lower multi-Otsu threshold of s8 (stained pixels: s8 > f1)
     k: np.float32           # OD per unit of od8 (od_max / 255)
@@ -90,7 +91,10 @@ class RbcParams(NamedTuple):
     use_free_delta: bool    # markers from the free red cells' colour
     free_delta: float       # ... within this of their chromaticity
     free_ring: np.float32   # ... farther than this from the nucleus
-    rule: MarkerRule        # area / peak / distance rule of a marker
+    min_area: float         # MarkerRule.min_area
+    peak_se: np.ndarray     # MarkerRule.peak_se
+    min_peak: np.float32    # MarkerRule.min_peak
+    far: np.float32         # MarkerRule.far
 
 
 @njit(cache=True, nogil=True)
@@ -586,11 +590,14 @@ def rbc_markers(scene: RbcScene, prm: RbcParams,
     """Step 4 of :func:`~morphocell.segmentation.otsu.segment_otsu` (red-cell markers a and
     b of its module docstring) after the two distance transforms, in one call: fills
     ``markers`` (int32, box-sized: -1 outside the candidate, 0 inside, 2 on red-cell
-    markers, 1 on the nucleus) and returns the number of red-cell markers. The chromaticity
-    ``OD_B / stain`` is ``float32(od8[..., 2]) * k / (stain + 1e-3)`` in float32."""
+    markers, 1 on the nucleus) and returns the number of red-cell markers. ``scene`` and
+    ``prm`` hold the fields of :class:`RbcScene` and :class:`RbcParams` (plain or named
+    tuples). The chromaticity ``OD_B / stain`` is ``float32(od8[..., 2]) * k / (stain +
+    1e-3)`` in float32."""
     fg, cand_full, s8, od8, stain, y0, x0, cand0, nuc, dist, dnuc = scene
     (f1, k, ring_w, cyt_quantile, chroma_gap, free_min, stain_tol, use_free_delta, free_delta,
-     free_ring, _) = prm
+     free_ring, min_area, peak_se, min_peak, far) = prm
+    rule = MarkerRule(min_area, peak_se, min_peak, far)
     hb, wb = cand0.shape
     h, w = s8.shape
     eps = np.float32(1e-3)
@@ -642,7 +649,7 @@ def rbc_markers(scene: RbcScene, prm: RbcParams,
             for x in range(wb):
                 like[y, x] = rest[y, x] & (chroma[y, x] > cmin) & (dnuc[y, x] > ring_w)
         work = np.empty((hb, wb), np.uint8)
-        n_rbc += marker_components(like, work, dist, dnuc, prm.rule, True, markers)
+        n_rbc += marker_components(like, work, dist, dnuc, rule, True, markers)
         if use_free_delta and have_free:
             nuc_ref = masked_median(chroma, nuc, vals)
             if np.float64(rbc_ref) - np.float64(nuc_ref) >= chroma_gap:
@@ -650,7 +657,7 @@ def rbc_markers(scene: RbcScene, prm: RbcParams,
                 for y in range(hb):
                     for x in range(wb):
                         like[y, x] = rest[y, x] & (dnuc[y, x] > free_ring) & (chroma[y, x] > cmin2)
-                n_rbc += marker_components(like, work, dist, dnuc, prm.rule, False, markers)
+                n_rbc += marker_components(like, work, dist, dnuc, rule, False, markers)
     for y in range(hb):
         for x in range(wb):
             if nuc[y, x] != 0:

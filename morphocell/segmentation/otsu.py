@@ -466,14 +466,14 @@ def segment_otsu(image: np.ndarray, params: OtsuParams | None = None) -> CellMas
     markers = np.empty(cand0.shape, np.int32)
     y0, x0 = box[0].start, box[1].start
     scene = K.RbcScene(fg, cand_full, s8, od8, stain, y0, x0, cand0, nuc, dist, dnuc)
-    rule = K.MarkerRule(float(p.rbc_min_area * n_area),
-                        _disc(p.peak_radius) if p.peak_radius > 0 else _NO_SE,
-                        np.float32(p.min_rbc_radius), np.float32(p.far_factor * r_n))
-    n_rbc = K.rbc_markers(scene, K.RbcParams(
+    params = K.RbcParams(
         int(f1), k, np.float32(ring_w), float(p.cyt_quantile), float(p.rbc_chroma_gap),
         float(p.free_rbc_min_area * n_area), float(p.rbc_stain_tol),
         p.free_rbc_delta is not None, float(p.free_rbc_delta or 0.0),
-        np.float32(p.free_rbc_ring), rule), markers)
+        np.float32(p.free_rbc_ring), float(p.rbc_min_area * n_area),
+        _disc(p.peak_radius) if p.peak_radius > 0 else _NO_SE, np.float32(p.min_rbc_radius),
+        np.float32(p.far_factor * r_n))
+    n_rbc = K.rbc_markers(tuple(scene), tuple(params), markers)
 
     # 5. watershed of the inverted distance transform from nucleus + red-cell markers
     ws = markers
