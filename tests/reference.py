@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 # ---- segmentation ------------------------------------------------------------------------
-# Checks the compiled mask helpers of morphocell.segmentation.otsu against OpenCV / numpy.
+# Checks the compiled mask helpers of morphocell.segmentation (otsu and its _kernels) against
+# OpenCV / numpy.
 
 
 def seg_component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:

@@ -74,10 +74,9 @@ granulocytes (eosinophil, basophil, neutrophil) and monocytes lose 3.6-4.9 % of 
 signal per step at radii 3-4 against 1.9-2.5 % for lymphocytes, immature granulocytes and
 erythroblasts.
 
-**Cost** (one process, PBC cells of ~14,000 pixels, crop ~148 x 137, CPU time on a shared
-2-core VM): GLCM counts 120 us, Haralick 80 us, both LBP histograms 220 us (one call),
-granularity 200 us, ``compute`` ~0.76 ms in all (2026-12-01); numba compilation ~15 s once,
-then loaded from the cache.
+**Cost**: about 0.75 ms of one core per PBC cell (~14,000 pixels, crop ~148 x 137): GLCM
+counts ~120 us, Haralick ~80 us, both LBP histograms ~220 us (one call), granularity
+~200 us. numba compiles the kernels once (~15 s), then loads them from its cache.
 
 NaN policy: every feature of an empty region is NaN; GLCM features are also NaN at a
 distance where the region has no pixel pair (e.g. a one-pixel nucleus). Otherwise nothing
