@@ -249,6 +249,11 @@ class PredictionResult:
         The class probabilities (NaN rows for failures).
     review : dict or None
         The review threshold in force and where it comes from.
+    duplicates : list of list of path
+        Files with identical content (the same path twice, or one image under two names),
+        one list per image. Every file has its row in ``predictions``; the differential
+        count (and its review and out-of-distribution summaries) counts each image once,
+        and holds ``duplicates`` (``n`` repeats, the ``files``) when there are any.
     """
 
     predictions: Any
@@ -257,6 +262,7 @@ class PredictionResult:
     flags: dict = field(default_factory=dict)
     proba: Any = None
     review: dict | None = None
+    duplicates: list[list[str]] = field(default_factory=list)
 
     @property
     def n_classified(self) -> int:
@@ -326,20 +332,23 @@ def predict(model, paths: Sequence[str | os.PathLike], *,
     if review is not None:
         df.insert(df.columns.get_loc("status"), "needs_review",
                   needs_review(res["proba"], res["statuses"], review["threshold"]))
-    count = differential_count([p or None for p in df["predicted"]], classes, atyp,
-                               df["p_atypical"].to_numpy())
+    # the same image listed twice (same path, or same content under two names) is one cell
+    first, dups = _first_occurrences(paths)
+    kept = df[first]
+    count = differential_count([p or None for p in kept["predicted"]], classes, atyp,
+                               kept["p_atypical"].to_numpy())
     flags = {"review_harder": False, "mostly_unlike": False, "unlike_share": None}
     if "unlike_training" in res:
         count["unlike_training"] = {
-            "n": int(res["unlike_training"].sum()),
-            "n_scored": int(np.isfinite(res["domain_score"]).sum()),
+            "n": int(res["unlike_training"][first].sum()),
+            "n_scored": int(np.isfinite(res["domain_score"][first]).sum()),
             "threshold": model.metadata["domain_reference"]["threshold"]}
         share = count["unlike_training"]["n"] / max(count["unlike_training"]["n_scored"], 1)
         flags["unlike_share"] = share
         flags["mostly_unlike"] = share > UNLIKE_WARN_SHARE
     if review is not None:
-        marked = df.loc[df["needs_review"].to_numpy(bool), "predicted"].value_counts()
-        count["needs_review"] = {"n": int(df["needs_review"].sum()),
+        marked = kept.loc[kept["needs_review"].to_numpy(bool), "predicted"].value_counts()
+        count["needs_review"] = {"n": int(kept["needs_review"].sum()),
                                  "n_classified": count["n_classified"],
                                  "by_class": {c: int(marked.get(c, 0)) for c in classes},
                                  **review}
@@ -347,8 +356,23 @@ def predict(model, paths: Sequence[str | os.PathLike], *,
         if excess is not None:
             count["needs_review"]["excess"] = excess
             flags["review_harder"] = bool(excess["harder"])
+    duplicates = [[paths[i] for i in g] for g in dups]
+    if duplicates:
+        count["duplicates"] = {"n": int((~first).sum()), "files": duplicates}
     return PredictionResult(df, count, _failures(paths, res["statuses"], res["errors"]),
-                            flags, res["proba"], review)
+                            flags, res["proba"], review, duplicates)
+
+
+def _first_occurrences(paths) -> tuple[np.ndarray, list[list[int]]]:
+    """``(first, groups)``: ``True`` for each file that is not a repeat of an earlier one
+    (same content: :func:`morphocell.train.content_groups`), and the groups of repeats."""
+    from .train import content_groups
+
+    _, groups = content_groups(paths)
+    first = np.ones(len(paths), dtype=bool)
+    for g in groups:
+        first[g[1:]] = False
+    return first, groups
 
 
 def _classes_word(n: int) -> str:
@@ -374,12 +398,16 @@ class EvaluationResult:
         model's classes (as ``predict`` sees it).
     failures : list of (path, status, error)
         The images that could not be classified (counted, not scored).
+    duplicates : list of list of path
+        Files with identical content, one list per image: each image is scored once (its
+        first file); ``metrics["duplicates"]`` says how many repeats were left out.
     """
 
     metrics: dict
     predictions: Any
     review_curve: Any
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
 
     def save(self, folder: str | os.PathLike) -> list[Path]:
         """Write the report files into ``folder`` (created): ``metrics.json``,
@@ -443,7 +471,8 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
     Raises
     ------
     DataError
-        ``classes_present_only`` and no class of the model in ``labels``.
+        ``classes_present_only`` and no class of the model in ``labels``; the same image
+        content listed under two labels.
     """
     from .report import classification_metrics, review_curve
 
@@ -460,6 +489,11 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
         if not keep:
             raise DataError("no class of the model occurs in the data "
                             f"(model classes: {', '.join(classes)})")
+    first, dups = _first_occurrences(paths)
+    from .train import _check_duplicates
+
+    _check_duplicates(paths, labels, dups)
+    duplicates = [[paths[i] for i in g] for g in dups]
     res = predict_paths(model, paths, n_jobs=n_jobs, verbose=verbose, cache_dir=cache_dir,
                         base_learners=True)
     proba = res["proba"]
@@ -472,18 +506,22 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
     use_classes = [classes[j] for j in keep]
     proba_r = restrict(proba)
     ok = np.array([s == "ok" for s in res["statuses"]], dtype=bool)
-    y_true = [lab for lab, k in zip(labels, ok, strict=True) if k]
+    scored = ok & first             # an image listed twice is scored once
+    y_true = [lab for lab, k in zip(labels, scored, strict=True) if k]
     y_pred = [str(c) for c in np.asarray(use_classes, dtype=object)[
-        np.argmax(proba_r[ok], axis=1)]] if ok.any() else []
-    m = classification_metrics(y_true, y_pred, proba_r[ok] if ok.any() else None, use_classes)
+        np.argmax(proba_r[scored], axis=1)]] if scored.any() else []
+    m = classification_metrics(y_true, y_pred, proba_r[scored] if scored.any() else None,
+                               use_classes)
     m["n_images"] = len(paths)
     m["n_failed"] = int((~ok).sum())
     m["unknown_labels"] = sorted(set(labels) - set(classes))
     m["classes_present_only"] = bool(classes_present_only)
-    if "base" in res and ok.any():
+    if duplicates:
+        m["duplicates"] = {"n": int((~first).sum()), "files": duplicates}
+    if "base" in res and scored.any():
         m["base_learners"] = {}
         for name, p in res["base"].items():
-            pr = restrict(p)[ok]
+            pr = restrict(p)[scored]
             yp = [str(c) for c in np.asarray(use_classes, dtype=object)[np.argmax(pr, axis=1)]]
             bm = classification_metrics(y_true, yp, pr, use_classes)
             m["base_learners"][name] = {
@@ -496,29 +534,31 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
                            model.atypical_classes)
     df.insert(1, "label", labels)
     if _insert_domain_columns(df, res):
-        m["unlike_training"] = {"n": int(res["unlike_training"].sum()),
-                                "n_scored": int(np.isfinite(res["domain_score"]).sum())}
+        m["unlike_training"] = {"n": int(res["unlike_training"][first].sum()),
+                                "n_scored": int(np.isfinite(res["domain_score"][first]).sum())}
     # confidence as predict sees it (the top probability over all the model's classes)
     conf = top_confidence(proba, res["statuses"])
     right = np.array([lab == p for lab, p in zip(labels, df["predicted"], strict=True)])
-    curve = review_curve(conf, right)
+    curve = review_curve(conf[first], right[first])
     review = review_setting(model)
     if review is not None:
         # the cells predict would mark
         flag = needs_review(proba, res["statuses"], review["threshold"])
         df.insert(df.columns.get_loc("status"), "needs_review", flag)
-        acc_r, acc_a = right[flag], right[ok & ~flag]
+        counted = flag & first
+        acc_r, acc_a = right[counted], right[scored & ~flag]
         m["review"] = {"threshold": review["threshold"],
                        "target_accuracy": review.get("target_accuracy"),
-                       "n_review": int(flag.sum()),
-                       "review_fraction": float(flag.sum() / max(int(ok.sum()), 1)),
+                       "n_review": int(counted.sum()),
+                       "review_fraction": float(counted.sum() / max(int(scored.sum()), 1)),
                        "accepted_accuracy": float(acc_a.mean()) if acc_a.size else None,
                        "reviewed_accuracy": float(acc_r.mean()) if acc_r.size else None}
-        excess = _review_excess(review, int(flag.sum()), int(ok.sum()))
+        excess = _review_excess(review, int(counted.sum()), int(scored.sum()))
         if excess is not None:
             m["review"]["training_review_fraction"] = review["training_review_fraction"]
             m["review"]["excess"] = excess
-    return EvaluationResult(m, df, curve, _failures(paths, res["statuses"], res["errors"]))
+    return EvaluationResult(m, df, curve, _failures(paths, res["statuses"], res["errors"]),
+                            duplicates)
 
 
 class _CallableModule(types.ModuleType):

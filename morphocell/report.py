@@ -327,7 +327,7 @@ def format_differential(d: dict) -> str:
                            "percent": d["percent"]}
     others = [c for c in d["counts"] if c not in wbc["classes"]]
     width = max([len(display_name(c)) for c in d["counts"]] + [len("class")]) + 2
-    lines = [(f"Differential count ({d['n_classified']} cells classified, "
+    lines = [(f"Differential count ({_plural(d['n_classified'], 'cell')} classified, "
               f"{d['n_failed']} failed)"),
              f"  WBC differential ({wbc['n']} leukocytes; % per 100 WBC):",
              f"  {'class':<{width}}{'count':>7}{'% WBC':>9}" + (f"{'review':>8}" if review

@@ -80,8 +80,9 @@ def check_options(features: str = "handcrafted", domain_copies: float | None = N
     ------
     DataError
         An unknown ``features`` kind, a fraction outside [0, 1], a review accuracy outside
-        (0, 1], or domain copies asked of a deep model (it has no hand-crafted learner to
-        train on them; its CNN has its own augmentation, ``cnn_augment``).
+        (0, 1], domain copies asked of a deep model (it has no hand-crafted learner to train
+        on them; its CNN has its own augmentation, ``cnn_augment``), or ``"deep"`` /
+        ``"fused"`` without TensorFlow.
     """
     if features not in FEATURE_KINDS:
         raise DataError(f"features must be one of {', '.join(FEATURE_KINDS)} (got {features!r})")
@@ -95,6 +96,12 @@ def check_options(features: str = "handcrafted", domain_copies: float | None = N
         raise DataError("domain copies train hand-crafted learners: use them with features "
                         "'handcrafted' or 'fused' (the CNN of a deep model has its own "
                         "augmentation, cnn_augment)")
+    if features != "handcrafted":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None:
+            raise DataError(f"features {features!r} need the deep extra (TensorFlow/Keras): "
+                            "pip install 'morphocell[deep]'")
     return float(copies)
 
 
@@ -138,13 +145,41 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {plural or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
 
 
-def _data_sha256(paths: Sequence[str], labels: Sequence[str]) -> str:
-    """SHA-256 over the sorted ``(image content hash, label)`` pairs: the same images with the
-    same labels give the same hash whatever their paths or order."""
-    from .batch.cache import image_sha256
+def content_groups(paths: Sequence[str], hashes: Sequence[str | None] | None = None
+                   ) -> tuple[list[str | None], list[list[int]]]:
+    """``(hashes, groups)``: the SHA-256 of each file's bytes (``None`` when it cannot be
+    read) and the groups of indices whose files have the same content (two or more each, in
+    order of first appearance). The same path listed twice is one such group."""
+    if hashes is None:
+        from .batch.cache import image_sha256
 
-    pairs = sorted(f"{image_sha256(p) or 'unreadable:' + p}\t{lab}"
-                   for p, lab in zip(paths, labels, strict=True))
+        hashes = [image_sha256(p) for p in paths]
+    where: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        if h is not None:
+            where.setdefault(h, []).append(i)
+    return list(hashes), [g for g in where.values() if len(g) > 1]
+
+
+def _check_duplicates(paths, labels, groups) -> None:
+    """Refuse the same image content under two labels (one of them is wrong)."""
+    for g in groups:
+        other = next((j for j in g[1:] if labels[j] != labels[g[0]]), None)
+        if other is not None:
+            raise DataError(f"the same image has two labels: {paths[g[0]]} ({labels[g[0]]}) "
+                            f"and {paths[other]} ({labels[other]}) have identical content; "
+                            "fix the label of one (or remove the copy)")
+
+
+def _data_sha256(paths: Sequence[str], labels: Sequence[str],
+                 hashes: Sequence[str | None] | None = None) -> str:
+    """SHA-256 over the sorted ``(image content hash, label)`` pairs: the same images with the
+    same labels give the same hash whatever their paths or order (``hashes``: the files'
+    SHA-256 when already known, as :func:`content_groups` returns them)."""
+    if hashes is None:
+        hashes = content_groups(paths)[0]
+    pairs = sorted(f"{h or 'unreadable:' + p}\t{lab}"
+                   for h, p, lab in zip(hashes, paths, labels, strict=True))
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
@@ -194,6 +229,10 @@ class TrainResult:
     X, y : DataFrame, array or None
         The hand-crafted training table and labels of a hand-crafted model (the images used,
         then their domain-randomised copies); ``None`` for deep and fused models.
+    duplicates : list of list of path
+        Files with identical content (same SHA-256), one list per image. A hand-crafted model
+        trains on every file but keeps each list in one cross-validation fold; a deep or
+        fused model trains on the first file of each list only.
     """
 
     model: Any
@@ -203,6 +242,7 @@ class TrainResult:
     seconds_fit: float = 0.0
     X: Any = None
     y: Any = None
+    duplicates: list[list[str]] = field(default_factory=list)
 
     @property
     def estimator(self):
@@ -317,23 +357,30 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} paths but {len(labels)} labels")
     step = on_step or (lambda _msg: None)
+    hashes, dups = content_groups(paths)
+    _check_duplicates(paths, labels, dups)
     if features == "handcrafted":
-        return _train_handcrafted(paths, labels, cv=cv, random_state=random_state,
-                                  n_jobs=n_jobs, families=families, method=method,
-                                  cache_dir=cache_dir, verbose=verbose,
-                                  estimator_params=estimator_params, domain_copies=copies,
-                                  review_accuracy=review_accuracy, step=step)
-    return _train_deep(paths, labels, features=features, cv=cv, random_state=random_state,
-                       epochs=epochs, n_jobs=n_jobs, cache_dir=cache_dir, verbose=verbose,
-                       cnn_crop=cnn_crop, cnn_augment=cnn_augment, domain_copies=copies,
-                       review_accuracy=review_accuracy, step=step)
+        res = _train_handcrafted(paths, labels, hashes, dups, cv=cv,
+                                 random_state=random_state, n_jobs=n_jobs, families=families,
+                                 method=method, cache_dir=cache_dir, verbose=verbose,
+                                 estimator_params=estimator_params, domain_copies=copies,
+                                 review_accuracy=review_accuracy, step=step)
+    else:
+        res = _train_deep(paths, labels, hashes, dups, features=features, cv=cv,
+                          random_state=random_state, epochs=epochs, n_jobs=n_jobs,
+                          cache_dir=cache_dir, verbose=verbose, cnn_crop=cnn_crop,
+                          cnn_augment=cnn_augment, domain_copies=copies,
+                          review_accuracy=review_accuracy, step=step)
+    res.duplicates = [[paths[i] for i in g] for g in dups]
+    return res
 
 
 def _failures(paths, statuses, errors) -> list[tuple[str, str, str]]:
     return [(p, s, e or s) for p, s, e in zip(paths, statuses, errors, strict=True) if s != "ok"]
 
 
-def _metadata(features: str, paths, labels, y_used, est, classes, *, cv, random_state, domain_copies,
+def _metadata(features: str, paths, labels, hashes, dups, y_used, est, classes, *, cv,
+              random_state, domain_copies,
               n_domain_copies, cv_scores, review_accuracy, reference, specific: dict) -> dict:
     """The training record stored in every model file (the one place it is built).
 
@@ -348,7 +395,7 @@ def _metadata(features: str, paths, labels, y_used, est, classes, *, cv, random_
     meta = {
         "features": features,
         **specific,
-        "data_sha256": _data_sha256(paths, labels),
+        "data_sha256": _data_sha256(paths, labels, hashes),
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "n_images": len(paths),
         "n_used": n_used,
@@ -356,6 +403,7 @@ def _metadata(features: str, paths, labels, y_used, est, classes, *, cv, random_
         "class_counts": {c: int((y_used == c).sum()) for c in classes},
         "domain_copies": float(domain_copies),
         "n_domain_copies": int(n_domain_copies),
+        "n_duplicates": sum(len(g) - 1 for g in dups),
         "cv": cv,
         "random_state": random_state,
         "cv_scores": cv_scores,
@@ -372,7 +420,7 @@ def _metadata(features: str, paths, labels, y_used, est, classes, *, cv, random_
     return meta
 
 
-def _train_handcrafted(paths, labels, *, cv, random_state, n_jobs, families, method,
+def _train_handcrafted(paths, labels, hashes, dups, *, cv, random_state, n_jobs, families, method,
                        cache_dir, verbose, estimator_params, domain_copies, review_accuracy,
                        step) -> TrainResult:
     import pandas as pd
@@ -391,7 +439,12 @@ def _train_handcrafted(paths, labels, *, cv, random_state, n_jobs, families, met
     Xok = X[ok].reset_index(drop=True)
     _check_trainable(y)
     n_ok = int(ok.sum())
-    groups = None
+    # identical images (same content) share a group: never in two cross-validation folds
+    first = np.arange(len(paths))
+    for g in dups:
+        first[g] = g[0]
+    group_ok = np.unique(first[ok], return_inverse=True)[1]   # 0..k-1, in order of appearance
+    groups = group_ok if dups else None
     n_copies = 0
     if domain_copies:
         step(f"domain-randomised copies of {domain_copies:.0%} of the images and their "
@@ -400,7 +453,7 @@ def _train_handcrafted(paths, labels, *, cv, random_state, n_jobs, families, met
         Xc, yc, src = _domain_copy_features(ok_paths, y, domain_copies, random_state, fams,
                                             method, cache_dir, n_jobs, verbose)
         n_copies = len(yc)
-        groups = np.concatenate([np.arange(len(y)), src])
+        groups = np.concatenate([group_ok, group_ok[src]])
         Xok = pd.concat([Xok, Xc], ignore_index=True)
         y = np.concatenate([y, yc])
     t_feat = time.perf_counter() - t0
@@ -415,7 +468,7 @@ def _train_handcrafted(paths, labels, *, cv, random_state, n_jobs, families, met
     pipe = Pipeline([("features", FeatureExtractor(families=fams, method=method).fit()),
                      ("clf", clf)])
     classes = [str(c) for c in clf.classes_]
-    meta = _metadata("handcrafted", paths, labels, y[:n_ok], clf, classes, cv=cv,
+    meta = _metadata("handcrafted", paths, labels, hashes, dups, y[:n_ok], clf, classes, cv=cv,
                      random_state=random_state, domain_copies=domain_copies,
                      n_domain_copies=n_copies, cv_scores=clf.cv_scores_,
                      review_accuracy=review_accuracy,
@@ -464,7 +517,7 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
     return Xc[good].reset_index(drop=True), y[src[good]], src[good]
 
 
-def _train_deep(paths, labels, *, features, cv, random_state, epochs, n_jobs, cache_dir,
+def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epochs, n_jobs, cache_dir,
                 verbose, cnn_crop, cnn_augment, domain_copies, review_accuracy,
                 step) -> TrainResult:
     from .model_io import SavedModel, default_atypical_classes
@@ -484,6 +537,9 @@ def _train_deep(paths, labels, *, features, cv, random_state, epochs, n_jobs, ca
         st, er = readability(paths)
         stats = {}
     ok = np.array([s == "ok" for s in st], dtype=bool)
+    # the network cross-fitting has no groups: a later copy of an image is left out
+    for g in dups:
+        ok[g[1:]] = False
     ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]
     y = np.asarray(labels, dtype=object)[ok].astype(str)
     _check_trainable(y)
@@ -518,7 +574,8 @@ def _train_deep(paths, labels, *, features, cv, random_state, epochs, n_jobs, ca
     t_fit = time.perf_counter() - t0
     deep = getattr(est, "deep_", est)
     classes = [str(c) for c in est.classes_]
-    meta = _metadata(features, paths, labels, y, est, classes, cv=cv, random_state=random_state,
+    meta = _metadata(features, paths, labels, hashes, dups, y, est, classes, cv=cv,
+                     random_state=random_state,
                      domain_copies=domain_copies,
                      n_domain_copies=int(getattr(est, "n_domain_copies_", 0)),
                      cv_scores=getattr(est, "cv_scores_", {}),

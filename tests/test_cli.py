@@ -3,7 +3,9 @@ with a description and an example, one exit-code table (0 success; 3 some inputs
 good results written; 2 user error; 1 internal error), one clear line per error."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import pickle
 import subprocess
@@ -197,14 +199,15 @@ def trained(data_dir, tmp_path_factory):
     rows = pbc_subset(5) + [(str(corrupt), "neutrophil"), (str(tmp / "gone.jpg"), "ig")]
     man = _manifest(tmp / "train.csv", rows)
     model = tmp / "model.mcm"
-    return tmp, man, model, rows
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["train", str(man), "--out", str(model), "--cv", "2",
+                   "--cache-dir", str(tmp / "cache"), "-q"])
+    return tmp, man, model, rows, (rc, out.getvalue(), err.getvalue())
 
 
-def test_train_cli(trained, capsys):
-    tmp, man, model, rows = trained
-    rc = main(["train", str(man), "--out", str(model), "--cv", "2",
-               "--cache-dir", str(tmp / "cache"), "-q"])
-    out, err = capsys.readouterr()
+def test_train_cli(trained):
+    tmp, _, model, rows, (rc, out, err) = trained
     assert rc == EXIT_PARTIAL, err          # some images failed, the model was still written
     assert model.is_file()
     assert "corrupt.jpg" in err and "gone.jpg" in err and "Traceback" not in err
@@ -244,7 +247,7 @@ def test_train_cli_user_errors(data_dir, tmp_path, capsys):
 
 
 def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
-    _, _, model, _ = trained
+    _, _, model, _, _ = trained
     test_rows = pbc_subset(2, split="test")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"")
@@ -328,7 +331,7 @@ def test_predict_cli_and_differential_count(trained, capsys, tmp_path):
 
 
 def test_predict_blank_and_mistyped_inputs(trained, tmp_path, capsys):
-    _, _, model, _ = trained
+    _, _, model, _, _ = trained
     good = pbc_subset(1, split="test")[0][0]
     blank = _blank(tmp_path / "blank.png")
     # a blank image: the same codes as segment and features (3 beside a good image, 2 alone)
@@ -338,6 +341,12 @@ def test_predict_blank_and_mistyped_inputs(trained, tmp_path, capsys):
     assert main(["predict", str(model), blank, "--out", str(tmp_path / "b.csv"),
                  "-q"]) == EXIT_USER
     assert "could not classify" in capsys.readouterr().err
+    # the same image twice: one row each, counted once, said in one line
+    assert main(["predict", str(model), good, good, "--out", str(tmp_path / "d.csv"),
+                 "-q"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert "1 file repeats an image listed before" in err and "counted once" in err
+    assert "(1 cell classified, 0 failed)" in out and len(pd.read_csv(tmp_path / "d.csv")) == 2
     # a mistyped folder: exit 2, one line, no differential printed, nothing written
     rc = main(["predict", str(model), str(tmp_path / "cellz"), "--out",
                str(tmp_path / "c.csv"), "-q"])
@@ -352,7 +361,7 @@ def test_models_without_a_review_threshold_get_no_review_column(trained, tmp_pat
     """Models written before the review threshold existed predict as before."""
     from morphocell.model_io import load_model, save_model
 
-    _, _, model, _ = trained
+    _, _, model, _, _ = trained
     m = load_model(model)
     del m.metadata["review"]
     old = tmp_path / "old.mcm"
@@ -369,7 +378,7 @@ def test_models_without_a_review_threshold_get_no_review_column(trained, tmp_pat
 
 
 def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
-    _, _, model, _ = trained
+    _, _, model, _, _ = trained
     test_rows = pbc_subset(3, split="test")
     man = _manifest(tmp_path / "test.csv", test_rows)
     rc = main(["evaluate", str(model), str(man), "--json", "--out", str(tmp_path / "rep"), "-q"])

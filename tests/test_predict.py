@@ -284,3 +284,30 @@ def test_review_excess_against_the_binomial_tail():
     assert not review_excess(200, 2000, 0.081)["harder"]
     assert review_excess(0, 0, 0.08)["harder"] is False
     assert review_excess(5, 10, 0.0)["p_value"] is None
+
+
+def test_an_image_listed_twice_is_counted_once(small_model, tmp_path):
+    import shutil
+
+    from morphocell.predict import evaluate, predict
+
+    model, _ = small_model
+    rows = pbc_subset(2, split="test")
+    paths = [p for p, _ in rows]
+    renamed = tmp_path / "renamed.jpg"
+    shutil.copy(paths[0], renamed)
+    listed = [*paths, paths[3], str(renamed)]
+    res = predict(model, listed)
+    assert len(res.predictions) == 18                   # a row per listed file ...
+    assert res.differential["n_classified"] == 16       # ... each image counted once
+    once = predict(model, paths).differential
+    assert res.differential["counts"] == once["counts"]
+    assert res.differential["duplicates"] == {"n": 2, "files": [[paths[0], str(renamed)],
+                                                                 [paths[3], paths[3]]]}
+    assert "duplicates" not in once
+    labels = [lab for _, lab in rows]
+    ev = evaluate(model, listed, [*labels, labels[3], labels[0]])
+    assert ev.metrics["n"] == 16 and ev.metrics["duplicates"]["n"] == 2
+    assert ev.metrics["accuracy"] == evaluate(model, paths, labels).metrics["accuracy"]
+    with pytest.raises(DataError, match="two labels"):
+        evaluate(model, [paths[0], str(renamed)], ["basophil", "monocyte"])

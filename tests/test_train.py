@@ -153,3 +153,30 @@ def test_training_with_domain_copies(data_dir, tmp_path):
     assert r0.n_domain_copies == 0 and len(r0.X) == n
     with pytest.raises(MorphocellError, match="fraction"):
         train(paths, labels, domain_copies=1.5, **kw)
+
+
+def test_identical_images_share_a_fold_and_conflicting_labels_are_refused(data_dir, tmp_path):
+    import shutil
+
+    from morphocell.train import train
+
+    rows = pbc_subset(3)
+    paths, labels = [p for p, _ in rows], [lab for _, lab in rows]
+    renamed = tmp_path / "renamed.jpg"
+    shutil.copy(paths[0], renamed)
+    # the first image again under another name, the second listed twice
+    paths2 = [*paths, str(renamed), paths[1]]
+    labels2 = [*labels, labels[0], labels[1]]
+    res = train(paths2, labels2, cv=3, families=("shape", "color"), domain_copies=0,
+                estimator_params=_small(), cache_dir=tmp_path / "c")
+    assert res.duplicates == [[paths[0], str(renamed)], [paths[1], paths[1]]]
+    assert res.metadata["n_duplicates"] == 2 and res.metadata["n_used"] == 26
+    # each copy in its image's fold: the out-of-fold probabilities of the two are one model's
+    oof = res.estimator.steps[-1][1].oof_proba_
+    np.testing.assert_array_equal(oof[0], oof[24])
+    np.testing.assert_array_equal(oof[1], oof[25])
+    # the same content with another label: refused, naming both files
+    bad = [*labels, "monocyte" if labels[0] != "monocyte" else "basophil"]
+    with pytest.raises(DataError, match="the same image has two labels") as e:
+        train([*paths, str(renamed)], bad, cv=2, families=("shape",), domain_copies=0)
+    assert paths[0] in str(e.value) and str(renamed) in str(e.value)

@@ -48,3 +48,12 @@ def plural(n: int, word: str, plural_form: str | None = None) -> str:
     if n == 1:
         return f"1 {word}"
     return f"{n} {plural_form or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
+
+
+def warn_duplicates(command: str, duplicates, what: str) -> None:
+    """One stderr line on files that repeat an image listed before them (same content)."""
+    if duplicates:
+        n = sum(len(g) - 1 for g in duplicates)
+        verb = "repeats" if n == 1 else "repeat"
+        eprint(f"morphocell {command}: warning: {plural(n, 'file')} {verb} an image listed "
+               f"before (same content): {what}; first: " + " = ".join(duplicates[0]))

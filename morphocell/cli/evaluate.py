@@ -1,7 +1,7 @@
 """``morphocell evaluate``: metrics of a model on labelled images."""
 from __future__ import annotations
 
-from ._common import add_cache_dir, add_command, add_n_jobs, add_quiet, eprint
+from ._common import add_cache_dir, add_command, add_n_jobs, add_quiet, eprint, warn_duplicates
 
 
 def add_parser(subparsers):
@@ -54,6 +54,7 @@ def run(args) -> int:
     if n_ok:
         print_failures(res.failures, "evaluate")
     code = outcome(n_ok, res.failures, "classify")  # none classified: exit 2
+    warn_duplicates("evaluate", res.duplicates, "each image is scored once")
     if m["unknown_labels"]:
         eprint(f"morphocell evaluate: warning: labels not known to the model (always wrong): "
                f"{', '.join(m['unknown_labels'])}")

@@ -1,7 +1,7 @@
 """``morphocell predict``: classes, a differential count and its flags for images."""
 from __future__ import annotations
 
-from ._common import add_cache_dir, add_command, add_n_jobs, add_quiet, eprint
+from ._common import add_cache_dir, add_command, add_n_jobs, add_quiet, eprint, warn_duplicates
 
 
 def add_parser(subparsers):
@@ -55,6 +55,8 @@ def run(args) -> int:
     if res.n_classified:
         print_failures(res.failures, "predict")
     code = outcome(res.n_classified, res.failures, "classify")  # none classified: exit 2
+    warn_duplicates("predict", res.duplicates, "each image is counted once in the "
+                    "differential")
     out, count_out = res.save(args.out, args.count_out)
     count = res.differential
     print(format_differential(count))

@@ -1,7 +1,7 @@
 """``morphocell train``: train a classifier on a labelled folder or manifest."""
 from __future__ import annotations
 
-from ._common import add_command, add_n_jobs, add_quiet, eprint, plural
+from ._common import add_command, add_n_jobs, add_quiet, eprint, plural, warn_duplicates
 
 
 def add_parser(subparsers):
@@ -75,6 +75,9 @@ def run(args) -> int:
                 verbose=0 if args.quiet else 1,
                 on_step=None if args.quiet else (lambda msg: eprint(msg)))
     print_failures(res.failures, "train")
+    warn_duplicates("train", res.duplicates,
+                    "each kept in one cross-validation fold with its image"
+                    if args.features == "handcrafted" else "left out")
     fs = res.feature_stats
     if fs:
         print(f"features: {fs.get('hits', 0)} from cache, {fs.get('computed', 0)} computed "
