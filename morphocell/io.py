@@ -515,7 +515,9 @@ def iter_entries(inputs: Sequence[str | os.PathLike] | str | os.PathLike, *,
       unlabelled, a folder of subfolders is ``root/<label>/<image>`` (sorted by label then
       file name), and a folder holding both is a :class:`DataError` naming one image and one
       subfolder; ``"flat"`` / ``"classes"`` choose;
-    * anything else -> one image path (a missing file becomes a failed row when read).
+    * anything else -> one image path (a missing image file becomes a failed row when read;
+      a missing path without an image extension, e.g. a mistyped folder, is a
+      :class:`DataError`).
 
     Masks and overlays (:func:`is_derived`: ``*_mask.png``, ``*_overlay.png``, PNGs marked by
     morphocell) are skipped and recorded in ``report.skipped`` unless ``skip_derived=False``.
@@ -581,6 +583,8 @@ def _entries(items: list[Path], layout: str, labelled: bool, skip_derived: bool,
                 raise DataError("manifest is not a UTF-8 CSV file", item) from None
             continue
         if not item.is_dir():
+            if not _is_image_name(item.name) and not os.path.lexists(item):
+                raise DataError("no such folder or file", item)  # a mistyped folder name
             if labelled:
                 raise DataError("no labels: give a folder of class subfolders or a manifest "
                                 "CSV with 'path' and 'label' columns", item)

@@ -200,6 +200,18 @@ def test_labels_required_for_training(pbc_small, tmp_path):
         resolve_inputs(m, labelled=True)
 
 
+def test_mistyped_folder_is_a_user_error(pbc_small, tmp_path):
+    """A missing folder is an error naming it; a missing image file in a list of files is a
+    failed row later (the other files are read)."""
+    _copy_cells(pbc_small, tmp_path / "cells", 2)
+    with pytest.raises(DataError, match="no such folder or file") as e:
+        resolve_inputs(tmp_path / "cels")
+    assert str(tmp_path / "cels") in str(e.value)
+    good = str(tmp_path / "cells" / os.path.basename(pbc_small[0][0]))
+    paths, _ = resolve_inputs([good, str(tmp_path / "gone.jpg")])
+    assert paths == [good, str(tmp_path / "gone.jpg")]
+
+
 def test_one_lister_for_every_reading(pbc_small, tmp_path):
     """resolve_inputs, load_folder, load_manifest and iter_entries agree (one implementation)."""
     root = tmp_path / "data"
