@@ -198,28 +198,29 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20,
     """Hex SHA-256 of a file's bytes.
 
     Raises :class:`OSError` without reading anything when ``path`` is not a regular file (a
-    FIFO, a device such as ``/dev/zero``, a directory) or is larger than ``max_bytes``
-    (default: :data:`morphocell.io.MAX_FILE_BYTES`, the largest file read as an image)."""
+    FIFO, a device such as ``/dev/zero``, a directory: their reads may never end) or is larger
+    than ``max_bytes`` (no limit by default; pass :data:`morphocell.io.MAX_FILE_BYTES` to hash
+    only files that could be images)."""
     import errno
     import stat
 
-    if max_bytes is None:
-        from .io import MAX_FILE_BYTES as max_bytes
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-        if st.st_size > max_bytes:
+        if max_bytes is not None and st.st_size > max_bytes:
             raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", os.fspath(path))
         h = hashlib.sha256()
-        left = max_bytes + 1
+        left = None if max_bytes is None else max_bytes + 1
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            while left > 0 and (block := fh.read(min(chunk, left))):
+            while (block := fh.read(chunk if left is None else min(chunk, left))):
                 h.update(block)
-                left -= len(block)
-        if left <= 0:
-            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", os.fspath(path))
+                if left is not None:
+                    left -= len(block)
+                    if left <= 0:  # the file grew past the limit while being read
+                        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes",
+                                      os.fspath(path))
         return h.hexdigest()
     finally:
         os.close(fd)
