@@ -338,7 +338,8 @@ class ListingReport:
     skipped : list of str
         Masks and overlays (files written by morphocell, expert ``*_mask.png``) not listed.
     ignored : list of str
-        Loose images under ``layout="classes"``, subfolders under ``layout="flat"``.
+        Loose images under ``layout="classes"``, subfolders under ``layout="flat"``, and
+        folders inside class folders (not read: a class is one level deep).
     empty_classes : list of str
         Class folders that hold no image (an error when labels are required).
     labelled : bool
@@ -614,7 +615,8 @@ def _entries(items: list[Path], layout: str, labelled: bool, skip_derived: bool,
                            if not (skip_derived and is_derived(os.path.join(folder, f))))
         for cls in dirs:
             sub = os.path.join(folder, cls)
-            names, _ = _scan(sub)
+            names, nested = _scan(sub)
+            rep.ignored.extend(os.path.join(sub, d) for d in nested)
             k = 0
             for name in names:
                 p = os.path.join(sub, name)

@@ -182,8 +182,10 @@ def test_empty_class_folder(pbc_small, tmp_path):
     assert str(root / "monocyte") in str(e.value)
     with pytest.raises(DataError, match="holds no image"):
         resolve_inputs(root, labelled=True)
+    (root / "monocyte" / "later").mkdir()  # nested folders are not read, but reported
     lst = list_entries(root)
     assert len(lst.paths) == 9 and lst.report.empty_classes == [str(root / "monocyte")]
+    assert lst.report.ignored == [str(root / "monocyte" / "later")]
     assert sorted(set(lst.labels)) == sorted({lab for _, lab in pbc_small[:9]})
 
 
