@@ -56,6 +56,66 @@ def test_names_registry_and_row(crops):
                                   texture.compute_array(crops[0][1]))
 
 
+def test_public_steps_give_the_columns_bit_for_bit(crops):
+    """The functions a user calls (quantize, region_labels, glcm_counts, haralick,
+    lbp_histograms, granularity) give exactly the values of compute_array, column by
+    column: the pipeline and the public API are one path."""
+    for _, crop in crops[::4]:
+        row = texture.compute(crop)
+        gray, lab = crop.gray, texture.region_labels(crop)
+        lab2, q, n_nuc, n_cyt = texture.labels_and_levels(crop.nucleus, crop.cytoplasm, gray)
+        np.testing.assert_array_equal(lab2, lab)
+        np.testing.assert_array_equal(q, texture.quantize(gray))
+        np.testing.assert_array_equal(q, gray // 8)
+        assert (n_nuc, n_cyt) == (int((lab == 1).sum()), int((lab == 2).sum()))
+        har = texture.haralick(texture.glcm_counts(q, lab), len(texture.DISTANCES))
+        gran = texture.granularity(gray, lab)
+        sig = texture.granularity_signal(gray, lab > 0).astype(np.int64)
+        np.testing.assert_array_equal(texture.granularity_sums(gray, lab)[0],
+                                      [sig[lab == 1].sum(), sig[lab == 2].sum()])
+        got, want = [], []
+        for r, reg in enumerate(REGIONS):
+            npx = (n_nuc, n_cyt, n_nuc + n_cyt)[r]
+            for di, d in enumerate(texture.DISTANCES):
+                for fi, (tok, _, _) in enumerate(texture.HARALICK_FEATURES):
+                    got.append(har[r, di, fi])
+                    want.append(row[f"{reg}_Texture_Glcm{tok}_Gray_{d}"])
+            for p, rad in texture.LBP_PARAMS:
+                h = texture.lbp_histograms(gray, lab, p, rad)
+                counts = h[r] if r < 2 else h[0] + h[1]
+                got += list(counts / npx)
+                want += [row[f"{reg}_Texture_Lbp_Gray_{p}_{rad}_Bin{b}"] for b in range(p + 2)]
+            got += list(gran[r])
+            want += [row[f"{reg}_Texture_Granularity_Gray_{i}"]
+                     for i in range(1, texture.GRANULARITY_STEPS + 1)]
+        assert len(got) == len(NAMES)
+        np.testing.assert_array_equal(np.array(got), np.array(want))
+
+
+def test_public_steps_check_their_inputs():
+    g = np.zeros((4, 5), np.uint8)
+    with pytest.raises(FeatureError, match="masks of its shape"):
+        texture.labels_and_levels(np.zeros((4, 4), bool), np.zeros((4, 5), bool), g)
+    with pytest.raises(FeatureError, match="levels"):
+        texture.labels_and_levels(np.zeros((4, 5), bool), np.zeros((4, 5), bool), g, levels=48)
+    with pytest.raises(FeatureError, match="LBP needs"):
+        texture.lbp_counts(g, np.zeros((4, 5), np.uint8), ((1, 1.0),))
+    with pytest.raises(FeatureError, match="region labels"):
+        texture.lbp_histograms(g, np.full((4, 5), 3, np.uint8), 8, 1)
+    with pytest.raises(FeatureError, match="mask of its shape"):
+        texture.granularity_signal(g, np.zeros((5, 4), bool))
+
+
+def test_granularity_of_an_empty_region_is_nan(crops):
+    """As its columns: NaN for a region without pixels, numbers for the others."""
+    _, crop = crops[0]
+    lab = texture.region_labels(Crop(crop.image, crop.nucleus, np.zeros_like(crop.cytoplasm),
+                                     crop.offset))
+    g = texture.granularity(crop.gray, lab)
+    assert np.isnan(g[1]).all() and np.isfinite(g[0]).all() and np.isfinite(g[2]).all()
+    np.testing.assert_array_equal(g[0], g[2])  # the cell is the nucleus
+
+
 # ---- GLCM / Haralick -----------------------------------------------------------------------
 
 def test_haralick_matches_mahotas_on_masked_regions(crops):
