@@ -2,7 +2,9 @@
 
 All thresholds are chosen per image (Otsu / multi-Otsu); the fixed parameters live in
 :class:`OtsuParams` and are documented there and in ``docs/segmentation.md``. They were
-tuned on the even-numbered images of both segwbc datasets only.
+tuned on the even-numbered images of both segwbc datasets only. This module holds the
+method and its validated wrappers; the compiled loops (thresholds, watershed, connected
+components, the red-cell markers) are in :mod:`morphocell.segmentation._kernels`.
 
 Method
 ------
