@@ -177,7 +177,7 @@ def browse(out: Path, loads: int) -> dict:
     keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float))]
     med = {k: statistics.median(r[k] for r in runs if r[k] is not None) for k in keys}
     med["loads"] = loads
-    med["chromium"] = subprocess.run([chromium, "--version"], capture_output=True,
+    med["chromium"] = subprocess.run([chromium, "--version"], capture_output=True, check=False,
                                      text=True).stdout.strip()
     return med
 

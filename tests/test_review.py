@@ -16,13 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA, pbc_subset
 from PIL import Image
 
-from conftest import DATA, pbc_subset
 from morphocell.cli import main
 from morphocell.errors import DataError
-from morphocell.review import (CSP, DETAIL_FEATURES, read_predictions, wilson_interval,
-                               write_review_page)
+from morphocell.review import (
+    CSP,
+    DETAIL_FEATURES,
+    read_predictions,
+    wilson_interval,
+    write_review_page,
+)
 
 #: a file name that would run script if a page put it into HTML unescaped
 HOSTILE = "x\"><img src=q onerror=\"document.title='pwned'\">.png"
@@ -139,7 +144,7 @@ def test_page_files_on_real_predictions(preds, tmp_path):
     assert sorted(refs) == ["data.js", "review.css", "review.js"]
     for name in ("review.js", "review.css", "data.js"):
         text = (out / name).read_text()
-        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), name
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.IGNORECASE), name
         assert "@import" not in text and "url(http" not in text
     data = _data(out)
     assert [c["p"] for c in data["cells"]] == df["path"].tolist()
@@ -174,6 +179,7 @@ def test_page_files_on_real_predictions(preds, tmp_path):
     assert units["Nucleus_Shape_Area"] == "px²" and units["Nucleus_Shape_LobeCount"] == ""
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_page(preds, tmp_path):
     a = write_review_page(preds["sample_csv"], tmp_path / "serial", chunk_size=16)
     b = write_review_page(preds["sample_csv"], tmp_path / "two", n_jobs=2, chunk_size=16)

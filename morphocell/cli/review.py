@@ -13,8 +13,8 @@ Write DIR/index.html with thumbnails and full-size images beside it: the differe
 sure first; badges for needs_review / unlike_training), a detail panel (the image with its
 nucleus / cytoplasm outlines, top-3 probabilities, measurements with units), relabelling by
 keyboard (a digit per class, 0 = not a leukocyte / artefact), undo, and 'Export labels'
-(labels.csv: path,label with absolute paths, read by 'morphocell train' and 'morphocell
-adapt'). The page works opened from disk, offline; corrections are kept in the browser.
+(labels.csv: path,label with absolute paths, artefacts left out; read by 'morphocell train'
+and 'morphocell adapt'). The page works opened from disk, offline; corrections are kept in the browser.
 Images that no longer exist are shown as placeholders (exit 3).""",
         "morphocell predict model.mcm cells/ --out predictions.csv\n"
         "morphocell review predictions.csv --out review/ --model model.mcm")

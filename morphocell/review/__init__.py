@@ -7,8 +7,8 @@ interval per class, flags), the cells grouped by predicted class (least sure fir
 ``needs_review`` / ``unlike_training``), a detail panel (the image with nucleus / cytoplasm
 outlines, top-3 probabilities, named measurements with units), relabelling by keyboard
 (a digit per class, 0 = not a leukocyte / artefact) or click, undo, and *Export labels*:
-``labels.csv`` (``path,label``; absolute paths) that ``morphocell train`` and
-``morphocell adapt`` read. Corrections are kept in the browser's localStorage.
+``labels.csv`` (``path,label``; absolute paths; artefacts left out) that ``morphocell
+train`` and ``morphocell adapt`` read. Corrections are kept in the browser's localStorage.
 
 Markup contract (for tests and scripts): every cell is one element ``.cell`` with
 ``data-path`` (its path as in the predictions table) and ``data-class`` (its current class;

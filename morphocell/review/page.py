@@ -28,9 +28,11 @@ from importlib import resources
 from pathlib import Path
 
 from ._assets import DETAIL_FEATURES, THUMB_SIZE, CellFiles, feature_columns, write_cell_chunk
-from ._data import Predictions, read_predictions, resolve_image, wilson_interval
+from ._data import Predictions, read_predictions, resolve_image
 
-#: label written to ``labels.csv`` for a cell reviewed as "not a leukocyte / artefact" (key 0)
+#: the page's label of a cell reviewed as "not a leukocyte / artefact" (key 0): counted apart
+#: and left out of ``labels.csv`` (no class of the model; ``morphocell adapt`` refuses labels
+#: the model does not know)
 ARTEFACT_LABEL = "artefact"
 
 #: the page's Content-Security-Policy: only files of the page's own folder, nothing inline,
@@ -182,7 +184,8 @@ def _index_html(title: str, source: str) -> str:
     <kbd>Enter</kbd>, to see it at full size. A digit key relabels the selected cell
     (see the key column; <kbd>0</kbd>: not a leukocyte / artefact); <kbd>Z</kbd> undoes.
     Corrections are kept in this browser; <b>Export labels</b> downloads
-    <code>labels.csv</code> (path,label) of every cell with its reviewed label.</p>
+    <code>labels.csv</code> (path,label) of every cell with its reviewed label (relabelled or
+    confirmed as predicted; artefacts and missing images left out).</p>
   <noscript><p class="warn">This page needs JavaScript to show the cells.</p></noscript>
 </section>
 <main id="grid" aria-label="Cells by class"></main>

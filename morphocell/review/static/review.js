@@ -534,7 +534,8 @@
   function exportText() {
     const lines = ['path,label'];
     for (let i = 0; i < N; i++) {
-      if (label[i] === UNCLASSIFIED || cells[i].m) continue;
+      // not classified, reviewed as not a leukocyte, or the image gone: no training label
+      if (label[i] === UNCLASSIFIED || label[i] === ART || cells[i].m) continue;
       lines.push(csvField(String(cells[i].f)) + ',' + csvField(label[i]));
     }
     return lines.join('\n') + '\n';
