@@ -565,7 +565,8 @@ def adapt(model, paths: Sequence[str], labels: Sequence[str | None] | None = Non
     from sklearn.pipeline import Pipeline
 
     from .model_io import SavedModel, load_model
-    from .train import _data_sha256, compute_features
+    from .batch import compute_features
+    from .train import _data_sha256
 
     source = model
     if not isinstance(model, SavedModel):
