@@ -322,7 +322,8 @@ def predict(model, paths: Sequence[str | os.PathLike], *,
     atyp = list(model.atypical_classes) if atypical is None else [str(c) for c in atypical]
     unknown = [c for c in atyp if c not in classes]
     if unknown:
-        raise DataError(f"unknown atypical {_classes_word(len(unknown))} {', '.join(unknown)}; "
+        raise DataError(f"unknown atypical {'class' if len(unknown) == 1 else 'classes'} "
+                        f"{', '.join(unknown)}; "
                         f"the model's classes: {', '.join(classes)}")
     review = review_setting(model, review_threshold)
     paths = [os.fspath(p) for p in paths]
@@ -373,10 +374,6 @@ def _first_occurrences(paths) -> tuple[np.ndarray, list[list[int]]]:
     for g in groups:
         first[g[1:]] = False
     return first, groups
-
-
-def _classes_word(n: int) -> str:
-    return "class" if n == 1 else "classes"
 
 
 # -- evaluate ---------------------------------------------------------------------------------

@@ -327,7 +327,7 @@ def format_differential(d: dict) -> str:
                            "percent": d["percent"]}
     others = [c for c in d["counts"] if c not in wbc["classes"]]
     width = max([len(display_name(c)) for c in d["counts"]] + [len("class")]) + 2
-    lines = [(f"Differential count ({_plural(d['n_classified'], 'cell')} classified, "
+    lines = [(f"Differential count ({plural(d['n_classified'], 'cell')} classified, "
               f"{d['n_failed']} failed)"),
              f"  WBC differential ({wbc['n']} leukocytes; % per 100 WBC):",
              f"  {'class':<{width}}{'count':>7}{'% WBC':>9}" + (f"{'review':>8}" if review
@@ -357,15 +357,24 @@ def format_differential(d: dict) -> str:
             sure = f"; {d['n_atypical'] - n_rev} of them not marked for review"
         lines.append(f"  FLAG: atypical classes present: "
                      f"{', '.join(display_name(c) for c in d['flagged'])} "
-                     f"({_plural(d['n_atypical'], 'cell')}, {d['percent_atypical']:.2f}% of "
+                     f"({plural(d['n_atypical'], 'cell')}, {d['percent_atypical']:.2f}% of "
                      f"the classified cells{sure})")
     elif d["n_classified"]:
         lines.append("  no atypical class present")
     return "\n".join(lines)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def plural(n: int, word: str, plural_form: str | None = None) -> str:
+    """``n`` and ``word``, pluralised in English: ``"1 class"``, ``"2 classes"``, ``"3 cells"``.
+
+    >>> plural(1, "class"), plural(2, "class"), plural(0, "cell"), plural(2, "repeat", "repeat")
+    ('1 class', '2 classes', '0 cells', '2 repeat')
+    """
+    if n == 1:
+        return f"1 {word}"
+    if plural_form is None:
+        plural_form = word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{n} {plural_form}"
 
 
 def most_confused(cm: np.ndarray, labels: Sequence[str], top: int = 5) -> list[dict]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .batch.cache import compute_features
 from .errors import DataError, MorphocellError
-from .report import REVIEW_ACCURACY
+from .report import REVIEW_ACCURACY, plural
 
 __all__ = [
     "DEFAULT_DOMAIN_COPIES",
@@ -116,7 +116,7 @@ def load_labelled(data: str | os.PathLike) -> tuple[list[str], list[str]]:
                         "'path' and 'label' columns", data)
     missing = [p for p, lab in zip(paths, labels, strict=True) if not lab]
     if missing:
-        raise DataError(f"{_plural(len(missing), 'manifest row')} with an empty label "
+        raise DataError(f"{plural(len(missing), 'manifest row')} with an empty label "
                         f"(first: {missing[0]})", data)
     return paths, labels
 
@@ -136,13 +136,6 @@ def readability(paths: Sequence[str]) -> tuple[list[str], list[str]]:
             st.append("error")
             er.append(str(exc))
     return st, er
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """``"1 class"``, ``"2 classes"``."""
-    if n == 1:
-        return f"1 {word}"
-    return f"{n} {plural or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
 
 
 def content_groups(paths: Sequence[str], hashes: Sequence[str | None] | None = None
@@ -188,7 +181,7 @@ def _check_trainable(y: np.ndarray) -> None:
     names = [str(c) for c in classes]
     if len(classes) < 2:
         raise DataError(f"need images of at least 2 classes that could be measured, got "
-                        f"{_plural(len(classes), 'class')}"
+                        f"{plural(len(classes), 'class')}"
                         + (f" ({', '.join(names)})" if names else ""))
     if counts.min() < 2:
         rare = [c for c, k in zip(names, counts, strict=True) if k < 2]
@@ -432,7 +425,7 @@ def _train_handcrafted(paths, labels, hashes, dups, *, cv, random_state, n_jobs,
 
     fams = tuple(families or DEFAULT_FAMILIES)
     t0 = time.perf_counter()
-    step(f"features of {_plural(len(paths), 'image')} ...")
+    step(f"features of {plural(len(paths), 'image')} ...")
     X, st, er, stats = compute_features(paths, fams, method, cache_dir, n_jobs, verbose)
     ok = np.array([s == "ok" for s in st], dtype=bool)
     y = np.asarray(labels, dtype=object)[ok]
@@ -460,7 +453,7 @@ def _train_handcrafted(paths, labels, hashes, dups, *, cv, random_state, n_jobs,
     clf = StackedCellClassifier(cv=cv, random_state=random_state, n_jobs=n_jobs,
                                 **(estimator_params or {}))
     step(f"fitting the stack ({len(clf.estimators)} base learners x {cv} folds, then refit) "
-         f"on {_plural(n_ok, 'image')}"
+         f"on {plural(n_ok, 'image')}"
          + (f" + {n_copies} domain-randomised copies" if n_copies else "") + " ...")
     t0 = time.perf_counter()
     clf.fit(Xok, y.astype(str), groups=groups)
@@ -531,7 +524,7 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
     t0 = time.perf_counter()
     handcrafted = None
     if features == "fused":
-        step(f"hand-crafted features of {_plural(len(paths), 'image')} ...")
+        step(f"hand-crafted features of {plural(len(paths), 'image')} ...")
         X, st, er, stats = compute_features(paths, None, "otsu", cache_dir, n_jobs, verbose)
     else:
         st, er = readability(paths)
@@ -566,7 +559,7 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
         reference = (handcrafted, y)
     t_feat = time.perf_counter() - t0
     step(f"training the {features} model ({cv}-fold cross-fitting) on "
-         f"{_plural(len(ok_paths), 'image')} ...")
+         f"{plural(len(ok_paths), 'image')} ...")
     t0 = time.perf_counter()
     est = fit_deep_model(ok_paths, list(y), features=features, handcrafted=handcrafted, cv=cv,
                          random_state=random_state, verbose=verbose, n_jobs=n_jobs,

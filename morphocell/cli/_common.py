@@ -44,10 +44,10 @@ def eprint(*parts) -> None:
 
 
 def plural(n: int, word: str, plural_form: str | None = None) -> str:
-    """``"1 class"``, ``"2 classes"``, ``"3 images"``."""
-    if n == 1:
-        return f"1 {word}"
-    return f"{n} {plural_form or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
+    """:func:`morphocell.report.plural` (imported on first use: ``--help`` stays light)."""
+    from ..report import plural as _plural
+
+    return _plural(n, word, plural_form)
 
 
 def warn_duplicates(command: str, duplicates, what: str) -> None:

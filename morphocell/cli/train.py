@@ -1,7 +1,7 @@
 """``morphocell train``: train a classifier on a labelled folder or manifest."""
 from __future__ import annotations
 
-from ._common import add_command, add_n_jobs, add_quiet, eprint, plural, warn_duplicates
+from ._common import add_command, add_n_jobs, add_quiet, eprint, warn_duplicates
 
 
 def add_parser(subparsers):
@@ -56,7 +56,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..batch import default_cache_dir
-    from ..report import format_cv_scores, format_review
+    from ..report import format_cv_scores, format_review, plural
     from ..train import check_options, explanation_folder, load_labelled, train
     from ._exit import outcome, print_failures
 
