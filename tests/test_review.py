@@ -231,6 +231,29 @@ def test_missing_images_get_placeholders(preds, tmp_path, capsys):
     assert str(copies[1]) in err and "no longer exists" in err
 
 
+def repeated_images_predictions(model: Path, folder: Path) -> Path:
+    """Predictions of 4 rows, 2 images: A, B, A again (same path), B copied under another name."""
+    a, b = (p for p, _ in pbc_subset(1, "test", offset=70)[:2])
+    copy_b = folder / "copy_of_b.jpg"
+    shutil.copyfile(b, copy_b)
+    man = _write_manifest(folder / "rep.csv", [a, b, a, str(copy_b)])
+    pred = folder / "rep_pred.csv"
+    assert main(["predict", str(model), str(man), "--out", str(pred), "-q"]) == 0
+    return pred
+
+
+def test_repeated_images_are_one_cell(preds, tmp_path):
+    pred = repeated_images_predictions(preds["model"], tmp_path)
+    res = write_review_page(pred, tmp_path / "page")
+    expected = json.loads((tmp_path / "rep_pred_differential.json").read_text())["counts"]
+    assert res.counts == expected and sum(res.counts.values()) == 2  # as predict counts
+    assert res.n_cells == 4 and res.n_repeats == 2 and res.n_classified == 2
+    data = _data(tmp_path / "page")
+    assert [c.get("d") for c in data["cells"]] == [None, None, 0, 1]
+    assert [c["i"] for c in data["cells"]] == ["000000", "000001", "000000", "000001"]
+    assert len(list((tmp_path / "page" / "thumbs").iterdir())) == 2
+
+
 def test_bad_predictions_files_exit_2_with_one_line(preds, tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_review import HOSTILE, review_predictions
+from test_review import HOSTILE, repeated_images_predictions, review_predictions
 
 from morphocell.review import ARTEFACT_LABEL, wilson_interval, write_review_page
 
@@ -390,3 +390,31 @@ def test_missing_and_unclassified_images(browser, preds, tmp_path):
     assert int(table["wbc"][2]) == n_wbc + (classes[5] not in APART)
     text = browser.execute_script("return window.MorphocellReview.exportText()")
     assert f"{corrupt},{classes[5]}" in text.splitlines()
+
+
+def test_a_repeated_image_is_one_cell(browser, preds, tmp_path):
+    pred = repeated_images_predictions(preds["model"], tmp_path)
+    write_review_page(pred, tmp_path / "page")
+    df = pd.read_csv(pred, dtype=str, keep_default_na=False)
+    _open(browser, tmp_path / "page")
+    assert len(_cells(browser)) == 4
+    classes = browser.execute_script("return window.MORPHOCELL_REVIEW.classes")
+    before = {c: int(_table(browser)[c][2]) for c in classes}
+    assert sum(before.values()) == 2
+    # relabel the copy of B (row 3): B (row 1) follows, and the count moves by one cell
+    old = df["predicted"][1]
+    new = next(c for c in classes if c != old)
+    browser.execute_script("document.querySelectorAll('.cell')"
+                           "[[...document.querySelectorAll('.cell')].findIndex(e => "
+                           "e.dataset.index === '3')].focus()")
+    _press(browser, str(classes.index(new) + 1))
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('.cell')].map(e => [Number(e.dataset.index), "
+        "e.dataset.class])")
+    labels = dict(rows)
+    assert labels[1] == labels[3] == new
+    after = {c: int(_table(browser)[c][2]) for c in classes}
+    assert after[old] == before[old] - 1 and after[new] == before[new] + 1
+    text = browser.execute_script("return window.MorphocellReview.exportText()")
+    assert text.splitlines()[1:] == [f"{df['path'][0]},{labels[0]}", f"{df['path'][1]},{new}"]
+

@@ -57,9 +57,11 @@ class ReviewResult:
     n_cells : int
         Cells on the page (one per row of the predictions table).
     n_classified : int
-        Rows with a prediction (``status == "ok"``).
+        Images with a prediction (``status == "ok"``), each image once.
     counts : dict
-        Predicted count per class (the page's differential before any correction).
+        Predicted count per class (the page's differential before any correction), each
+        image once: a row that repeats an earlier image (same path or same content) shows
+        that cell again and is not counted again, as in ``morphocell predict``.
     missing : list of str
         Paths (as in the table) of images that no longer exist: shown as placeholders.
     unreadable : list of (str, str)
@@ -68,6 +70,8 @@ class ReviewResult:
         Key of the page's saved corrections in the browser (localStorage).
     seconds : float
         Time taken to write the page.
+    n_repeats : int
+        Rows that repeat an earlier row's image.
     """
 
     index: Path
@@ -79,6 +83,7 @@ class ReviewResult:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     page_id: str = ""
     seconds: float = 0.0
+    n_repeats: int = 0
 
 
 def model_info_from_file(path: str | os.PathLike) -> dict:
@@ -324,17 +329,31 @@ def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: di
     width = max(6, len(str(n - 1)))
     cls_index = {c: i for i, c in enumerate(classes)}
     proba = preds.proba
-    ids = [f"{i:0{width}d}" for i in range(n)]
     srcs = [resolve_image(p, csv_dir, base) for p in df["path"]]
-    files = _write_images(ids, srcs, out, masks=masks, features=features and masks,
-                          method=method, thumb_size=thumb_size, n_jobs=n_jobs,
-                          chunk_size=chunk_size, verbose=verbose)
+    # the same image listed twice (same path, or the same content under two names) is one
+    # cell, as in the differential of morphocell predict: the repeats show that cell
+    from ..train import content_groups
+
+    root = list(range(n))
+    for g in content_groups([str(s) for s in srcs])[1]:
+        for j in g[1:]:
+            root[j] = g[0]
+    firsts = [i for i in range(n) if root[i] == i]
+    ids = [f"{root[i]:0{width}d}" for i in range(n)]
+    written = _write_images([ids[i] for i in firsts], [srcs[i] for i in firsts], out,
+                            masks=masks, features=features and masks, method=method,
+                            thumb_size=thumb_size, n_jobs=n_jobs, chunk_size=chunk_size,
+                            verbose=verbose)
+    by_row = dict(zip(firsts, written, strict=True))
+    files = [by_row[root[i]] for i in range(n)]
     cells, missing, unreadable = [], [], []
     rows = zip(df["path"], df["predicted"], df["status"], df["error"], df["needs_review"],
                df["unlike_training"], df["p_atypical"], strict=True)
     for i, (path, pred, status, error, nr, ut, pa) in enumerate(rows):
         cid, src, fi = ids[i], srcs[i], files[i]
-        if fi.missing:
+        if root[i] != i:
+            pass  # a repeat: its image is reported with the first row
+        elif fi.missing:
             missing.append(path)
         elif fi.unreadable and status == "ok":
             unreadable.append((path, fi.unreadable))
@@ -346,11 +365,13 @@ def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: di
                 "s": str(status), "e": str(error or ""), "x": fi.full_ext,
                 "o": 1 if fi.outlines else 0, "m": 1 if fi.missing else 0,
                 "w": fi.unreadable, "v": [_num(v) for v in fi.features]}
+        if root[i] != i:
+            cell["d"] = root[i]
         cells.append(cell)
     platelets = [c for c in classes if c.lower() in PLATELET_CLASSES]
     nrbc = [c for c in classes if c.lower() in NRBC_CLASSES]
     counts = {c: 0 for c in classes}
-    for c in df.loc[df["status"] == "ok", "predicted"]:
+    for c in df["predicted"].iloc[firsts][df["status"].iloc[firsts] == "ok"]:
         counts[c] += 1
     page_id = _page_id(preds)
     source_name = preds.source.name if preds.source is not None else "table"
@@ -378,9 +399,9 @@ def write_review_page(predictions, out_dir: str | os.PathLike, *, model_info: di
             fh.write((static / name).read_bytes())
     with atomic_write(out / "index.html", "w") as fh:
         fh.write(_index_html(title, source_name))
-    n_ok = int((df["status"] == "ok").sum())
+    n_ok = int((df["status"].iloc[firsts] == "ok").sum())
     return ReviewResult(out / "index.html", out, n, n_ok, counts, missing, unreadable, page_id,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, n - len(firsts))
 
 
 __all__ = ["ARTEFACT_LABEL", "CSP", "DETAIL_FEATURES", "ReviewResult", "model_info_from_file",

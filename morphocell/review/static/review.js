@@ -4,7 +4,8 @@
  *   p path as in the predictions table, f absolute path (exported), i file id, c predicted class
  *   index (-1: not classified), q class probabilities, r needs review, u unlike training,
  *   a p_atypical, s status, e error, x full-size image extension ("" none), o outlines written,
- *   m image missing, w why it could not be read, v measurements (D.features order).
+ *   m image missing, w why it could not be read, v measurements (D.features order),
+ *   d (repeats only) the row of the first listing of the same image: one cell, counted once.
  * Every string from the data reaches the page through textContent, setAttribute or dataset:
  * never through innerHTML.
  */
@@ -41,7 +42,13 @@
   const labelOfKey = new Map([...keyOf].map(([c, k]) => [k, c]));
 
   const pred = cells.map((c) => (c.c >= 0 && c.c < classes.length ? classes[c.c] : UNCLASSIFIED));
-  const label = pred.slice();
+  // a row repeating an image listed before shows the same cell: same label, counted once
+  const root = cells.map((c, i) => (Number.isInteger(c.d) && c.d >= 0 && c.d < i ? c.d : i));
+  const members = new Map();
+  root.forEach((r, i) => { if (r !== i) { if (!members.has(r)) members.set(r, [r]); members.get(r).push(i); } });
+  const copiesOf = (r) => members.get(r) || [r];
+  const isFirst = (i) => root[i] === i;
+  const label = pred.map((p, i) => pred[root[i]]);
   let undoStack = [];
   const figs = new Array(N);
   const groups = new Map();
@@ -64,6 +71,7 @@
       const v = labels[k];
       if (Number.isInteger(i) && i >= 0 && i < N && (isLabel(v) || v === pred[i])) label[i] = v;
     }
+    for (let i = 0; i < N; i++) label[i] = label[root[i]];
     if (Array.isArray(s.undo)) {
       undoStack = s.undo.filter((u) => Array.isArray(u) && u.length === 3 &&
         Number.isInteger(u[0]) && u[0] >= 0 && u[0] < N &&
@@ -73,7 +81,7 @@
 
   function save() {
     const labels = {};
-    for (let i = 0; i < N; i++) if (label[i] !== pred[i]) labels[i] = label[i];
+    for (let i = 0; i < N; i++) if (isFirst(i) && label[i] !== pred[i]) labels[i] = label[i];
     try {
       window.localStorage.setItem(STORE, JSON.stringify({
         labels: labels, undo: undoStack.slice(-1000), saved: new Date().toISOString(),
@@ -150,6 +158,7 @@
     const badges = el('div', 'badges');
     if (c.r) { fig.classList.add('nr'); const b = el('span', 'badge b-nr', '?'); b.title = 'needs review: the model is not sure'; badges.appendChild(b); }
     if (c.u) { fig.classList.add('ut'); const b = el('span', 'badge b-ut', '≠'); b.title = 'unlike the training images (stain or size)'; badges.appendChild(b); }
+    if (!isFirst(i)) { fig.classList.add('repeat'); const b = el('span', 'badge b-rep', '='); b.title = 'the same image as ' + cells[root[i]].p + ' (counted once)'; badges.appendChild(b); }
     const fix = el('span', 'badge b-fix', '✎');
     badges.appendChild(fix);
     fig.appendChild(badges);
@@ -184,6 +193,7 @@
     for (const lab of [...classes, ART, UNCLASSIFIED]) { makeGroup(lab); count.set(lab, 0); reviewCount.set(lab, 0); }
     for (let i = 0; i < N; i++) {
       makeCell(i);
+      if (!isFirst(i)) continue;
       count.set(label[i], count.get(label[i]) + 1);
       if (cells[i].r) reviewCount.set(label[i], reviewCount.get(label[i]) + 1);
     }
@@ -283,7 +293,9 @@
         (atypical.size ? ' (' + [...atypical].map(shown).join(', ') + ')' : '')));
     }
     let classified = 0; let nrAll = 0; let unlike = 0; let missing = 0; let corrected = 0;
+    let repeats = 0;
     for (let i = 0; i < N; i++) {
+      if (!isFirst(i)) { repeats++; continue; }
       if (pred[i] !== UNCLASSIFIED) { classified++; if (cells[i].r) nrAll++; if (cells[i].u) unlike++; }
       if (cells[i].m) missing++;
       if (label[i] !== pred[i]) corrected++;
@@ -306,6 +318,8 @@
     }
     if (missing) items.push(el('li', 'flag', missing + ' image' + (missing === 1 ? '' : 's') +
       ' no longer exist' + (missing === 1 ? 's' : '') + ' (shown as placeholders, left out of the export)'));
+    if (repeats) items.push(el('li', 'muted', repeats + ' row' + (repeats === 1 ? ' repeats' : 's repeat') +
+      ' an image listed before (same content): shown again, counted once'));
     const li = el('li', 'muted', corrected + ' cell' + (corrected === 1 ? '' : 's') + ' relabelled');
     li.id = 'flag-corrected';
     items.push(li);
@@ -383,17 +397,20 @@
   }
 
   function apply(i, lab) {
-    const old = label[i];
+    const r = root[i];
+    const old = label[r];
     if (old === lab) return;
     count.set(old, count.get(old) - 1);
     count.set(lab, count.get(lab) + 1);
-    if (cells[i].r) {
+    if (cells[r].r) {
       reviewCount.set(old, reviewCount.get(old) - 1);
       reviewCount.set(lab, reviewCount.get(lab) + 1);
     }
-    label[i] = lab;
-    decorate(i);
-    place(i);
+    for (const m of copiesOf(r)) {
+      label[m] = lab;
+      decorate(m);
+      place(m);
+    }
     visibleCache = null;
     updateHead(old);
     updateHead(lab);
@@ -409,7 +426,7 @@
       const k = vis.indexOf(i);
       if (k >= 0) next = k + 1 < vis.length ? vis[k + 1] : (k > 0 ? vis[k - 1] : -1);
     }
-    undoStack.push([i, label[i], lab]);
+    undoStack.push([root[i], label[i], lab]);
     apply(i, lab);
     save();
     if (detailOpen) showDetail(i);
@@ -535,7 +552,7 @@
     const lines = ['path,label'];
     for (let i = 0; i < N; i++) {
       // not classified, reviewed as not a leukocyte, or the image gone: no training label
-      if (label[i] === UNCLASSIFIED || label[i] === ART || cells[i].m) continue;
+      if (!isFirst(i) || label[i] === UNCLASSIFIED || label[i] === ART || cells[i].m) continue;
       lines.push(csvField(String(cells[i].f)) + ',' + csvField(label[i]));
     }
     return lines.join('\n') + '\n';
