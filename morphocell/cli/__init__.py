@@ -22,6 +22,8 @@ Write ``morphocell/cli/<name>.py`` with two functions and add ``"<name>"`` to
 Keep the module's top-level imports light (argparse, pathlib, :mod:`morphocell.errors`,
 ``cli._common``, ``cli._exit``) and import the library inside ``run``, so that ``morphocell
 --help`` stays fast. A module named ``train_segmenter`` is the command ``train-segmenter``.
+``cli._common`` holds the help layout and shared options, ``cli._exit`` the exit codes and
+the one place exceptions become codes, ``cli._text`` the terminal text of a training.
 """
 from __future__ import annotations
 

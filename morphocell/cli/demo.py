@@ -35,10 +35,11 @@ def run(args) -> int:
     from ..errors import MorphocellError
     from ..io import load_folder, read_image
     from ..predict import predict
-    from ..report import format_cv_scores, format_differential, format_review, write_json
+    from ..report import format_differential, write_json
     from ..segmentation import save_masks, segment
     from ..train import explanation_folder, train
     from ._exit import outcome, print_failures
+    from ._text import format_cv_scores, format_review
 
     t0 = time.perf_counter()
     out = Path(args.out)

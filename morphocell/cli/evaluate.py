@@ -37,9 +37,10 @@ def run(args) -> int:
     from ..errors import DataError
     from ..model_io import load_model
     from ..predict import evaluate
-    from ..report import format_base_learners, format_metrics
+    from ..report import format_metrics
     from ..train import load_labelled
     from ._exit import outcome, print_failures
+    from ._text import format_base_learners
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise DataError("exists and is not a folder: --out names the folder of the report "

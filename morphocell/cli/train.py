@@ -56,9 +56,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..batch import default_cache_dir
-    from ..report import format_cv_scores, format_review, plural
+    from ..report import plural
     from ..train import check_options, explanation_folder, load_labelled, train
     from ._exit import outcome, print_failures
+    from ._text import format_cv_scores, format_review
 
     # every option checked before the data are listed or anything is written
     check_options(args.features, args.domain_copies, args.review_accuracy)
