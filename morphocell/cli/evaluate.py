@@ -18,7 +18,8 @@ none can be, nothing is written (exit 2).""",
         "morphocell evaluate model.mcm test/ --out report/\n"
         "morphocell evaluate model.mcm test.csv --json > metrics.json\n"
         "morphocell evaluate model.mcm segwbc.csv --classes-present-only")
-    p.add_argument("model", help="model file from 'morphocell train'")
+    p.add_argument("model", help="model file from 'morphocell train', or 'default' (the "
+                   "model shipped with morphocell)")
     p.add_argument("data", help="folder of class subfolders or manifest CSV (path,label)")
     p.add_argument("--out", default=None,
                    help="folder for the report files (CSV, PNG, JSON); created if needed")

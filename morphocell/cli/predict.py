@@ -18,7 +18,8 @@ unlike_training. Images that cannot be classified are listed (exit 3); when none
 nothing is written (exit 2).""",
         "morphocell predict model.mcm cells/ --out predictions.csv\n"
         "morphocell predict default crops/*.png --out p.csv --count-out counts.json")
-    p.add_argument("model", help="model file from 'morphocell train'")
+    p.add_argument("model", help="model file from 'morphocell train', or 'default' (the "
+                   "model shipped with morphocell)")
     p.add_argument("inputs", nargs="+", help="images, folders, or a manifest CSV")
     p.add_argument("--out", default="predictions.csv", help="predictions CSV")
     p.add_argument("--count-out", default=None,
