@@ -78,7 +78,7 @@ from morphocell.errors import DataError, MorphocellError  # noqa: E402
 
 #: In run order; plots come right after the models they draw (a long run that is stopped late
 #: still has them).
-SECTIONS = ("accuracy", "deep", "plots", "speed", "segmentation", "crosslab")
+SECTIONS = ("accuracy", "deep", "plots", "speed", "segmentation", "crosslab", "labtransfer")
 #: Display names of the accuracy rows, in table order.
 METHODS = {
     "grey_rf": "grey pixels + RF (baseline)",
@@ -571,6 +571,21 @@ class Run:
             raise BenchmarkError(f"cross_lab.run returned {type(res).__name__}, not a dict")
         return json.loads(json.dumps(res, default=_jsonable))
 
+    def section_labtransfer(self) -> dict:
+        """``benchmarks/lab_transfer.py`` (leave-one-lab-out; its own features in
+        ``OUT/lab_transfer/work``): SVC learner, PBC 300 train cells per class as a source
+        (quick: its ``--quick`` mode with logistic regression)."""
+        spec = importlib.util.spec_from_file_location("lab_transfer", BENCH / "lab_transfer.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["lab_transfer"] = mod
+        spec.loader.exec_module(mod)
+        quick = self.cfg["quick"]
+        res = mod.run(self.data, self.out / "lab_transfer", learner="lr" if quick else "svc",
+                      quick=quick, random_state=self.cfg["random_state"], verbose=self.verbose,
+                      pbc_per_class=None if quick else 300)
+        return json.loads(json.dumps({**res, "markdown": mod.to_markdown(res)},
+                                     default=_jsonable))
+
     # -- 5. plots
     def section_plots(self) -> dict:
         import matplotlib
@@ -860,7 +875,8 @@ def to_markdown(res: dict) -> str:
         lines.append("skipped")
     for name, title in (("speed", "## 2. Feature-extraction speed"),
                         ("segmentation", "## 3. Segmentation (segwbc expert masks)"),
-                        ("crosslab", "## 4. Cross-lab (trained on PBC only)")):
+                        ("crosslab", "## 4. Cross-lab (trained on PBC only)"),
+                        ("labtransfer", "## 4b. Leave-one-lab-out (benchmarks/lab_transfer.py)")):
         lines += ["", title, ""]
         s = sec.get(name)
         if s is None:
@@ -881,6 +897,8 @@ def to_markdown(res: dict) -> str:
                       "defaults nor, by the protocol of `morphocell/segmentation/unet.py`, to "
                       f"train the U-Net (weights: `{r.get('unet_weights')}`); ms/img: image in "
                       "memory, Otsu the fastest of 3 calls (1 in quick runs), U-Net 1 call."]
+        elif name == "labtransfer":
+            lines += r["markdown"].splitlines()[1:]
         else:
             lines += crosslab_table(r)
     lines += ["", "## 5. Plots", ""]

@@ -35,9 +35,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for p in (str(REPO), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(HERE) not in sys.path:  # the sibling script lab_transfer.py (its lab tables)
+    sys.path.insert(0, str(HERE))
 
 #: Base learners of the stack that ``--stack`` trains instead of the single SVC, sized for a
 #: file within 20 MB: no random forest (100 trees of leaves >= 3 cells alone take 11.5 MB),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -38,11 +37,10 @@ def test_draw_labelled_small_classes_give_half():
 @pytest.mark.slow
 def test_quick_run(data_dir, tmp_path):
     out = tmp_path / "res"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "lab_transfer.py"), "--data", str(DATA),
          "--out", str(out), "--work", str(tmp_path / "work"), "--quick", "--learner", "lr"],
-        env=env, capture_output=True, text=True, timeout=1200, check=False)
+        capture_output=True, text=True, timeout=1200, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "lab_transfer.json").read_text())
     assert set(res["labs"]) == set(lt.LABS)
