@@ -180,3 +180,22 @@ def test_identical_images_share_a_fold_and_conflicting_labels_are_refused(data_d
     with pytest.raises(DataError, match="the same image has two labels") as e:
         train([*paths, str(renamed)], bad, cv=2, families=("shape",), domain_copies=0)
     assert paths[0] in str(e.value) and str(renamed) in str(e.value)
+
+
+def test_train_and_predict_are_reachable_as_package_functions():
+    """``morphocell.train`` / ``morphocell.predict`` are also module names: whichever Python
+    binds to the package attribute, calling it runs the function."""
+    import importlib
+
+    import morphocell
+
+    for name in ("train", "predict", "evaluate"):
+        assert callable(getattr(morphocell, name)), name
+    mod = importlib.import_module("morphocell.train")
+    assert mod.TrainResult is morphocell.TrainResult
+    with pytest.raises(DataError, match="features must be one of"):
+        mod([], [], features="cnn")                   # the module called: the function runs
+    with pytest.raises(DataError, match="unknown atypical class"):
+        importlib.import_module("morphocell.predict")(
+            importlib.import_module("morphocell.model_io").load_model("default"), [],
+            atypical=["nope"])
