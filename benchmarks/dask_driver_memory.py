@@ -20,15 +20,13 @@ import gc
 import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# morphocell is imported as installed; `scale` is the sibling script (this script's folder is
+# on sys.path when it runs).
 
 
 def main(argv=None) -> int:
@@ -42,9 +40,9 @@ def main(argv=None) -> int:
     import dask
     import psutil
     from distributed import Client, LocalCluster
+    from scale import write_manifest  # the sibling script
 
     from morphocell.batch import extract_to_parquet
-    from scale import write_manifest
 
     data = Path(args.data).resolve()
     work = Path(tempfile.mkdtemp(prefix="mc_driver_mem_"))

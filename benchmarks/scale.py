@@ -68,7 +68,6 @@ def _steady(out: Path, workers: int) -> dict:
 
 
 def child(args) -> None:
-    sys.path.insert(0, str(REPO))
     from morphocell.batch import extract_to_parquet
 
     out = Path(args.out_dir)
@@ -220,9 +219,9 @@ def driver_cost(chunk_sizes: list[int], work: Path, repeats: int = 5) -> list[di
     of ``chunk`` rows x all features (``_write_part``, zstd + fsync), on synthetic values."""
     import numpy as np
 
+    from morphocell.batch.dataset import _key8, _schema, _write_part
     from morphocell.features.extractor import feature_names
     from morphocell.io import iter_entries
-    from morphocell.batch.dataset import _key8, _schema, _write_part
 
     names = feature_names()
     schema = _schema(names)
@@ -392,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.from_json:  # re-render an earlier run's tables, adding the driver cost
-        sys.path.insert(0, str(REPO))
         prev = json.loads(Path(args.from_json).read_text())
         return finish(prev["runs"], prev["meta"], args)
 
@@ -404,7 +402,6 @@ def main(argv: list[str] | None = None) -> int:
     for c in configs:
         if c not in CONFIGS:
             ap.error(f"unknown config {c!r} (choose from {sorted(CONFIGS)})")
-    sys.path.insert(0, str(REPO))
     from morphocell.features.extractor import feature_names
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
