@@ -266,14 +266,17 @@ class Serial:
 
 class Local:
     """joblib worker processes (the loky backend: warm between calls, shared with
-    scikit-learn's ``n_jobs``; a dead driver's workers exit; Ctrl-C stops them)."""
+    scikit-learn's ``n_jobs``; Ctrl-C stops them). With ``watch_driver`` each worker also
+    ends within a second when the driver is gone (``kill -9``), instead of finishing its
+    chunk first: for long runs such as the Parquet writer's."""
 
     transport = True
 
-    def __init__(self, n_jobs: int):
+    def __init__(self, n_jobs: int, watch_driver: bool = False):
         from joblib import effective_n_jobs
 
         self.n_jobs = n_jobs
+        self.watch_driver = watch_driver
         self.slots = max(1, effective_n_jobs(n_jobs))
 
     def imap(self, fn: Callable, tasks: Iterable[tuple], limit: int | None = None
@@ -293,8 +296,12 @@ class Local:
         kw: dict[str, Any] = {"return_as": "generator_unordered" if unordered else "generator"}
         if limit is not None:
             kw.update(pre_dispatch=int(limit), batch_size=1)
-        me = os.getpid()
-        gen = Parallel(n_jobs=self.n_jobs, **kw)(delayed(_in_worker)(me, fn, *a) for a in tasks)
+        if self.watch_driver:
+            me = os.getpid()
+            calls = (delayed(_in_worker)(me, fn, *a) for a in tasks)
+        else:
+            calls = (delayed(fn)(*a) for a in tasks)
+        gen = Parallel(n_jobs=self.n_jobs, **kw)(calls)
         try:
             yield from gen
         finally:
@@ -368,14 +375,14 @@ class Dask:
                     f.cancel()
 
 
-def make_executor(n_jobs: int | None = None, client=None):
+def make_executor(n_jobs: int | None = None, client=None, watch_driver: bool = False):
     """:class:`Dask` with a ``client``, :class:`Local` for ``n_jobs`` other than None / 1
-    (-1: one per CPU), else :class:`Serial`."""
+    (-1: one per CPU; ``watch_driver`` as there), else :class:`Serial`."""
     if client is not None:
         return Dask(client)
     if n_jobs in (None, 1):
         return Serial()
-    return Local(n_jobs)
+    return Local(n_jobs, watch_driver)
 
 
 def run(executor, fn: Callable, tasks: Iterable[tuple], limit: int | None = None,

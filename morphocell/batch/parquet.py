@@ -209,7 +209,7 @@ def extract_to_parquet(inputs: Sequence[str | os.PathLike] | str | os.PathLike |
                 result.listed += len(batch)
                 yield batch
 
-        ex = engine.make_executor(None if n_jobs == 1 else n_jobs, client)
+        ex = engine.make_executor(None if n_jobs == 1 else n_jobs, client, watch_driver=True)
         limit = max(1, int(max_in_flight) if max_in_flight else 2 * ex.slots)
         bar = _bar(verbose)
         done = engine.run(ex, extract_chunk, ((batch, fams, method) for batch in tasks()),
