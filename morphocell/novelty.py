@@ -1,10 +1,11 @@
-"""Is this image like the training images? A per-image out-of-domain score.
+"""Is this image like the training images? A per-image novelty (out-of-distribution) score.
 
 A classifier trained on one lab's images gives confident but wrong answers on another lab's
 stain (docs/cross_lab.md). The differential count should say when its input does not look
-like what the model learned from. This module compares a handful of hand-crafted features that describe the *stain and
-scale* of a cell rather than its class -- mean CIE L*a*b* colour of nucleus and cytoplasm, and
-the cell's area -- with their distribution **within each class** of the training images:
+like what the model learned from. This module compares a handful of hand-crafted features
+that describe the *stain and scale* of a cell rather than its class -- mean CIE L*a*b* colour
+of nucleus and cytoplasm, and the cell's area -- with their distribution **within each
+class** of the training images:
 
 ``d_c(x) = sqrt(mean_j ((x_j - median_cj) / scale_cj)^2)``, ``score(x) = min_c d_c(x)``
 
@@ -14,24 +15,27 @@ any training class from the training lab is close to its own class; a cell from 
 stain is far from every class. The threshold is the 99th percentile of the training images'
 own scores, so about 1% of images like the training ones are flagged.
 
-Stored in the model file's metadata (``metadata["domain_reference"]``) by ``morphocell
-train`` (hand-crafted, deep and fused models); ``morphocell predict`` writes ``domain_score``
-and ``unlike_training`` columns and says how many cells are flagged, with a warning above 5%.
+Stored in the model file's metadata by ``morphocell train`` (hand-crafted, deep and fused
+models) under the key ``"domain_reference"``; ``morphocell predict`` writes the columns
+``domain_score`` and ``unlike_training`` and says how many cells are flagged, with a warning
+above 5%. The key and the column names are file formats that other tools read, so they keep
+their names.
 
 It is a signal about a *batch* of images, not a per-cell error detector: within a dataset,
 flagged and unflagged cells are classified about equally well. The reference is always fitted
 on the training images themselves, never on their stain-augmented copies
-(``--domain-copies``), which would widen it until another lab's cells no longer stand out.
-Measurements on PBC, segwbc and BCCD crops: docs/experiments/2026-11-30-novelty-reference.md.
+(``--domain-copies``), which would widen it until another lab's cells stand out no more than
+the training lab's (measurements on PBC, segwbc and BCCD crops:
+docs/experiments/2026-11-30-novelty-reference.md).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DOMAIN_FEATURES", "fit_domain_reference", "domain_scores"]
+__all__ = ["NOVELTY_FEATURES", "fit_novelty_reference", "novelty_scores"]
 
 #: Features compared (stain: L*a*b* means of nucleus and cytoplasm; scale: cell area).
-DOMAIN_FEATURES = ("Nucleus_Color_Mean_LabL", "Nucleus_Color_Mean_LabA",
+NOVELTY_FEATURES = ("Nucleus_Color_Mean_LabL", "Nucleus_Color_Mean_LabA",
                    "Nucleus_Color_Mean_LabB", "Cytoplasm_Color_Mean_LabL",
                    "Cytoplasm_Color_Mean_LabA", "Cytoplasm_Color_Mean_LabB", "Cell_Shape_Area")
 _LOG = ("Cell_Shape_Area",)
@@ -58,16 +62,16 @@ def _distances(M: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarr
         return np.sqrt(np.nanmean(z ** 2, axis=2)).min(axis=1)
 
 
-def fit_domain_reference(X, y, quantile: float = QUANTILE) -> dict | None:
-    """Per-class medians and robust scales of :data:`DOMAIN_FEATURES` over training rows
+def fit_novelty_reference(X, y, quantile: float = QUANTILE) -> dict | None:
+    """Per-class medians and robust scales of :data:`NOVELTY_FEATURES` over training rows
     ``X`` (a DataFrame with those columns) with labels ``y``, and the score threshold.
     ``None`` when ``X`` lacks a feature (e.g. a model without the colour family)."""
     import pandas as pd
 
     X = pd.DataFrame(X).reset_index(drop=True)
-    if any(n not in X.columns for n in DOMAIN_FEATURES):
+    if any(n not in X.columns for n in NOVELTY_FEATURES):
         return None
-    M = _matrix(X, DOMAIN_FEATURES)
+    M = _matrix(X, NOVELTY_FEATURES)
     y = np.asarray(y).astype(str)
     classes = sorted(set(y))
     med, sc = [], []
@@ -82,14 +86,21 @@ def fit_domain_reference(X, y, quantile: float = QUANTILE) -> dict | None:
         sc.append(s)
     med, sc = np.asarray(med), np.asarray(sc)
     own = _distances(M, med, sc)
-    return {"features": list(DOMAIN_FEATURES), "log_features": list(_LOG),
+    return {"features": list(NOVELTY_FEATURES), "log_features": list(_LOG),
             "classes": classes, "median": med.tolist(), "scale": sc.tolist(),
             "quantile": float(quantile),
             "threshold": float(np.nanquantile(own, quantile))}
 
 
-def domain_scores(reference: dict, X) -> tuple[np.ndarray, np.ndarray]:
+def novelty_scores(reference: dict, X) -> tuple[np.ndarray, np.ndarray]:
     """``(score, unlike_training)`` per row of ``X`` (NaN / False where features are NaN)."""
     M = _matrix(X, reference["features"])
     s = _distances(M, np.asarray(reference["median"]), np.asarray(reference["scale"]))
     return s, np.nan_to_num(s, nan=-np.inf) > float(reference["threshold"])
+
+
+# The names these had before the out-of-distribution score was called "novelty"; kept so that
+# code written against them still runs.
+DOMAIN_FEATURES = NOVELTY_FEATURES
+fit_domain_reference = fit_novelty_reference
+domain_scores = novelty_scores

@@ -68,11 +68,11 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     -------
     dict with ``proba`` ``(n, C)`` (NaN rows for failed images), ``statuses``, ``errors`` and,
     with ``base_learners`` and a stacked model on hand-crafted features, ``base`` =
-    ``{learner: (n, C) probabilities}``; for a model whose file holds a domain reference
+    ``{learner: (n, C) probabilities}``; for a model whose file holds a novelty reference
     (:mod:`morphocell.novelty`), ``domain_score`` and ``unlike_training`` per image.
 
     Hand-crafted features go through the feature cache (``cache_dir``), for fused models too
-    (their stack's hand-crafted columns); a deep model with a domain reference computes the
+    (their stack's hand-crafted columns); a deep model with a novelty reference computes the
     shape and colour families for it. For deep and fused models an image in which
     segmentation finds no cell is still classified (NaN hand-crafted features, as in
     training).
@@ -80,7 +80,7 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
     from .batch import compute_features
     from .features.extractor import FeatureExtractor
     from .report import final_classifier
-    from .train import DOMAIN_FAMILIES, readability
+    from .train import NOVELTY_FAMILIES, readability
 
     est = model.estimator
     paths = [os.fspath(p) for p in paths]
@@ -99,7 +99,7 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
             proba[ok] = rest.predict_proba(Xok)
             ref = (model.metadata or {}).get("domain_reference")
             if ref:
-                _add_domain_scores(out, ref, Xok, ok)
+                _add_novelty_scores(out, ref, Xok, ok)
             clf = final_classifier(est)
             if base_learners and clf is not None and len(steps) == 2:
                 out["base"] = {}
@@ -112,8 +112,8 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
         fused = hasattr(est, "handcrafted_columns_")
         if fused or ref:
             # hand-crafted features through the cache: the fused stack's inputs and/or the
-            # domain check's stain and size features
-            fams = getattr(est, "families_", None) if fused else DOMAIN_FAMILIES
+            # novelty check's stain and size features
+            fams = getattr(est, "families_", None) if fused else NOVELTY_FAMILIES
             hc, st, er, _ = compute_features(paths, fams, getattr(est, "method_", "otsu"),
                                              cache_dir, n_jobs, verbose)
             # a readable image in which segmentation found no cell is still classified (its
@@ -131,25 +131,25 @@ def predict_paths(model, paths: Sequence[str], *, n_jobs=None, verbose: int = 0,
             else:
                 proba[ok] = est.predict_proba(ok_paths)
             if ref:
-                _add_domain_scores(out, ref, hc[ok].reset_index(drop=True), ok)
+                _add_novelty_scores(out, ref, hc[ok].reset_index(drop=True), ok)
     out["statuses"], out["errors"] = list(st), list(er)
     return out
 
 
-def _add_domain_scores(out: dict, ref: dict, X, ok: np.ndarray) -> None:
+def _add_novelty_scores(out: dict, ref: dict, X, ok: np.ndarray) -> None:
     """``out["domain_score"]`` / ``out["unlike_training"]`` for all rows; ``X``: the rows
     where ``ok``."""
-    from .novelty import domain_scores
+    from .novelty import novelty_scores
 
     n = len(ok)
-    score, unlike = domain_scores(ref, X)
+    score, unlike = novelty_scores(ref, X)
     out["domain_score"] = np.full(n, np.nan)
     out["domain_score"][ok] = score
     out["unlike_training"] = np.zeros(n, dtype=bool)
     out["unlike_training"][ok] = unlike
 
 
-def _insert_domain_columns(df, res: dict) -> bool:
+def _insert_novelty_columns(df, res: dict) -> bool:
     """``domain_score`` / ``unlike_training`` columns (before ``status``) when ``res`` (from
     :func:`predict_paths`) has them; whether it had."""
     if "domain_score" not in res:
@@ -233,7 +233,7 @@ class PredictionResult:
     ----------
     predictions : DataFrame
         One row per image: ``path``, ``predicted``, ``p_<class>`` ..., ``p_atypical``,
-        ``domain_score`` and ``unlike_training`` (models with a domain reference),
+        ``domain_score`` and ``unlike_training`` (models with a novelty reference),
         ``needs_review`` (when a review threshold is in force), ``status``, ``error``.
     differential : dict
         :func:`morphocell.report.differential_count`, with ``unlike_training`` and
@@ -244,7 +244,7 @@ class PredictionResult:
         ``review_harder``: far more cells below the review threshold than among the
         training images (:func:`morphocell.report.review_excess`); ``mostly_unlike``: more
         than :data:`UNLIKE_WARN_SHARE` of the cells unlike the training images;
-        ``unlike_share``: that share (``None`` without a domain reference).
+        ``unlike_share``: that share (``None`` without a novelty reference).
     proba : array (n, C)
         The class probabilities (NaN rows for failures).
     review : dict or None
@@ -329,7 +329,7 @@ def predict(model, paths: Sequence[str | os.PathLike], *,
     paths = [os.fspath(p) for p in paths]
     res = predict_paths(model, paths, n_jobs=n_jobs, verbose=verbose, cache_dir=cache_dir)
     df = predictions_frame(paths, res["proba"], res["statuses"], res["errors"], classes, atyp)
-    _insert_domain_columns(df, res)
+    _insert_novelty_columns(df, res)
     if review is not None:
         df.insert(df.columns.get_loc("status"), "needs_review",
                   needs_review(res["proba"], res["statuses"], review["threshold"]))
@@ -419,7 +419,7 @@ class EvaluationResult:
         """
         import pandas as pd
 
-        from ._utils import atomic_path, write_csv
+        from ._utils import write_csv
         from .report import plot_confusion_matrix, plot_review_curve, write_json
 
         out = Path(folder)
@@ -434,8 +434,7 @@ class EvaluationResult:
         if m["n"]:
             cm = pd.DataFrame(m["confusion_matrix"], index=m["labels"], columns=m["labels"])
             cm.index.name = "true\\predicted"
-            with atomic_path(out / "confusion_matrix.csv") as tmp:
-                cm.to_csv(tmp)
+            write_csv(cm, out / "confusion_matrix.csv", index=True)
             plot_confusion_matrix(m["confusion_matrix"], m["labels"],
                                   out / "confusion_matrix.png")
             write_csv(pd.DataFrame(m["most_confused"],
@@ -530,7 +529,7 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
     df = predictions_frame(paths, full, res["statuses"], res["errors"], classes,
                            model.atypical_classes)
     df.insert(1, "label", labels)
-    if _insert_domain_columns(df, res):
+    if _insert_novelty_columns(df, res):
         m["unlike_training"] = {"n": int(res["unlike_training"][first].sum()),
                                 "n_scored": int(np.isfinite(res["domain_score"][first]).sum())}
     # confidence as predict sees it (the top probability over all the model's classes)

@@ -40,8 +40,8 @@ from .report import REVIEW_ACCURACY, plural
 
 __all__ = [
     "DEFAULT_DOMAIN_COPIES",
-    "DOMAIN_FAMILIES",
     "FEATURE_KINDS",
+    "NOVELTY_FAMILIES",
     "TrainResult",
     "check_options",
     "compute_features",
@@ -62,7 +62,7 @@ DEFAULT_DOMAIN_COPIES = 0.35
 
 #: Feature families a deep model computes for its out-of-distribution reference
 #: (:mod:`morphocell.novelty`).
-DOMAIN_FAMILIES = ("shape", "color")
+NOVELTY_FAMILIES = ("shape", "color")
 
 
 def default_domain_copies(features: str) -> float:
@@ -379,9 +379,9 @@ def _metadata(features: str, paths, labels, hashes, dups, y_used, est, classes, 
 
     ``y_used``: labels of the images that trained the model (not their copies);
     ``reference``: hand-crafted features of those images for the out-of-distribution
-    reference (:func:`morphocell.novelty.fit_domain_reference`), or ``None``.
+    reference (:func:`morphocell.novelty.fit_novelty_reference`), or ``None``.
     """
-    from .novelty import fit_domain_reference
+    from .novelty import fit_novelty_reference
 
     y_used = np.asarray(y_used).astype(str)
     n_used = len(y_used)
@@ -404,7 +404,7 @@ def _metadata(features: str, paths, labels, hashes, dups, y_used, est, classes, 
     }
     # the images themselves, not their domain copies: the reference says what the lab's own
     # cells look like (copies would widen it until another lab's stain passes as "like")
-    ref = fit_domain_reference(*reference) if reference is not None else None
+    ref = fit_novelty_reference(*reference) if reference is not None else None
     if ref is not None:
         meta["domain_reference"] = ref
     review = review_reference(est, y_used, classes, review_accuracy)
@@ -551,7 +551,7 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
                                            "otsu", cache_dir, n_jobs, verbose)
         copies = (Xc, src)
     if handcrafted is None:  # deep: the stain and size features of the novelty reference
-        Xd, std, _, _ = compute_features(ok_paths, DOMAIN_FAMILIES, "otsu", cache_dir, n_jobs,
+        Xd, std, _, _ = compute_features(ok_paths, NOVELTY_FAMILIES, "otsu", cache_dir, n_jobs,
                                          verbose)
         good = np.array([s == "ok" for s in std], dtype=bool)
         reference = (Xd[good], y[good])

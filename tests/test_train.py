@@ -127,7 +127,7 @@ def test_second_training_reuses_cached_features(data_dir, monkeypatch, tmp_path)
 
 
 def test_training_with_domain_copies(data_dir, tmp_path):
-    from morphocell.novelty import fit_domain_reference
+    from morphocell.novelty import fit_novelty_reference
     from morphocell.train import train
 
     rows = pbc_subset(4)
@@ -145,9 +145,9 @@ def test_training_with_domain_copies(data_dir, tmp_path):
     assert set(copies.index) <= set(labels) and copies.max() <= 2
     assert res.model.predict_proba(paths[:2]).shape == (2, 8)
     # the stain / size reference describes the images themselves, not their copies
-    ref = fit_domain_reference(res.X.iloc[:n], res.y[:n])
+    ref = fit_novelty_reference(res.X.iloc[:n], res.y[:n])
     assert res.metadata["domain_reference"] == ref
-    assert ref != fit_domain_reference(res.X, res.y)
+    assert ref != fit_novelty_reference(res.X, res.y)
     # a fraction too small for one copy per class trains on the images alone
     r0 = train(paths, labels, domain_copies=0.1, **kw)
     assert r0.n_domain_copies == 0 and len(r0.X) == n
