@@ -106,11 +106,32 @@ def check_options(features: str = "handcrafted", domain_copies: float | None = N
 
 
 # -- data -------------------------------------------------------------------------------------
-def load_labelled(data: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """``(paths, labels)`` of a folder of class subfolders or a manifest CSV with labels."""
-    from .io import resolve_inputs
+def load_labelled(data: str | os.PathLike, *, layout: str = "auto", strict: bool = True,
+                  report=None) -> tuple[list[str], list[str]]:
+    """``(paths, labels)`` of a folder of class subfolders or a manifest CSV with labels.
 
-    paths, labels = resolve_inputs([data])
+    Parameters
+    ----------
+    data : folder of class subfolders, or manifest CSV with ``path`` and ``label`` columns
+    layout : {"auto", "flat", "classes"}
+        How a folder is read (:func:`morphocell.io.iter_entries`).
+    strict : bool
+        Training: a class folder without images is a :class:`DataError` naming it (a model
+        cannot learn a class without examples). Otherwise it is recorded in ``report``.
+    report : :class:`morphocell.io.ListingReport`, optional
+        Filled with what the listing skipped or ignored (masks and overlays, ...).
+
+    Raises
+    ------
+    DataError
+        No labels, an empty label, an empty class folder (``strict``), or nothing listed.
+    """
+    from .io import ListingReport, iter_entries
+
+    rep = ListingReport() if report is None else report
+    rows = list(iter_entries([data], layout=layout, labelled=strict, report=rep))
+    paths = [p for _, p, _ in rows]
+    labels = [lab or "" for _, _, lab in rows] if rep.labelled else None
     if labels is None:
         raise DataError("no labels: give a folder of class subfolders or a manifest CSV with "
                         "'path' and 'label' columns", data)

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -181,6 +182,87 @@ def test_features_exit_codes(data_dir, tmp_path, capsys):
                  *args]) == EXIT_USER
     err = capsys.readouterr().err
     assert "cellz: " in err and ("not found" in err or "no such" in err)
+
+
+def test_segment_mirrors_subfolders_and_writes_a_mapping(data_dir, tmp_path, capsys):
+    """dataset1/001_image.png and dataset2/001_image.png do not collide: the outputs mirror
+    the inputs' folders under --out, masks.csv maps each input to its files, a rerun refuses
+    to replace them (exit 2, one error line) unless --overwrite; the expert masks beside the
+    images are skipped and counted; a renamed mask is still recognised as a mask."""
+    from morphocell.io import is_derived, list_entries, read_image
+
+    src = tmp_path / "in"
+    for d in ("dataset1", "dataset2"):
+        (src / d).mkdir(parents=True)
+        for name in ("001_image.png", "001_mask.png"):
+            shutil.copyfile(DATA / "segwbc" / d / name, src / d / name)
+    out = tmp_path / "out"
+    argv = ["segment", str(src / "dataset1"), str(src / "dataset2"), "--out", str(out), "-q"]
+    assert main(argv) == EXIT_OK
+    assert "skipped 2 masks and overlays" in capsys.readouterr().err
+    table = pd.read_csv(out / "masks.csv", keep_default_na=False)
+    dirs = ("dataset1", "dataset2")
+    assert list(table["path"]) == [str(src / d / "001_image.png") for d in dirs]
+    assert list(table["mask"]) == [f"{d}/001_image_mask.png" for d in dirs]
+    assert list(table["overlay"]) == [f"{d}/001_image_overlay.png" for d in dirs]
+    assert list(table["status"]) == ["ok", "ok"]
+    for d in dirs:  # each mask is its own image's (the two images differ in size)
+        mask = read_image(out / d / "001_image_mask.png")
+        assert mask.shape == read_image(src / d / "001_image.png").shape
+    renamed = tmp_path / "cells" / "017.png"
+    renamed.parent.mkdir()
+    shutil.copyfile(out / "dataset1" / "001_image_mask.png", renamed)
+    assert is_derived(renamed)
+    with pytest.raises(Exception, match="no images found"):
+        list_entries(renamed.parent)
+    stamp = (out / "masks.csv").stat().st_mtime_ns
+    assert main(argv) == EXIT_USER
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "--overwrite" in errors[0] and "masks.csv" in errors[0]
+    assert (out / "masks.csv").stat().st_mtime_ns == stamp
+    assert main([*argv, "--overwrite"]) == EXIT_OK
+
+
+def test_layout_option_and_listing_notes(pbc_small, tmp_path, capsys):
+    """A folder of cells whose masks were written into a subfolder of it: an error naming
+    both (exit 2, nothing written) until --layout says which reading; the ignored folder and
+    the skipped masks are said on stderr."""
+    from morphocell.batch import read_features
+
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for p, _ in pbc_small[:3]:
+        shutil.copy(p, cells)
+    assert main(["segment", str(cells), "--out", str(cells / "masks"), "-q"]) == EXIT_OK
+    capsys.readouterr()
+    args = ["--families", "shape", "-q"]
+    assert main(["features", str(cells), "--out", str(tmp_path / "f"), *args]) == EXIT_USER
+    err = capsys.readouterr().err
+    assert "--layout flat|classes" in err and "masks/" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "f").exists()
+    assert main(["features", str(cells), "--layout", "flat", "--out", str(tmp_path / "f"),
+                 *args]) == EXIT_OK
+    assert "ignored 1 folder" in capsys.readouterr().err
+    assert len(read_features(tmp_path / "f")) == 3
+    assert main(["features", str(cells), "--layout", "classes", "--out", str(tmp_path / "g"),
+                 *args]) == EXIT_USER
+    assert "6 masks/overlays written by morphocell skipped" in capsys.readouterr().err
+    assert main(["segment", str(cells), "--layout", "flat", "--out", str(tmp_path / "m"),
+                 "-q"]) == EXIT_OK
+    assert len(pd.read_csv(tmp_path / "m" / "masks.csv")) == 3
+
+
+def test_train_refuses_an_empty_class_folder(pbc_small, tmp_path, capsys):
+    root = tmp_path / "data"
+    for p, lab in pbc_small[:6]:
+        (root / lab).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, root / lab)
+    (root / "monocyte").mkdir()
+    rc = main(["train", str(root), "--out", str(tmp_path / "m.mcm"), "-q",
+               "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USER and "monocyte" in err and "holds no image" in err
+    assert not (tmp_path / "m.mcm").exists() and not (tmp_path / "c").exists()
 
 
 def test_train_segmenter_needs_its_data(monkeypatch, tmp_path, capsys):
@@ -447,6 +529,106 @@ def test_evaluate_cli_json_and_files(trained, capsys, tmp_path):
     assert main(["evaluate", str(model), str(gone), "--out", str(tmp_path / "rep3"),
                  "-q"]) == EXIT_USER
     assert not (tmp_path / "rep3").exists()
+
+
+def test_evaluate_warns_on_an_empty_class_folder(trained, tmp_path, capsys):
+    _, _, model, _, _ = trained
+    root = tmp_path / "test"
+    for p, lab in pbc_subset(1, split="test"):
+        (root / lab).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, root / lab)
+    (root / "neutrophil" / "more").mkdir()  # a class is one level deep: ignored, said
+    (root / "blast").mkdir()
+    rc = main(["evaluate", str(model), str(root), "-q", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == EXIT_OK and json.loads(out)["n"] == 8
+    assert "1 class folder without images" in err and "blast" in err
+    assert "ignored 1 folder" in err and "more" in err
+
+
+def test_predict_review_writes_the_page(trained, tmp_path, capsys):
+    """`predict --review DIR` on the bundled sample: the page of the predictions just
+    written, one cell per row, the model named in its header; a listed image that does not
+    exist is a placeholder on the page (exit 3)."""
+    from morphocell.datasets import sample_paths
+
+    _, _, model, _, _ = trained
+    paths = sample_paths()[::8]
+    out_csv, page = tmp_path / "pred.csv", tmp_path / "review"
+    rc = main(["predict", str(model), *paths, "--out", str(out_csv), "--review", str(page),
+               "-q"])
+    out = capsys.readouterr().out
+    assert rc == EXIT_OK and "review page of 10 cells" in out
+    df = pd.read_csv(out_csv, keep_default_na=False)
+    text = (page / "data.js").read_text(encoding="ascii")
+    data = json.loads(text[text.index("{"):].rstrip().rstrip(";"))
+    assert [c["p"] for c in data["cells"]] == df["path"].tolist() == paths
+    assert data["model"]["name"] == model.name
+    assert (page / "index.html").is_file()
+    gone = str(tmp_path / "gone.png")
+    rc = main(["predict", str(model), *paths[:2], gone, "--out", str(out_csv), "--review",
+               str(page), "-q"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_PARTIAL and f"{gone}: image file no longer exists" in err
+
+
+def _segwbc_manifest(path, n):
+    folder = DATA / "segwbc" / "dataset1"
+    with open(folder / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:n]
+    return _manifest(path, [(str(folder / f"{r['image_id']}_image.png"), r["label"].strip())
+                            for r in rows])
+
+
+def test_predict_and_evaluate_adapt_to_the_batch(data_dir, tmp_path, capsys, monkeypatch):
+    """--adapt with the shipped model on 25 real cells of another lab (segwbc dataset1):
+    the model is adapted to those images without their labels, nothing is written but the
+    usual outputs, and its probabilities differ from the unadapted model's."""
+    import morphocell.adapt
+
+    man = _segwbc_manifest(tmp_path / "d1.csv", 25)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    seen = []
+    real = morphocell.adapt.adapt
+
+    def spy(model, paths, labels=None, **kw):
+        seen.append(labels)
+        return real(model, paths, labels, **kw)
+
+    monkeypatch.setattr(morphocell.adapt, "adapt", spy)
+    rc = main(["evaluate", "default", str(man), "--adapt", "--classes-present-only", "--json",
+               "-q", *cache])
+    out, err = capsys.readouterr()
+    assert rc == EXIT_OK and seen == [None]          # the labels only score the adaptation
+    m = json.loads(out)
+    assert m["n"] == 25 and 0 <= m["accuracy"] <= 1
+    assert "adapted the model to these 25 images" in err
+    before = {p.name for p in tmp_path.iterdir()}
+    for flag in ([], ["--adapt"]):
+        rc = main(["predict", "default", str(man), "--out",
+                   str(tmp_path / f"p{len(flag)}.csv"), "-q", *cache, *flag])
+        assert rc == EXIT_OK
+    assert {p.name for p in tmp_path.iterdir()} - before == {
+        "p0.csv", "p0_differential.json", "p1.csv", "p1_differential.json"}
+    p0, p1 = (pd.read_csv(tmp_path / f"p{k}.csv") for k in (0, 1))
+    cols = [c for c in p0.columns if c.startswith("p_") and c != "p_atypical"]
+    assert list(p0["path"]) == list(p1["path"])
+    assert not np.allclose(p0[cols].to_numpy(), p1[cols].to_numpy(), atol=1e-4)
+    assert "adapted the model to these 25 images" in capsys.readouterr().out
+
+
+def test_adapt_option_user_errors(trained, tmp_path, capsys):
+    """A model without per-lab statistics, or too few images: exit 2, one line."""
+    _, _, model, _, _ = trained
+    few = [p for p, _ in pbc_subset(1, split="test")]
+    rc = main(["predict", str(model), *few, "--adapt", "-q", "--out",
+               str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USER and "cannot be adapted" in err and len(err.splitlines()) == 1
+    rc = main(["predict", "default", *few, "--adapt", "-q", "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USER and "at least 20" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_bad_model_files_exit_2_without_traceback(tmp_path, capsys):

@@ -104,7 +104,9 @@ def test_tta_is_exactly_equivariant(items, tiny):
 
 def test_cli_segment_unet_writes_the_same_files(items, tiny, tmp_path):
     """`morphocell segment --method unet` writes <name>_mask.png and <name>_overlay.png like
-    the classical method, with the segwbc encoding; a bad file is reported, not fatal."""
+    the classical method, with the segwbc encoding, and the masks.csv mapping; a bad file is
+    reported, not fatal."""
+    import pandas as pd
     from PIL import Image
 
     from morphocell.cli import main
@@ -123,7 +125,10 @@ def test_cli_segment_unet_writes_the_same_files(items, tiny, tmp_path):
     assert rc == 0
     for d in ("u", "o"):
         names = sorted(p.name for p in (tmp_path / d).iterdir())
-        assert names == ["c0_mask.png", "c0_overlay.png", "c1_mask.png", "c1_overlay.png"], d
+        assert names == ["c0_mask.png", "c0_overlay.png", "c1_mask.png", "c1_overlay.png",
+                         "masks.csv"], d
+        table = pd.read_csv(tmp_path / d / "masks.csv", keep_default_na=False)
+        assert list(table["mask"][:2]) == ["c0_mask.png", "c1_mask.png"], d
         m = np.asarray(Image.open(tmp_path / d / "c0_mask.png"))
         assert m.shape == items[0][0].shape[:2] and set(np.unique(m)) <= {0, 128, 255}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import add_command, add_quiet, eprint
+from ._common import add_command, add_layout, add_quiet, eprint
 
 
 def add_parser(subparsers):
@@ -21,6 +21,7 @@ without a white cell is a result (a row with status no_cell), not a failure.""",
     p.add_argument("--size", type=int, default=None,
                    help="resize each crop to SIZE x SIZE pixels (default: the field's pixels; "
                    "a classifier expects cells at its training images' scale)")
+    add_layout(p)
     add_quiet(p)
     return p
 
@@ -31,13 +32,14 @@ def run(args) -> int:
 
     from .._utils import atomic_path, progress, write_csv
     from ..errors import DataError, MorphocellError
-    from ..io import read_image, resolve_inputs
+    from ..io import read_image
     from ..segmentation.detect import crop_cells, find_white_cells
+    from ._common import list_inputs
     from ._exit import outcome
 
     if args.size is not None and args.size < 16:
         raise DataError(f"--size must be at least 16 pixels, got {args.size}")
-    paths, _ = resolve_inputs(args.fields)
+    paths = list_inputs("crop", args.fields, args.layout).paths
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, failures, seen = [], [], {}

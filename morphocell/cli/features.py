@@ -1,7 +1,7 @@
 """``morphocell features``: hand-crafted features of many images into a Parquet dataset."""
 from __future__ import annotations
 
-from ._common import add_command, add_quiet, eprint
+from ._common import add_command, add_layout, add_quiet, eprint
 
 
 def add_parser(subparsers):
@@ -26,6 +26,7 @@ others worked).""",
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address (tcp://HOST:PORT), needs the dist extra")
     p.add_argument("--chunk-size", type=int, default=256, help="images per written part")
+    add_layout(p)
     add_quiet(p)
     return p
 
@@ -45,22 +46,33 @@ def _connect(address: str):
 
 
 def run(args) -> int:
+    import itertools
+
     from ..batch import dataset_counts, extract_to_parquet
     from ..errors import DataError
     from ..features.extractor import STATUS_ERROR, STATUS_NO_CELL, STATUS_OK
+    from ..io import ListingReport, iter_entries
+    from ._common import say_listing
     from ._exit import EXIT_OK, EXIT_PARTIAL, failure_text
 
     fams = tuple(f.strip() for f in str(args.families).split(",") if f.strip())
     if not fams:
         raise DataError("--families is empty")
+    listing = ListingReport()
+    entries = iter_entries(args.inputs, layout=args.layout, report=listing)
+    # the first entry is listed before anything is written: an input that cannot be read
+    # (a mistyped folder, a folder that needs --layout) fails before the dataset is created;
+    # the rest stream
+    entries = itertools.chain([next(entries)], entries)
     client = _connect(args.scheduler) if args.scheduler else None
     try:
-        res = extract_to_parquet(args.inputs, args.out, families=fams, method=args.method,
+        res = extract_to_parquet(entries, args.out, families=fams, method=args.method,
                                  client=client, n_jobs=args.n_jobs, chunk_size=args.chunk_size,
                                  verbose=0 if args.quiet else 1)
     finally:
         if client is not None:
             client.close()
+    say_listing("features", listing)
     for p, e in res.failures:
         eprint(f"morphocell features: skipped {failure_text(p, STATUS_ERROR, e)}")
     total = dataset_counts(res.out)

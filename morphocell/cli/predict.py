@@ -1,7 +1,16 @@
 """``morphocell predict``: classes, a differential count and its flags for images."""
 from __future__ import annotations
 
-from ._common import add_cache_dir, add_command, add_n_jobs, add_quiet, eprint, warn_duplicates
+from ._common import (
+    add_adapt,
+    add_cache_dir,
+    add_command,
+    add_layout,
+    add_n_jobs,
+    add_quiet,
+    eprint,
+    warn_duplicates,
+)
 
 
 def add_parser(subparsers):
@@ -15,9 +24,12 @@ differential per 100 leukocytes, nucleated red cells (erythroblasts) per 100 WBC
 platelets apart. Cells whose top class probability is below the model's review threshold
 are marked needs_review; cells unlike the training images in stain or size are marked
 unlike_training. Images that cannot be classified are listed (exit 3); when none can be,
-nothing is written (exit 2).""",
+nothing is written (exit 2). --review DIR also writes the review page of the predictions
+(as 'morphocell review'; exit 3 when an image no longer exists). --adapt first adapts the
+model to the images given (no labels, nothing written), as 'morphocell adapt' would.""",
         "morphocell predict model.mcm cells/ --out predictions.csv\n"
-        "morphocell predict default crops/*.png --out p.csv --count-out counts.json")
+        "morphocell predict default crops/*.png --out p.csv --count-out counts.json\n"
+        "morphocell predict default other_lab/ --adapt --review review/")
     p.add_argument("model", help="model file from 'morphocell train', or 'default' (the "
                    "model shipped with morphocell)")
     p.add_argument("inputs", nargs="+", help="images, folders, or a manifest CSV")
@@ -33,23 +45,42 @@ nothing is written (exit 2).""",
                    help="mark cells whose top class probability is below P needs_review "
                    "(default: the model's threshold, chosen at training, see train "
                    "--review-accuracy)")
+    p.add_argument("--review", default=None, metavar="DIR",
+                   help="also write the review page of the predictions into DIR "
+                   "(DIR/index.html, as 'morphocell review')")
+    add_adapt(p)
+    add_layout(p)
     add_n_jobs(p)
     add_quiet(p)
     return p
 
 
 def run(args) -> int:
-    from ..io import resolve_inputs
+    import contextlib
+    import tempfile
+
     from ..model_io import load_model
-    from ..predict import predict
-    from ..report import format_differential
-    from ._exit import outcome, print_failures
+    from ._common import adapt_to_batch, list_inputs
 
     model = load_model(args.model)
     atypical = None
     if args.atypical is not None:
         atypical = [c.strip() for c in args.atypical.split(",") if c.strip()]
-    paths, _ = resolve_inputs(args.inputs)
+    paths = list_inputs("predict", args.inputs, args.layout).paths
+    with contextlib.ExitStack() as stack:
+        if args.adapt:
+            if args.cache_dir is None:  # adapt and predict measure each image once
+                args.cache_dir = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="morphocell-adapt-"))
+            model = adapt_to_batch(model, paths, args)
+        return _predict(model, paths, atypical, args)
+
+
+def _predict(model, paths, atypical, args) -> int:
+    from ..predict import predict
+    from ..report import format_differential
+    from ._exit import EXIT_PARTIAL, outcome, print_failures
+
     res = predict(model, paths, atypical=atypical, review_threshold=args.review_threshold,
                   n_jobs=args.n_jobs, cache_dir=args.cache_dir,
                   verbose=0 if args.quiet else 1)
@@ -89,4 +120,19 @@ def run(args) -> int:
         else:
             print(msg)
     print(f"predictions written to {out}; differential count to {count_out}")
+    if args.review:
+        from ..review import model_info_from_file, write_review_page
+
+        info = model_info_from_file(args.model)
+        if args.adapt:
+            info["name"] = f"{info['name']} (adapted to these images)"
+        page = write_review_page(out, args.review, model_info=info, n_jobs=args.n_jobs,
+                                 verbose=0 if args.quiet else 1)
+        for p in page.missing:
+            eprint(f"morphocell predict: review: {p}: image file no longer exists "
+                   "(placeholder shown)")
+        print(f"review page of {page.n_cells} cells written to {page.index}; open it in a "
+              "browser")
+        if page.missing:
+            code = max(code, EXIT_PARTIAL)
     return code

@@ -1,22 +1,32 @@
 """``morphocell segment``: nucleus and cytoplasm masks of single-cell images."""
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 
-from ._common import add_command, add_quiet, eprint
+from ._common import add_command, add_layout, add_quiet, eprint
 
 _REFINE = {"auto": "auto", "on": True, "off": False}
+#: The mapping file written beside the masks: one row per input image.
+MAPPING = "masks.csv"
 
 
 def add_parser(subparsers):
     p = add_command(
         subparsers, "segment", "segment images into nucleus/cytoplasm masks",
-        """
+        f"""
 Write <name>_mask.png (0 background, 128 cytoplasm, 255 nucleus) and <name>_overlay.png
-(contours on the image) per image. An image in which no cell is found gets an empty mask and
-counts as failed (exit 3 when other images worked).""",
+(contours on the image) per image, where <name> is the image's path relative to the folder
+that holds all the inputs, without its extension (subfolders are mirrored under --out, so
+dataset1/001.png and dataset2/001.png do not collide), and {MAPPING}: path (the input,
+absolute), mask, overlay (relative to --out), status (ok, no_cell, error) and error. The
+masks and overlays carry a PNG text chunk (Software: morphocell), so that no command reads
+them back as cells, whatever they are renamed to. Existing outputs are never replaced
+without --overwrite. An image in which no cell is found gets an empty mask and counts as
+failed (exit 3 when other images worked).""",
         "morphocell segment cells/ --out masks/\n"
-        "morphocell segment cells/*.jpg --out masks/ --method unet --tta")
+        "morphocell segment cells/*.jpg --out masks/ --method unet --tta --overwrite")
     p.add_argument("images", nargs="+", help="image files, folders, or a manifest CSV")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default="otsu", choices=["otsu", "unet"],
@@ -28,25 +38,70 @@ counts as failed (exit 3 when other images worked).""",
     p.add_argument("--refine", default="auto", choices=sorted(_REFINE),
                    help="method unet: re-decide the nucleus boundary at the image's resolution "
                    "from its colours (auto: when the image is >= 1.5x the network input)")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace masks, overlays and {MAPPING} of an earlier run")
+    add_layout(p)
     add_quiet(p)
     return p
 
 
+def output_names(paths: list[str]) -> list[str]:
+    """The output name of each input (``/``-separated, no extension): its path relative to the
+    deepest folder that holds every input, without the extension. Two inputs that would get
+    the same name (``a.jpg`` and ``a.png`` in one folder) keep their extension in it
+    (``a_jpg``, ``a_png``); any name still taken gets ``_2``, ``_3``, ...
+
+    >>> output_names(["/d/dataset1/001.png", "/d/dataset2/001.png"])
+    ['dataset1/001', 'dataset2/001']
+    >>> output_names(["/d/a.jpg", "/d/a.png", "/d/b.jpg"])
+    ['a_jpg', 'a_png', 'b']
+    """
+    absolute = [os.path.abspath(p) for p in paths]
+    try:
+        root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    except ValueError:  # different drives (Windows): no common folder
+        root = ""
+    rel = [os.path.relpath(a, root) if root else os.path.splitdrive(a)[1].lstrip("\\/")
+           for a in absolute]
+    rel = [r.replace(os.sep, "/") for r in rel]
+    stems = [os.path.splitext(r)[0] for r in rel]
+    counts = Counter(stems)
+    names = [s if counts[s] == 1 else f"{s}_{os.path.splitext(r)[1].lstrip('.')}"
+             for s, r in zip(stems, rel, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return out
+
+
 def run(args) -> int:
-    from .._utils import progress
-    from ..errors import MorphocellError
-    from ..io import iter_chunks, read_image, resolve_inputs
+    import pandas as pd
+
+    from .._utils import progress, write_csv
+    from ..errors import DataError, MorphocellError
+    from ..io import iter_chunks, read_image
     from ..segmentation import save_masks, segment
+    from ._common import list_inputs, plural
     from ._exit import outcome
 
-    paths, _ = resolve_inputs(args.images)
+    listed = list_inputs("segment", args.images, args.layout).paths
+    seen: set[str] = set()  # a file listed twice is segmented once
+    paths = [p for p in listed
+             if os.path.abspath(p) not in seen and not seen.add(os.path.abspath(p))]
+    names = output_names(paths)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError("exists and is not a folder: --out names the folder of the masks", out)
+    targets = [out / MAPPING] + [out / f"{n}{s}" for n in names
+                                 for s in ("_mask.png", "_overlay.png")]
+    existing = [t for t in targets if os.path.lexists(t)]
+    if existing and not args.overwrite:
+        raise DataError(f"{plural(len(existing), 'output')} of an earlier run would be replaced "
+                        f"(first: {existing[0]}); pass --overwrite to replace them, or choose "
+                        "another --out", out)
     out.mkdir(parents=True, exist_ok=True)
-    names, seen = [], {}
-    for p in paths:  # unique output names: a second "a.jpg" becomes "a_2"
-        stem = Path(p).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
     if args.method == "unet":  # batches through the network (GPU when TensorFlow sees one)
         from ..segmentation.unet import segment_unet_batch
 
@@ -56,7 +111,7 @@ def run(args) -> int:
     else:
         def seg_many(imgs):
             return [segment(im, method=args.method) for im in imgs]
-    failures = []
+    failures, rows = [], []
     chunks = list(iter_chunks(list(zip(paths, names, strict=True)), 32))
     for chunk in progress(chunks, desc="segment", verbose=not args.quiet, unit="batch"):
         good = []
@@ -65,14 +120,28 @@ def run(args) -> int:
                 good.append((p, name, read_image(p)))
             except MorphocellError as exc:
                 failures.append((p, "error", str(exc)))
+                rows.append({"path": os.path.abspath(p), "mask": "", "overlay": "",
+                             "status": "error", "error": str(exc)})
                 eprint(f"morphocell segment: skipped {exc}")
         masks = seg_many([im for _, _, im in good]) if good else []
         for (p, name, img), m in zip(good, masks, strict=True):
-            save_masks(img, m, out, name)
+            folder, stem = os.path.split(name)
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            save_masks(img, m, out / folder, stem)
+            status = "ok"
             if not m.found:
+                status = "no_cell"
                 failures.append((p, "no_cell", "no cell found"))
                 eprint(f"warning: {p}: no cell found (empty mask written)")
+            rows.append({"path": os.path.abspath(p), "mask": f"{name}_mask.png",
+                         "overlay": f"{name}_overlay.png", "status": status,
+                         "error": "no cell found" if status == "no_cell" else ""})
+    order = {os.path.abspath(p): i for i, p in enumerate(paths)}
+    rows.sort(key=lambda r: order[r["path"]])
+    write_csv(pd.DataFrame(rows, columns=["path", "mask", "overlay", "status", "error"]),
+              out / MAPPING)
     n_ok = len(paths) - len(failures)
     print(f"segmented {n_ok}/{len(paths)} images into {out}"
-          + (f" ({len(failures)} failed or without a cell)" if failures else ""))
+          + (f" ({len(failures)} failed or without a cell)" if failures else "")
+          + f"; names in {out / MAPPING}")
     return outcome(n_ok, failures, "segment")

@@ -1,7 +1,7 @@
 """``morphocell train``: train a classifier on a labelled folder or manifest."""
 from __future__ import annotations
 
-from ._common import add_command, add_n_jobs, add_quiet, eprint, warn_duplicates
+from ._common import add_command, add_layout, add_n_jobs, add_quiet, eprint, warn_duplicates
 
 
 def add_parser(subparsers):
@@ -47,6 +47,7 @@ and left out (exit 3); the model is still written.
                    help="the confidence threshold stored for review is the lowest at which "
                    "the cells above it are right this often out of fold; predict marks cells "
                    "below it needs_review")
+    add_layout(p)
     add_quiet(p)
     return p
 
@@ -56,14 +57,18 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..batch import default_cache_dir
+    from ..io import ListingReport
     from ..report import plural
     from ..train import check_options, explanation_folder, load_labelled, train
+    from ._common import say_listing
     from ._exit import outcome, print_failures
     from ._text import format_cv_scores, format_review
 
     # every option checked before the data are listed or anything is written
     check_options(args.features, args.domain_copies, args.review_accuracy)
-    paths, labels = load_labelled(args.data)
+    listing = ListingReport()
+    paths, labels = load_labelled(args.data, layout=args.layout, report=listing)
+    say_listing("train", listing)
     out = Path(args.out)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"training on {plural(len(paths), 'image')} of {plural(len(set(labels)), 'class')} "

@@ -111,12 +111,13 @@ def save_masks(image: np.ndarray, masks: CellMasks, out_dir: str | os.PathLike, 
     from PIL import Image
 
     from .._utils import atomic_path
+    from ..io import derived_pnginfo  # marks the files so no lister reads them as cells
 
     out_dir = os.fspath(out_dir)
     mask_path = os.path.join(out_dir, f"{name}_mask.png")
     over_path = os.path.join(out_dir, f"{name}_overlay.png")
     with atomic_path(mask_path) as tmp:
-        Image.fromarray(masks.to_label_image()).save(tmp, format="PNG")
+        Image.fromarray(masks.to_label_image()).save(tmp, format="PNG", pnginfo=derived_pnginfo())
     with atomic_path(over_path) as tmp:
-        Image.fromarray(overlay(image, masks)).save(tmp, format="PNG")
+        Image.fromarray(overlay(image, masks)).save(tmp, format="PNG", pnginfo=derived_pnginfo())
     return mask_path, over_path
