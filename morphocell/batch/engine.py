@@ -14,7 +14,8 @@ through :func:`run`, on one of these executors:
 =====================  ===================================================================
 
 At most ``limit`` chunks are in flight at any time, so memory does not grow with the
-number of images. Results come back as chunks finish (not in submission order).
+number of images. Results come back as chunks finish (in task order on local processes when
+the caller leaves ``limit`` to joblib's defaults).
 
 Transport of decoded images. A chunk of in-memory images sent to a local worker process
 travels in a file (in ``/dev/shm`` where it exists and has room) instead of as pickled bytes:
@@ -281,9 +282,9 @@ class Local:
 
     def imap(self, fn: Callable, tasks: Iterable[tuple], limit: int | None = None
              ) -> Iterator[Any]:
-        """``fn(*task)`` for each task, as they finish. ``limit``: tasks in flight, one chunk
-        per task; ``None``: joblib's defaults (``2 x n_jobs`` ahead, chunks batched
-        automatically when they are quick)."""
+        """``fn(*task)`` for each task. ``limit``: tasks in flight, one chunk per task,
+        results as they finish; ``None``: joblib's defaults (``2 x n_jobs`` ahead, chunks
+        batched automatically when they are quick, results in task order)."""
         import joblib
         from joblib import Parallel, delayed
 
@@ -292,10 +293,11 @@ class Local:
         # a fresh install: compile the families side by side once instead of every worker
         # compiling all of them (no-op when the on-disk kernel cache is warm)
         compile_kernels(self.n_jobs)
-        unordered = tuple(int(v) for v in joblib.__version__.split(".")[:2]) >= (1, 4)
-        kw: dict[str, Any] = {"return_as": "generator_unordered" if unordered else "generator"}
+        kw: dict[str, Any] = {"return_as": "generator"}
         if limit is not None:
-            kw.update(pre_dispatch=int(limit), batch_size=1)
+            unordered = tuple(int(v) for v in joblib.__version__.split(".")[:2]) >= (1, 4)
+            kw.update(pre_dispatch=int(limit), batch_size=1,
+                      return_as="generator_unordered" if unordered else "generator")
         if self.watch_driver:
             me = os.getpid()
             calls = (delayed(_in_worker)(me, fn, *a) for a in tasks)
