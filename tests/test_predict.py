@@ -311,3 +311,29 @@ def test_an_image_listed_twice_is_counted_once(small_model, tmp_path):
     assert ev.metrics["accuracy"] == evaluate(model, paths, labels).metrics["accuracy"]
     with pytest.raises(DataError, match="two labels"):
         evaluate(model, [paths[0], str(renamed)], ["basophil", "monocyte"])
+
+
+def test_report_files_escape_formula_like_class_names(tmp_path):
+    """A class named like a spreadsheet formula is written as text in every report CSV
+    (confusion_matrix.csv included: its row labels are class names)."""
+    from morphocell.predict import EvaluationResult
+    from morphocell.report import classification_metrics, review_curve
+
+    bad = "=SUM(1+1)*cmd|calc!A0"
+    y = [bad, "b", "b", bad]
+    pred = [bad, "b", bad, bad]
+    m = classification_metrics(y, pred, classes=[bad, "b"])
+    table = pd.DataFrame({"path": ["a.png", "b.png", "c.png", "d.png"], "label": y,
+                          "predicted": pred})
+    curve = review_curve(np.array([0.9, 0.8, 0.7, 0.6]), np.array(y) == np.array(pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # matplotlib: a long tick label
+        written = EvaluationResult(m, table, curve).save(tmp_path / "report")
+    for path in written:
+        if path.suffix == ".csv" and path.name != "review_curve.csv":  # numbers only
+            text = path.read_text()
+            assert "'" + bad in text, path.name
+            assert not any(cell.startswith("=") for line in text.splitlines()
+                           for cell in line.split(",")), path.name
+    cm = pd.read_csv(tmp_path / "report" / "confusion_matrix.csv", index_col=0)
+    assert list(cm.index) == ["'" + bad, "b"] and cm.to_numpy().tolist() == [[2, 0], [1, 1]]
