@@ -146,7 +146,7 @@ def specs() -> list[FeatureSpec]:
 
 
 class _Tables(NamedTuple):
-    """Constant inputs of the colour kernel (lookup tables of :func:`_k.luts`, matrices)."""
+    """Constant inputs of the colour kernel (lookup tables of ``_kernels.color.luts``, matrices)."""
 
     levels: np.ndarray
     f: np.ndarray
@@ -159,7 +159,7 @@ class _Tables(NamedTuple):
 
 
 class _Work(NamedTuple):
-    """Work space of the colour kernel for ``npx`` cell pixels (see :func:`_k.color_stats`)."""
+    """Work space of the colour kernel for ``npx`` cell pixels (``_kernels.color.color_stats``)."""
 
     px: np.ndarray
     cols: np.ndarray
@@ -181,6 +181,7 @@ class _Work(NamedTuple):
 _L = _k.luts()
 _TABLES = _Tables(_L["levels"], _L["f"], _L["lin"], _L["od"], _L["logn"], _k.XYZ_FROM_RGB,
                   _k.WHITE_D65, _k.HED_FROM_RGB)
+_TABLE_ARGS = tuple(_TABLES)
 del _L
 
 
@@ -217,7 +218,9 @@ def color_stats(image: np.ndarray, nucleus: np.ndarray, cytoplasm: np.ndarray
     npx = max(1, int(np.count_nonzero(nucleus)) + int(np.count_nonzero(cytoplasm)))
     stats = np.full((3, len(CHANNELS), len(STATS)), np.nan)
     resultant = np.full(3, np.nan)
-    _k.color_stats(image, nucleus, cytoplasm, *_TABLES, *_Work.alloc(npx), stats, resultant)
+    # plain tuples: numba types them at each call as fast as separate arguments
+    _k.color_stats(image, nucleus, cytoplasm, _TABLE_ARGS, tuple(_Work.alloc(npx)), stats,
+                   resultant)
     return stats, resultant
 
 

@@ -371,22 +371,23 @@ def _combine(na, a, nb, b, out):
 
 
 @njit(cache=True, nogil=True)
-def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white, hed,
-                px, cols, bins, tmp, hist8, histf, slot, stats, resultant):
+def color_stats(image, nucleus, cytoplasm, tables, work, stats, resultant):
     """Fill ``stats`` (3, 15, 7) and ``resultant`` (3,) for one crop.
 
     Parameters
     ----------
     image : uint8 (h, w, 3); nucleus, cytoplasm : bool (h, w), disjoint
-    levels, f, lin, od, logn : float64 (256,) lookup tables of :func:`luts`
-    xyz, white, hed : float64 colour matrices (:data:`XYZ_FROM_RGB`, :data:`WHITE_D65`,
-        :data:`HED_FROM_RGB`)
-    px : uint8 (3, n), cols : float64 (9, n), bins : uint16 (9, n), tmp : float64 (7, n)
-        work space, ``n`` >= the number of cell pixels (pixel list -- nucleus pixels first, then cytoplasm pixels, each in
-        raster order, so a pixel's region is whether its index is below the nucleus count
-        --, channel values, bin indices, scratch rows);
-    hist8 : int32 (2, 4, 256) zeros; histf : int32 (3, 8, NBINS) zeros;
-    slot : int32 (3, 8, NBINS) filled with -1
+    tables : tuple ``(levels, f, lin, od, logn, xyz, white, hed)``
+        ``levels, f, lin, od, logn``: float64 (256,) lookup tables of :func:`luts`;
+        ``xyz, white, hed``: float64 colour matrices (:data:`XYZ_FROM_RGB`,
+        :data:`WHITE_D65`, :data:`HED_FROM_RGB`)
+    work : tuple ``(px, cols, bins, tmp, hist8, histf, slot)``
+        ``px`` uint8 (3, n), ``cols`` float64 (9, n), ``bins`` uint16 (9, n), ``tmp``
+        float64 (7, n): work space, ``n`` >= the number of cell pixels (pixel list --
+        nucleus pixels first, then cytoplasm pixels, each in raster order, so a pixel's
+        region is whether its index is below the nucleus count --, channel values, bin
+        indices, scratch rows); ``hist8`` int32 (2, 4, 256) zeros; ``histf`` int32 (3, 8,
+        NBINS) zeros; ``slot`` int32 (3, 8, NBINS) filled with -1
     stats : float64 (3, 15, 7) NaN-filled (rows of empty regions stay NaN)
     resultant : float64 (3,) NaN-filled; mean resultant length of hue
 
@@ -399,6 +400,8 @@ def color_stats(image, nucleus, cytoplasm, levels, f, lin, od, logn, xyz, white,
     mean (the mean of an evenly spaced sample), vectorised (``_power_sums``), turned into
     central moments by the binomial shift formula (``_shifted_to_central``); the cell's by Pebay's pairwise combination (``_combine``).
     """
+    levels, f, lin, od, logn, xyz, white, hed = tables
+    px, cols, bins, tmp, hist8, histf, slot = work
     h, w = nucleus.shape
     # ---- pass 0: the pixel list of the cell -- the nucleus pixels first, then the cytoplasm
     # pixels, each in raster order, so that per-region loops run over a contiguous range
