@@ -52,7 +52,7 @@ TensorFlow): :class:`morphocell.deep.CNNEmbedder` trained on a stratified PBC tr
 
 Outputs in ``--out`` (atomic writes): ``cross_lab.json`` (rows, settings, segmentation check,
 scale estimates, wall time), ``cross_lab.md`` (tables), ``confusion_<dataset>.png`` (the best
-row per dataset). Features of the PBC images come from :class:`~morphocell.cache.FeatureCache`
+row per dataset). Features of the PBC images come from :class:`~morphocell.batch.FeatureCache`
 (computed once per code version); those of the normalised segwbc images are computed in
 memory (340 images per variant).
 """

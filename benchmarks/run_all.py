@@ -19,7 +19,7 @@ others still run):
 
 ``accuracy``
     grey-pixel RandomForest baseline (grey image resized to ``--grey-size`` squared pixels);
-    hand-crafted features (:class:`~morphocell.cache.FeatureCache`, so the ~13.7k PBC images
+    hand-crafted features (:class:`~morphocell.batch.FeatureCache`, so the ~13.7k PBC images
     are measured once per code version) + RF / SVC / XGBoost
     (:class:`~morphocell.ensembles.stacking.BaseLearner`) and the
     :class:`~morphocell.ensembles.stacking.StackedCellClassifier`.

@@ -285,7 +285,6 @@ class Local:
         """``fn(*task)`` for each task. ``limit``: tasks in flight, one chunk per task,
         results as they finish; ``None``: joblib's defaults (``2 x n_jobs`` ahead, chunks
         batched automatically when they are quick, results in task order)."""
-        import joblib
         from joblib import Parallel, delayed
 
         from .._warmup import compile_kernels
@@ -295,9 +294,7 @@ class Local:
         compile_kernels(self.n_jobs)
         kw: dict[str, Any] = {"return_as": "generator"}
         if limit is not None:
-            unordered = tuple(int(v) for v in joblib.__version__.split(".")[:2]) >= (1, 4)
-            kw.update(pre_dispatch=int(limit), batch_size=1,
-                      return_as="generator_unordered" if unordered else "generator")
+            kw.update(pre_dispatch=int(limit), batch_size=1, return_as="generator_unordered")
         if self.watch_driver:
             me = os.getpid()
             calls = (delayed(_in_worker)(me, fn, *a) for a in tasks)

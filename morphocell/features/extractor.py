@@ -168,6 +168,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.cache_dir = cache_dir
 
+    def __setstate__(self, state):
+        # extractors saved before ``cache_dir`` existed measure without a cache, as they did
+        state.setdefault("cache_dir", None)
+        super().__setstate__(state)
+
     def fit(self, X=None, y=None):
         """Validate parameters and fix the output columns; learns nothing from ``X``."""
         self.feature_names_out_ = np.asarray(feature_names(self.families), dtype=object)
