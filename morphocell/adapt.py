@@ -330,7 +330,7 @@ class LabAdaptiveClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    # the review threshold of morphocell.workflow reads the base stack's out-of-fold table
+    # the review threshold of morphocell.train reads the base stack's out-of-fold table
     @property
     def oof_proba_(self):
         return getattr(getattr(self, "estimator_", None), "oof_proba_", None)
@@ -564,8 +564,8 @@ def adapt(model, paths: Sequence[str], labels: Sequence[str | None] | None = Non
 
     from sklearn.pipeline import Pipeline
 
-    from .model_io import SavedModel, load_model
     from .batch import compute_features
+    from .model_io import SavedModel, load_model
     from .train import _data_sha256
 
     source = model
