@@ -91,8 +91,8 @@ def say_listing(command: str, report) -> None:
 
 def add_adapt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt", action="store_true",
-                   help="adapt the model to these images before classifying them (their "
-                   "lab's stain and scale statistics, class priors re-estimated, "
+                   help="adapt the model to these images before classifying them (the "
+                   "features standardised on them, class priors re-estimated, "
                    "self-training on confident cells; no labels used, nothing written; "
                    "models that can be adapted: 'default' and multi-lab models; at least "
                    "20 images)")
