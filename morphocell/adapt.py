@@ -44,6 +44,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import sys
+import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -591,6 +593,9 @@ def adapt(model, paths: Sequence[str], labels: Sequence[str | None] | None = Non
                              f"{', '.join(model.classes)})")
         if all(v is None for v in lab):
             lab = None
+    if lab is None and len(paths) < MIN_UNLABELLED:
+        raise AdaptError(f"unlabelled adaptation needs at least {MIN_UNLABELLED} images; got "
+                         f"{len(paths)}")
     steps = getattr(model.estimator, "steps", None)
     fe = steps[0][1] if steps and len(steps) > 1 else None
     X, st, er, _ = compute_features(paths, getattr(fe, "families", None),
@@ -719,3 +724,15 @@ def train_multilab(X, y, domains, *, estimator=None, families=None, method: str 
         meta["review"] = review
     names = list(X.columns) if hasattr(X, "columns") else []
     return SavedModel(pipe, classes, names, default_atypical_classes(classes), meta)
+
+
+class _CallableModule(types.ModuleType):
+    """``morphocell.adapt`` names both this module and its function :func:`adapt`: calling
+    the module calls the function, so ``morphocell.adapt.adapt(model, paths)`` and
+    ``morphocell.adapt(model, paths)`` do the same (as ``morphocell.train``)."""
+
+    def __call__(self, *args, **kwargs):
+        return adapt(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -150,6 +150,10 @@ def test_adapt_bad_inputs(tiny_model, tmp_path):
     paths, labels = _sample()
     with pytest.raises(ad.AdaptError, match="at least 20"):
         ad.adapt(tiny_model, paths[:5])
+    import morphocell
+
+    with pytest.raises(ad.AdaptError, match="at least 20"):  # the module is callable
+        morphocell.adapt(tiny_model, paths[:5])
     with pytest.raises(ad.AdaptError, match="not known to the model"):
         ad.adapt(tiny_model, paths[:4], ["neutrophil", "blast", "lymphocyte", "monocyte"])
     junk = []
