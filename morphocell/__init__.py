@@ -29,6 +29,7 @@ __all__ = [
     "extract_features", "FeatureExtractor", "feature_names",
     "StackedCellClassifier",
     "train", "predict", "evaluate", "TrainResult", "PredictionResult", "EvaluationResult",
+    "adapt", "save_model", "load_model",
 ]
 
 _LAZY = {
@@ -49,6 +50,9 @@ _LAZY = {
     "evaluate": "morphocell.predict",
     "PredictionResult": "morphocell.predict",
     "EvaluationResult": "morphocell.predict",
+    "adapt": "morphocell.adapt",
+    "save_model": "morphocell.model_io",
+    "load_model": "morphocell.model_io",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .segmentation import segment
     from .segmentation.detect import crop_cells, find_white_cells
     from .segmentation.masks import CellMasks
+    from .adapt import adapt
+    from .model_io import load_model, save_model
     from .train import TrainResult, train
 
 
