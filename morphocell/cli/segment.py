@@ -17,9 +17,10 @@ def add_parser(subparsers):
         subparsers, "segment", "segment images into nucleus/cytoplasm masks",
         f"""
 Write <name>_mask.png (0 background, 128 cytoplasm, 255 nucleus) and <name>_overlay.png
-(contours on the image) per image, where <name> is the image's path relative to the folder
-that holds all the inputs, without its extension (subfolders are mirrored under --out, so
-dataset1/001.png and dataset2/001.png do not collide), and {MAPPING}: path (the input,
+(contours on the image) per image, where <name> is the image's file name without its
+extension, with as many of the folders above it as it takes to tell the inputs apart,
+mirrored under --out (dataset1/001.png and dataset2/001.png give dataset1/001_mask.png and
+dataset2/001_mask.png), and {MAPPING}: path (the input,
 absolute), mask, overlay (relative to --out), status (ok, no_cell, error) and error. The
 masks and overlays carry a PNG text chunk (Software: morphocell), so that no command reads
 them back as cells, whatever they are renamed to. Existing outputs are never replaced
@@ -46,13 +47,17 @@ failed (exit 3 when other images worked).""",
 
 
 def output_names(paths: list[str]) -> list[str]:
-    """The output name of each input (``/``-separated, no extension): its path relative to the
-    deepest folder that holds every input, without the extension. Two inputs that would get
-    the same name (``a.jpg`` and ``a.png`` in one folder) keep their extension in it
-    (``a_jpg``, ``a_png``); any name still taken gets ``_2``, ``_3``, ...
+    """The output name of each input (``/``-separated, no extension): its file name without
+    the extension, with as many of the folders above it as it takes to tell every input
+    apart (the same number for every input, never above the deepest folder that holds them
+    all), so that the outputs mirror those folders. Two inputs that differ only by extension
+    (``a.jpg`` and ``a.png`` in one folder) keep it in the name (``a_jpg``, ``a_png``); a name
+    still taken gets ``_2``, ``_3``, ...
 
-    >>> output_names(["/d/dataset1/001.png", "/d/dataset2/001.png"])
-    ['dataset1/001', 'dataset2/001']
+    >>> output_names(["/d/x/a.png", "/e/b.png"])
+    ['a', 'b']
+    >>> output_names(["/d/dataset1/001.png", "/d/dataset2/001.png", "/d/dataset1/002.png"])
+    ['dataset1/001', 'dataset2/001', 'dataset1/002']
     >>> output_names(["/d/a.jpg", "/d/a.png", "/d/b.jpg"])
     ['a_jpg', 'a_png', 'b']
     """
@@ -63,11 +68,17 @@ def output_names(paths: list[str]) -> list[str]:
         root = ""
     rel = [os.path.relpath(a, root) if root else os.path.splitdrive(a)[1].lstrip("\\/")
            for a in absolute]
-    rel = [r.replace(os.sep, "/") for r in rel]
-    stems = [os.path.splitext(r)[0] for r in rel]
-    counts = Counter(stems)
-    names = [s if counts[s] == 1 else f"{s}_{os.path.splitext(r)[1].lstrip('.')}"
-             for s, r in zip(stems, rel, strict=True)]
+    parts = [r.replace(os.sep, "/").split("/") for r in rel]
+    stems = [p[:-1] + [os.path.splitext(p[-1])[0]] for p in parts]
+    depth = max(len(p) for p in parts) - 1
+    distinct = len({"/".join(s) for s in stems})  # what folders alone can tell apart
+    for k in range(depth + 1):
+        names = ["/".join(s[-(k + 1):]) for s in stems]
+        if len(set(names)) == distinct:
+            break
+    counts = Counter(names)
+    names = [n if counts[n] == 1 else f"{n}_{os.path.splitext(p[-1])[1].lstrip('.')}"
+             for n, p in zip(names, parts, strict=True)]
     seen: dict[str, int] = {}
     out = []
     for n in names:
