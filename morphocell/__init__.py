@@ -50,7 +50,6 @@ _LAZY = {
     "evaluate": "morphocell.predict",
     "PredictionResult": "morphocell.predict",
     "EvaluationResult": "morphocell.predict",
-    "adapt": "morphocell.adapt",
     "save_model": "morphocell.model_io",
     "load_model": "morphocell.model_io",
 }
@@ -68,7 +67,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainResult, train
 
 
+#: Submodules returned as themselves: each is callable as its main function
+#: (``morphocell.adapt(model, paths)``) and keeps its other names (``morphocell.adapt.adapt_file``).
+_MODULES = ("adapt",)
+
+
 def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f"morphocell.{name}")
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'morphocell' has no attribute {name!r}")
