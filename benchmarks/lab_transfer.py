@@ -75,10 +75,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from morphocell.errors import DataError
 
 LABS = ("pbc", "segwbc_d1", "segwbc_d2", "bccd")

@@ -35,8 +35,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-if str(HERE) not in sys.path:  # the sibling script lab_transfer.py (its lab tables)
-    sys.path.insert(0, str(HERE))
 
 #: Base learners of the stack that ``--stack`` trains instead of the single SVC, sized for a
 #: file within 20 MB: no random forest (100 trees of leaves >= 3 cells alone take 11.5 MB),

@@ -65,7 +65,7 @@ def test_run_all_quick(data_dir, tmp_path):
     env = _env()
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--data", str(data_dir),
-         "--out", str(out), "--quick", "--skip", "crosslab", "--cache-dir",
+         "--out", str(out), "--quick", "--skip", "crosslab,labtransfer", "--cache-dir",
          str(tmp_path / "cache"), "-v", "0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
