@@ -119,7 +119,7 @@ def read_predictions(predictions, *, source=None) -> Predictions:
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise DataError(f"not a readable predictions CSV ({type(exc).__name__})",
                             src) from None
-    from ..io import _unescape
+    from ..io.listing import _unescape
 
     # undo the quote that morphocell's CSV writer puts before text a spreadsheet would run
     df.columns = [_unescape(str(c).strip()) for c in df.columns]
