@@ -111,7 +111,8 @@ TRUSTED_TYPES: set[str] = {
     "morphocell.ensembles.stacking.StackedCellClassifier",
     "morphocell.ensembles.stacking.BaseLearner",
     "morphocell.features.extractor.FeatureExtractor",
-    "morphocell.adapt.LabAdaptiveClassifier",
+    "morphocell.ensembles.lab_adaptive.LabAdaptiveClassifier",
+    "morphocell.adapt.LabAdaptiveClassifier",  # its former module (the shipped default model)
     # morphocell.deep: the network is rebuilt from its .keras bytes with Keras safe_mode=True
     "morphocell.deep.crossfit.DeepModel",
     "morphocell.deep.crossfit.FusedModel",
@@ -457,11 +458,11 @@ def check_header(header: dict, estimator, path: str | os.PathLike | None = None)
     of the estimator, the atypical classes classes of the model, ``metadata["review"]``'s
     threshold a number in (0, 1], and ``metadata["domain_reference"]`` (the
     :mod:`morphocell.novelty` reference) must name features of the model (or of
-    :data:`morphocell.novelty.DOMAIN_FEATURES` for a model without hand-crafted columns) and
+    :data:`morphocell.novelty.NOVELTY_FEATURES` for a model without hand-crafted columns) and
     classes of the model, with ``median`` / ``scale`` arrays of one row per class and one
     column per feature, positive scales and a finite threshold.
     """
-    from .novelty import DOMAIN_FEATURES
+    from .novelty import NOVELTY_FEATURES
 
     classes = header["classes"]
     est_classes = getattr(estimator, "classes_", None)
@@ -492,7 +493,7 @@ def check_header(header: dict, estimator, path: str | os.PathLike | None = None)
             raise ModelFileError(f"review threshold {t!r} is not a number in [0, 1]", path)
     ref = meta.get("domain_reference")
     if ref is not None:
-        _check_reference(ref, classes, feats or list(DOMAIN_FEATURES), path)
+        _check_reference(ref, classes, feats or list(NOVELTY_FEATURES), path)
 
 
 def _check_reference(ref, classes: list[str], known: list[str], path) -> None:

@@ -98,9 +98,3 @@ def novelty_scores(reference: dict, X) -> tuple[np.ndarray, np.ndarray]:
     s = _distances(M, np.asarray(reference["median"]), np.asarray(reference["scale"]))
     return s, np.nan_to_num(s, nan=-np.inf) > float(reference["threshold"])
 
-
-# The names these had before the out-of-distribution score was called "novelty"; kept so that
-# code written against them still runs.
-DOMAIN_FEATURES = NOVELTY_FEATURES
-fit_domain_reference = fit_novelty_reference
-domain_scores = novelty_scores

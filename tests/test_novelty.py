@@ -46,13 +46,3 @@ def test_reference_needs_its_features_and_nan_rows_are_not_flagged(pbc):
     Xn.loc[:, list(NOVELTY_FEATURES)] = np.nan
     s, f = novelty_scores(ref, Xn)
     assert np.isnan(s).all() and not f.any()
-
-
-def test_former_names_are_the_same_functions():
-    """Code written against the former names (``fit_domain_reference``, ``domain_scores``)
-    runs the same functions; the model-file key stays ``domain_reference``."""
-    from morphocell import novelty
-
-    assert novelty.fit_domain_reference is fit_novelty_reference
-    assert novelty.domain_scores is novelty_scores
-    assert novelty.DOMAIN_FEATURES == NOVELTY_FEATURES

@@ -392,7 +392,7 @@ def model_file(pbc_small, tmp_path_factory):
     from morphocell import FeatureExtractor, StackedCellClassifier
     from morphocell.ensembles import BaseLearner
     from morphocell.model_io import SavedModel, save_model
-    from morphocell.novelty import fit_domain_reference
+    from morphocell.novelty import fit_novelty_reference
 
     paths = [p for p, _ in pbc_small]
     y = [lab for _, lab in pbc_small]
@@ -403,7 +403,7 @@ def model_file(pbc_small, tmp_path_factory):
                     ("xgb", BaseLearner("xgb", params={"n_estimators": 10, "max_depth": 2}))],
         cv=2, random_state=0).fit(X, y)
     pipe = Pipeline([("features", fe), ("clf", clf)])
-    meta = {"domain_reference": fit_domain_reference(X, y),
+    meta = {"domain_reference": fit_novelty_reference(X, y),
             "review": {"threshold": 0.6, "target_accuracy": 0.99, "n": 24,
                        "review_fraction": 0.5, "accepted_accuracy": 1.0}}
     assert meta["domain_reference"] is not None
