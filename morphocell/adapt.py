@@ -67,6 +67,7 @@ __all__ = [
     "batch_statistics",
     "fit_head",
     "head_learner",
+    "leave_one_lab_out",
     "reestimate_priors",
     "train_multilab",
 ]
@@ -164,9 +165,9 @@ def adapt(model, paths: Sequence[str], labels: Sequence[str | None] | None = Non
 
     from sklearn.pipeline import Pipeline
 
+    from ._train_record import _data_sha256
     from .batch import compute_features
     from .model_io import SavedModel, load_model
-    from .train import _data_sha256
 
     source = model
     if not isinstance(model, SavedModel):
@@ -261,29 +262,41 @@ def adapt_file(model, data, out, **kw) -> tuple:
 
 
 # -- training on several labs ----------------------------------------------------------------
+def _rows(X, mask):
+    return X.iloc[np.flatnonzero(mask)] if hasattr(X, "iloc") else np.asarray(X)[mask]
+
+
 def train_multilab(X, y, domains, *, estimator=None, families=None, method: str = "otsu",
-                   random_state=0, data_sha256: str | None = None, extra_metadata=None,
-                   verbose: int = 0):
+                   random_state=0, groups=None, review_accuracy: float | None = None,
+                   data_sha256: str | None = None, extra_metadata=None, verbose: int = 0):
     """Fit a :class:`LabAdaptiveClassifier` on the hand-crafted features ``X`` (DataFrame,
     the columns of :func:`morphocell.features.extractor.feature_names`) of cells from several
     labs (``domains``: the lab of every row) and wrap it as a model file's model.
 
     ``estimator``: the classifier of the standardised features (default
     :class:`~morphocell.ensembles.stacking.StackedCellClassifier` with ``random_state``).
+    ``groups`` (one per row, optional): rows of a group stay in one fold of the stack's
+    cross-validation (identical images). The stack's folds are stratified over the pooled
+    rows of all labs, each lab standardised on its own statistics; for a score on labs the
+    model has not seen, see :func:`leave_one_lab_out`.
+
     Returns a :class:`~morphocell.model_io.SavedModel` whose estimator is
     ``Pipeline([("features", FeatureExtractor()), ("clf", LabAdaptiveClassifier)])``, with
-    the training metadata (per-lab counts, CV scores of the stack, review threshold,
-    out-of-distribution reference).
+    the training metadata: ``domains`` (per lab, the cells of each class), ``cv_scores``
+    (the stack's out-of-fold scores), ``cv_by_lab`` (the stack's out-of-fold accuracy on each
+    lab's cells), the review threshold and the out-of-distribution reference;
+    ``extra_metadata`` is added last.
     """
     import time
 
     from sklearn.pipeline import Pipeline
 
+    from ._train_record import _versions, review_reference
     from .ensembles.stacking import StackedCellClassifier
     from .features.extractor import DEFAULT_FAMILIES, FeatureExtractor
     from .model_io import SavedModel, default_atypical_classes
     from .novelty import fit_novelty_reference
-    from .train import _versions, review_reference
+    from .report import REVIEW_ACCURACY
 
     fams = tuple(families or DEFAULT_FAMILIES)
     y = np.asarray(y).astype(str)
@@ -291,7 +304,8 @@ def train_multilab(X, y, domains, *, estimator=None, families=None, method: str 
     est = estimator if estimator is not None else StackedCellClassifier(
         random_state=random_state)
     t0 = time.perf_counter()
-    clf = LabAdaptiveClassifier(est, random_state=random_state).fit(X, y, domains=dom)
+    clf = LabAdaptiveClassifier(est, random_state=random_state).fit(X, y, domains=dom,
+                                                                    groups=groups)
     fit_s = time.perf_counter() - t0
     pipe = Pipeline([("features", FeatureExtractor(families=fams, method=method).fit()),
                      ("clf", clf)])
@@ -300,7 +314,7 @@ def train_multilab(X, y, domains, *, estimator=None, families=None, method: str 
         "features": "handcrafted",
         "families": list(fams),
         "segmentation": method,
-        "classifier": "lab-adaptive (morphocell.adapt.LabAdaptiveClassifier)",
+        "classifier": "lab-adaptive (morphocell.ensembles.lab_adaptive.LabAdaptiveClassifier)",
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "n_images": len(y),
         "class_counts": {c: int((y == c).sum()) for c in classes},
@@ -311,17 +325,88 @@ def train_multilab(X, y, domains, *, estimator=None, families=None, method: str 
         "seconds_fit": round(fit_s, 1),
         "versions": _versions(),
     }
+    oof = clf.oof_proba_
+    if oof is not None and len(oof) == len(y):
+        pred = clf.classes_[np.argmax(np.asarray(oof), axis=1)]
+        meta["cv_by_lab"] = {d: {"n": int((dom == d).sum()),
+                                 "accuracy": float((pred[dom == d] == y[dom == d]).mean())}
+                             for d in clf.domains_}
     if data_sha256:
         meta["data_sha256"] = data_sha256
     meta.update(extra_metadata or {})
     ref = fit_novelty_reference(X, y)
     if ref is not None:
         meta["domain_reference"] = ref
-    review = review_reference(pipe, y, classes)
+    review = review_reference(pipe, y, classes,
+                              REVIEW_ACCURACY if review_accuracy is None else review_accuracy)
     if review is not None:
         meta["review"] = review
     names = list(X.columns) if hasattr(X, "columns") else []
     return SavedModel(pipe, classes, names, default_atypical_classes(classes), meta)
+
+
+def leave_one_lab_out(X, y, domains, *, estimator=None, groups=None, random_state=0
+                      ) -> dict | None:
+    """Score every lab with a model that never saw it: the honest accuracy for a new lab.
+
+    For each lab, a :class:`LabAdaptiveClassifier` (with a clone of ``estimator``) is fitted
+    on the other labs' rows and predicts the lab's rows as one batch, with no label: the batch
+    is standardised on its own statistics (EM with the model's posteriors) when it has at
+    least :data:`MIN_UNLABELLED` rows, else on the nearest training lab's, as
+    ``morphocell predict`` does with a folder of that lab's cells.
+
+    Returns ``None`` with fewer than 2 labs, else ``{"method": "leave-one-lab-out", "labs":
+    {lab: {...}}, "mean_accuracy", "seconds"}``; per lab: ``n``, ``accuracy`` and
+    ``macro_f1`` over all its cells (a class no other lab has counts as an error),
+    ``n_unknown_class`` (its cells of such classes), ``accuracy_known_classes``,
+    ``standardised_on`` (``"batch"`` or ``"nearest lab"``); a lab whose other labs hold
+    fewer than 2 classes gets ``skipped`` (why) instead of scores. ``mean_accuracy``: the
+    unweighted mean over the scored labs.
+    """
+    import time
+
+    from sklearn.base import clone
+
+    from .ensembles.stacking import StackedCellClassifier
+    from .report import classification_metrics
+
+    y = np.asarray(y).astype(str)
+    dom = np.asarray(domains).astype(str)
+    labs = sorted(set(dom.tolist()))
+    if len(labs) < 2:
+        return None
+    est = estimator if estimator is not None else StackedCellClassifier(
+        random_state=random_state)
+    grp = None if groups is None else np.asarray(groups)
+    t0 = time.perf_counter()
+    out = {}
+    for lab in labs:
+        te = dom == lab
+        tr = ~te
+        known = sorted(set(y[tr].tolist()))
+        row = {"n": int(te.sum())}
+        if len(known) < 2:
+            row["skipped"] = (f"the other labs hold {len(known)} class"
+                              f"{'' if len(known) == 1 else 'es'}; a model needs 2")
+            out[lab] = row
+            continue
+        clf = LabAdaptiveClassifier(clone(est), random_state=random_state).fit(
+            _rows(X, tr), y[tr], domains=dom[tr], groups=None if grp is None else grp[tr])
+        yt = y[te]
+        pred = np.asarray(clf.predict(_rows(X, te))).astype(str)
+        met = classification_metrics(yt, pred)
+        in_known = np.isin(yt, known)
+        row.update(accuracy=met["accuracy"], macro_f1=met["macro_f1"],
+                   n_unknown_class=int((~in_known).sum()),
+                   accuracy_known_classes=(float((pred[in_known] == yt[in_known]).mean())
+                                           if in_known.any() else None),
+                   standardised_on=("batch" if clf.batch_adapt and te.sum() >= clf.min_batch
+                                    else "nearest lab"))
+        out[lab] = row
+    scored = [r["accuracy"] for r in out.values() if "accuracy" in r]
+    return {"method": "leave-one-lab-out", "labs": out,
+            "mean_accuracy": float(np.mean(scored)) if scored else None,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 class _CallableModule(types.ModuleType):

@@ -13,6 +13,13 @@ Three kinds of model (``features``):
 * ``"deep"`` -- CNN embeddings, cross-fitted (:mod:`morphocell.deep.crossfit`, deep extra);
 * ``"fused"`` -- both, the stack seeing hand-crafted columns and cross-fitted embeddings.
 
+With ``domains`` (the lab of every image; :func:`load_labs` reads them from a folder of lab
+folders or a manifest's ``domain`` column), a hand-crafted model is trained on several labs:
+``Pipeline([("features", FeatureExtractor()), ("clf", LabAdaptiveClassifier(
+StackedCellClassifier()))])``, every lab standardised on its own statistics
+(:mod:`morphocell.ensembles.lab_adaptive`), and each lab scored by a model trained on the
+others (leave-one-lab-out, ``metadata["lab_cv"]``).
+
 >>> from morphocell.datasets import sample_folder
 >>> from morphocell.io import load_folder
 >>> paths, labels = load_folder(sample_folder())            # doctest: +SKIP
@@ -21,8 +28,6 @@ Three kinds of model (``features``):
 """
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import os
 import sys
 import time
@@ -34,6 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from ._train_data import load_labelled, load_labs
+from ._train_record import (
+    _check_duplicates,
+    _check_trainable,
+    _data_sha256,
+    _failures,
+    _metadata,
+    content_groups,
+    readability,
+    review_reference,
+)
 from .batch.cache import compute_features
 from .errors import DataError, MorphocellError
 from .report import REVIEW_ACCURACY, plural
@@ -47,6 +63,7 @@ __all__ = [
     "compute_features",
     "default_domain_copies",
     "load_labelled",
+    "load_labs",
     "review_reference",
     "train",
 ]
@@ -73,19 +90,33 @@ def default_domain_copies(features: str) -> float:
 
 
 def check_options(features: str = "handcrafted", domain_copies: float | None = None,
-                  review_accuracy: float = REVIEW_ACCURACY) -> float:
+                  review_accuracy: float = REVIEW_ACCURACY, multilab: bool = False) -> float:
     """Validate the training options before any work; return the ``domain_copies`` in force.
+
+    ``multilab``: training on several labs (``train(..., domains=...)``): hand-crafted only,
+    and without domain copies (default 0; each lab's own statistics take their place).
 
     Raises
     ------
     DataError
         An unknown ``features`` kind, a fraction outside [0, 1], a review accuracy outside
         (0, 1], domain copies asked of a deep model (it has no hand-crafted learner to train
-        on them; its CNN has its own augmentation, ``cnn_augment``), or ``"deep"`` /
-        ``"fused"`` without TensorFlow.
+        on them; its CNN has its own augmentation, ``cnn_augment``) or of a multi-lab model,
+        a multi-lab model that is not hand-crafted, or ``"deep"`` / ``"fused"`` without
+        TensorFlow.
     """
     if features not in FEATURE_KINDS:
         raise DataError(f"features must be one of {', '.join(FEATURE_KINDS)} (got {features!r})")
+    if multilab:
+        if features != "handcrafted":
+            raise DataError(f"training on several labs makes a hand-crafted model (got features "
+                            f"{features!r}): each lab's features are standardised on its own "
+                            "statistics")
+        if domain_copies:
+            raise DataError("domain copies are not used when training on several labs: each "
+                            "lab is standardised on its own statistics (a copy with another "
+                            "stain belongs to no lab); leave domain copies at 0")
+        domain_copies = 0.0
     copies = default_domain_copies(features) if domain_copies is None else domain_copies
     if not 0 <= float(copies) <= 1:
         raise DataError(f"domain copies: the fraction must lie in [0, 1] (got {copies!r})")
@@ -103,124 +134,6 @@ def check_options(features: str = "handcrafted", domain_copies: float | None = N
             raise DataError(f"features {features!r} need the deep extra (TensorFlow/Keras): "
                             "pip install 'morphocell[deep]'")
     return float(copies)
-
-
-# -- data -------------------------------------------------------------------------------------
-def load_labelled(data: str | os.PathLike, *, layout: str = "auto", strict: bool = True,
-                  report=None) -> tuple[list[str], list[str]]:
-    """``(paths, labels)`` of a folder of class subfolders or a manifest CSV with labels.
-
-    Parameters
-    ----------
-    data : folder of class subfolders, or manifest CSV with ``path`` and ``label`` columns
-    layout : {"auto", "flat", "classes"}
-        How a folder is read (:func:`morphocell.io.iter_entries`).
-    strict : bool
-        Training: a class folder without images is a :class:`DataError` naming it (a model
-        cannot learn a class without examples). Otherwise it is recorded in ``report``.
-    report : :class:`morphocell.io.ListingReport`, optional
-        Filled with what the listing skipped or ignored (masks and overlays, ...).
-
-    Raises
-    ------
-    DataError
-        No labels, an empty label, an empty class folder (``strict``), or nothing listed.
-    """
-    from .io import ListingReport, iter_entries
-
-    rep = ListingReport() if report is None else report
-    rows = list(iter_entries([data], layout=layout, labelled=strict, report=rep))
-    paths = [p for _, p, _ in rows]
-    labels = [lab or "" for _, _, lab in rows] if rep.labelled else None
-    if labels is None:
-        raise DataError("no labels: give a folder of class subfolders or a manifest CSV with "
-                        "'path' and 'label' columns", data)
-    missing = [p for p, lab in zip(paths, labels, strict=True) if not lab]
-    if missing:
-        raise DataError(f"{plural(len(missing), 'manifest row')} with an empty label "
-                        f"(first: {missing[0]})", data)
-    return paths, labels
-
-
-def readability(paths: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(statuses, errors)``: "ok" for the images that can be read, else "error" and why
-    (the deep-only paths read images themselves; this flags the bad ones up front)."""
-    from .io import read_image
-
-    st, er = [], []
-    for p in paths:
-        try:
-            read_image(p)
-            st.append("ok")
-            er.append("")
-        except MorphocellError as exc:
-            st.append("error")
-            er.append(str(exc))
-    return st, er
-
-
-def content_groups(paths: Sequence[str], hashes: Sequence[str | None] | None = None
-                   ) -> tuple[list[str | None], list[list[int]]]:
-    """``(hashes, groups)``: the SHA-256 of each file's bytes (``None`` when it cannot be
-    read) and the groups of indices whose files have the same content (two or more each, in
-    order of first appearance). The same path listed twice is one such group."""
-    if hashes is None:
-        from .batch.cache import image_sha256
-
-        hashes = [image_sha256(p) for p in paths]
-    where: dict[str, list[int]] = {}
-    for i, h in enumerate(hashes):
-        if h is not None:
-            where.setdefault(h, []).append(i)
-    return list(hashes), [g for g in where.values() if len(g) > 1]
-
-
-def _check_duplicates(paths, labels, groups) -> None:
-    """Refuse the same image content under two labels (one of them is wrong)."""
-    for g in groups:
-        other = next((j for j in g[1:] if labels[j] != labels[g[0]]), None)
-        if other is not None:
-            raise DataError(f"the same image has two labels: {paths[g[0]]} ({labels[g[0]]}) "
-                            f"and {paths[other]} ({labels[other]}) have identical content; "
-                            "fix the label of one (or remove the copy)")
-
-
-def _data_sha256(paths: Sequence[str], labels: Sequence[str],
-                 hashes: Sequence[str | None] | None = None) -> str:
-    """SHA-256 over the sorted ``(image content hash, label)`` pairs: the same images with the
-    same labels give the same hash whatever their paths or order (``hashes``: the files'
-    SHA-256 when already known, as :func:`content_groups` returns them)."""
-    if hashes is None:
-        hashes = content_groups(paths)[0]
-    pairs = sorted(f"{h or 'unreadable:' + p}\t{lab}"
-                   for h, p, lab in zip(hashes, paths, labels, strict=True))
-    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
-
-
-def _check_trainable(y: np.ndarray) -> None:
-    classes, counts = np.unique(np.asarray(y, dtype=str), return_counts=True)
-    names = [str(c) for c in classes]
-    if len(classes) < 2:
-        raise DataError(f"need images of at least 2 classes that could be measured, got "
-                        f"{plural(len(classes), 'class')}"
-                        + (f" ({', '.join(names)})" if names else ""))
-    if counts.min() < 2:
-        rare = [c for c, k in zip(names, counts, strict=True) if k < 2]
-        raise DataError(f"need at least 2 usable images per class for cross-validation; "
-                        f"too few for {', '.join(rare)}")
-
-
-def _versions() -> dict:
-    import platform
-
-    import sklearn
-    import xgboost
-
-    from ._version import __version__
-
-    return {"morphocell": __version__, "python": platform.python_version(),
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-            "xgboost": xgboost.__version__}
 
 
 # -- result -----------------------------------------------------------------------------------
@@ -247,6 +160,8 @@ class TrainResult:
         Files with identical content (same SHA-256), one list per image. A hand-crafted model
         trains on every file but keeps each list in one cross-validation fold; a deep or
         fused model trains on the first file of each list only.
+    domains : array or None
+        With several labs: the lab of every row of ``X``.
     """
 
     model: Any
@@ -257,6 +172,7 @@ class TrainResult:
     X: Any = None
     y: Any = None
     duplicates: list[list[str]] = field(default_factory=list)
+    domains: Any = None
 
     @property
     def estimator(self):
@@ -272,6 +188,12 @@ class TrainResult:
     def cv_scores(self) -> dict:
         """Out-of-fold accuracy and macro-F1 per learner (``{}`` when there are none)."""
         return self.model.metadata.get("cv_scores") or {}
+
+    @property
+    def lab_cv(self) -> dict | None:
+        """Leave-one-lab-out scores of a model trained on several labs
+        (:func:`morphocell.adapt.leave_one_lab_out`); ``None`` otherwise."""
+        return self.model.metadata.get("lab_cv")
 
     @property
     def n_failed(self) -> int:
@@ -311,7 +233,8 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
           domain_copies: float | None = None, review_accuracy: float = REVIEW_ACCURACY,
           families: Sequence[str] | None = None, method: str = "otsu",
           estimator_params: dict | None = None, epochs: int | None = None,
-          cnn_crop: float | None = None, cnn_augment: str | None = None, verbose: int = 0,
+          cnn_crop: float | None = None, cnn_augment: str | None = None,
+          domains: Sequence[str] | None = None, lab_cv: bool = True, verbose: int = 0,
           on_step: Callable[[str], None] | None = None) -> TrainResult:
     """Fit a classifier of blood-cell images.
 
@@ -348,6 +271,16 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
     epochs, cnn_crop, cnn_augment : deep and fused only
         CNN epochs, crop share and augmentation (defaults:
         ``morphocell.deep.crossfit.DEFAULT_EMBEDDER``).
+    domains : sequence of str, optional
+        The lab of each image: train on several labs (hand-crafted, no domain copies). The
+        classifier is a :class:`~morphocell.ensembles.lab_adaptive.LabAdaptiveClassifier`
+        over the stack; ``metadata["domains"]`` records the labs and their cells per class,
+        ``metadata["cv_by_lab"]`` the stack's out-of-fold accuracy on each lab's cells (its
+        folds mix the labs), and the lab is part of ``data_sha256``.
+    lab_cv : bool
+        With 2 labs or more: score each lab with a model trained on the others
+        (:func:`morphocell.adapt.leave_one_lab_out`, ``metadata["lab_cv"]``): the accuracy
+        to expect in a lab the model has not seen. One more fit per lab.
     verbose : int
         Progress bars (0: none).
     on_step : callable, optional
@@ -361,19 +294,33 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
     ------
     DataError
         Bad options (:func:`check_options`), fewer than 2 classes or fewer than 2 usable
-        images in a class.
+        images in a class, ``domains`` not one non-empty name per image.
     MorphocellError
         ``"deep"`` / ``"fused"`` without the deep extra (TensorFlow).
     """
-    copies = check_options(features, domain_copies, review_accuracy)
+    copies = check_options(features, domain_copies, review_accuracy,
+                           multilab=domains is not None)
     paths = [os.fspath(p) for p in paths]
     labels = [str(v) for v in labels]
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} paths but {len(labels)} labels")
+    if domains is not None:
+        domains = [str(d).strip() for d in domains]
+        if len(domains) != len(paths):
+            raise DataError(f"{len(paths)} paths but {len(domains)} domains (labs)")
+        if not all(domains):
+            i = domains.index("")
+            raise DataError(f"image {paths[i]} has an empty domain (lab) name")
     step = on_step or (lambda _msg: None)
     hashes, dups = content_groups(paths)
     _check_duplicates(paths, labels, dups)
-    if features == "handcrafted":
+    if domains is not None:
+        res = _train_multilab(paths, labels, domains, hashes, dups, cv=cv,
+                              random_state=random_state, n_jobs=n_jobs, families=families,
+                              method=method, cache_dir=cache_dir, verbose=verbose,
+                              estimator_params=estimator_params, lab_cv=lab_cv,
+                              review_accuracy=review_accuracy, step=step)
+    elif features == "handcrafted":
         res = _train_handcrafted(paths, labels, hashes, dups, cv=cv,
                                  random_state=random_state, n_jobs=n_jobs, families=families,
                                  method=method, cache_dir=cache_dir, verbose=verbose,
@@ -387,51 +334,6 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
                           review_accuracy=review_accuracy, step=step)
     res.duplicates = [[paths[i] for i in g] for g in dups]
     return res
-
-
-def _failures(paths, statuses, errors) -> list[tuple[str, str, str]]:
-    return [(p, s, e or s) for p, s, e in zip(paths, statuses, errors, strict=True) if s != "ok"]
-
-
-def _metadata(features: str, paths, labels, hashes, dups, y_used, est, classes, *, cv,
-              random_state, domain_copies,
-              n_domain_copies, cv_scores, review_accuracy, reference, specific: dict) -> dict:
-    """The training record stored in every model file (the one place it is built).
-
-    ``y_used``: labels of the images that trained the model (not their copies);
-    ``reference``: hand-crafted features of those images for the out-of-distribution
-    reference (:func:`morphocell.novelty.fit_novelty_reference`), or ``None``.
-    """
-    from .novelty import fit_novelty_reference
-
-    y_used = np.asarray(y_used).astype(str)
-    n_used = len(y_used)
-    meta = {
-        "features": features,
-        **specific,
-        "data_sha256": _data_sha256(paths, labels, hashes),
-        "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "n_images": len(paths),
-        "n_used": n_used,
-        "n_failed": len(paths) - n_used,
-        "class_counts": {c: int((y_used == c).sum()) for c in classes},
-        "domain_copies": float(domain_copies),
-        "n_domain_copies": int(n_domain_copies),
-        "n_duplicates": sum(len(g) - 1 for g in dups),
-        "cv": cv,
-        "random_state": random_state,
-        "cv_scores": cv_scores,
-        "versions": _versions(),
-    }
-    # the images themselves, not their domain copies: the reference says what the lab's own
-    # cells look like (copies would widen it until another lab's stain passes as "like")
-    ref = fit_novelty_reference(*reference) if reference is not None else None
-    if ref is not None:
-        meta["domain_reference"] = ref
-    review = review_reference(est, y_used, classes, review_accuracy)
-    if review is not None:
-        meta["review"] = review
-    return meta
 
 
 def _train_handcrafted(paths, labels, hashes, dups, *, cv, random_state, n_jobs, families, method,
@@ -453,11 +355,7 @@ def _train_handcrafted(paths, labels, hashes, dups, *, cv, random_state, n_jobs,
     Xok = X[ok].reset_index(drop=True)
     _check_trainable(y)
     n_ok = int(ok.sum())
-    # identical images (same content) share a group: never in two cross-validation folds
-    first = np.arange(len(paths))
-    for g in dups:
-        first[g] = g[0]
-    group_ok = np.unique(first[ok], return_inverse=True)[1]   # 0..k-1, in order of appearance
+    group_ok = _content_group_ids(len(paths), dups, ok)
     groups = group_ok if dups else None
     n_copies = 0
     if domain_copies:
@@ -490,6 +388,61 @@ def _train_handcrafted(paths, labels, hashes, dups, *, cv, random_state, n_jobs,
                      specific={"families": list(fams), "segmentation": method})
     model = SavedModel(pipe, classes, list(X.columns), default_atypical_classes(classes), meta)
     return TrainResult(model, _failures(paths, st, er), stats, t_feat, t_fit, Xok, y)
+
+
+def _content_group_ids(n: int, dups, ok: np.ndarray) -> np.ndarray:
+    """Group ids 0..k-1 (in order of appearance) of the usable images: identical images
+    (same content) share one, so they never fall in two cross-validation folds."""
+    first = np.arange(n)
+    for g in dups:
+        first[g] = g[0]
+    return np.unique(first[ok], return_inverse=True)[1]
+
+
+def _train_multilab(paths, labels, domains, hashes, dups, *, cv, random_state, n_jobs,
+                    families, method, cache_dir, verbose, estimator_params, lab_cv,
+                    review_accuracy, step) -> TrainResult:
+    from .adapt import leave_one_lab_out, train_multilab
+    from .ensembles.stacking import StackedCellClassifier
+    from .features.extractor import DEFAULT_FAMILIES
+
+    fams = tuple(families or DEFAULT_FAMILIES)
+    n_labs = len(set(domains))
+    t0 = time.perf_counter()
+    step(f"features of {plural(len(paths), 'image')} from {plural(n_labs, 'lab')} ...")
+    X, st, er, stats = compute_features(paths, fams, method, cache_dir, n_jobs, verbose)
+    ok = np.array([s == "ok" for s in st], dtype=bool)
+    y = np.asarray(labels, dtype=object)[ok].astype(str)
+    dom = np.asarray(domains, dtype=object)[ok].astype(str)
+    Xok = X[ok].reset_index(drop=True)
+    _check_trainable(y)
+    groups = _content_group_ids(len(paths), dups, ok) if dups else None
+    t_feat = time.perf_counter() - t0
+    clf = StackedCellClassifier(cv=cv, random_state=random_state, n_jobs=n_jobs,
+                                **(estimator_params or {}))
+    n_ok = int(ok.sum())
+    extra = {"n_images": len(paths), "n_used": n_ok, "n_failed": len(paths) - n_ok,
+             "domain_copies": 0.0, "n_domain_copies": 0,
+             "n_duplicates": sum(len(g) - 1 for g in dups), "cv": cv}
+    t0 = time.perf_counter()
+    if lab_cv and len(set(dom.tolist())) >= 2:
+        step(f"leave-one-lab-out: {plural(len(set(dom.tolist())), 'fit')}, each lab classified "
+             "by a model trained on the others ...")
+        extra["lab_cv"] = leave_one_lab_out(Xok, y, dom, estimator=clf, groups=groups,
+                                            random_state=random_state)
+    step(f"fitting the lab-adaptive stack ({len(clf.estimators)} base learners x {cv} folds, "
+         f"then refit) on {plural(n_ok, 'image')} from {plural(len(set(dom.tolist())), 'lab')}"
+         " ...")
+    # the lab is part of what the model learnt from: it enters the data hash
+    sha = _data_sha256(paths, [f"{lab}\t{d}" for lab, d in zip(labels, domains, strict=True)],
+                       hashes)
+    model = train_multilab(Xok, y, dom, estimator=clf, families=fams, method=method,
+                           random_state=random_state, groups=groups,
+                           review_accuracy=review_accuracy, data_sha256=sha,
+                           extra_metadata=extra)
+    t_fit = time.perf_counter() - t0
+    return TrainResult(model, _failures(paths, st, er), stats, t_feat, t_fit, Xok, y,
+                       domains=dom)
 
 
 def _domain_copy_features(paths, y, fraction, random_state, families, method, cache_dir,
@@ -600,21 +553,6 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
     model = SavedModel(est, classes, feats, default_atypical_classes(classes), meta)
     return TrainResult(model, _failures(paths, st, er), stats, t_feat, t_fit)
 
-
-def review_reference(est, y, classes, target_accuracy: float = REVIEW_ACCURACY) -> dict | None:
-    """The confidence threshold for review (:func:`morphocell.report.review_threshold`) of a
-    fitted model, chosen on its out-of-fold probabilities of the training images ``y`` (the
-    first ``len(y)`` rows: domain copies, which come last, are left out, as they are not the
-    lab's images). ``None`` when the model has none (a stack fitted without folds)."""
-    from .report import review_threshold
-
-    steps = getattr(est, "steps", None)
-    final = steps[-1][1] if steps else est
-    oof = getattr(getattr(final, "stack_", final), "oof_proba_", None)
-    if oof is None:
-        return None
-    y = np.asarray(y).astype(str)
-    return review_threshold(np.asarray(oof)[:len(y)], y, classes, target_accuracy)
 
 
 class _CallableModule(types.ModuleType):

@@ -212,3 +212,22 @@ def test_default_model_predicts_bundled_sample(data_dir):
     acc = float((pred == np.asarray(labels)[ok]).mean())
     assert ok.mean() > 0.9
     assert acc >= 0.9, json.dumps({"accuracy": acc})
+
+
+def test_cli_adapt_reads_folders_by_layout(tiny_model, tmp_path, capsys):
+    """``--layout`` as in the other sub-commands: a folder of images and subfolders is an
+    error naming both under ``auto``; ``--layout flat`` reads its images (here too few)."""
+    from morphocell.cli import main
+
+    paths, _ = _sample()
+    folder = _flat_folder(paths[:5], tmp_path / "mixed")
+    (folder / "sub").mkdir()
+    out = tmp_path / "x.mcm"
+    code = main(["adapt", str(tiny_model), str(folder), "--out", str(out), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--layout flat" in err[0]
+    code = main(["adapt", str(tiny_model), str(folder), "--out", str(out), "-q",
+                 "--layout", "flat"])
+    err = capsys.readouterr().err
+    assert code == 2 and "at least 20 images; got 5" in err
+    assert "ignored 1 folder" in err and not out.exists()

@@ -199,3 +199,132 @@ def test_train_and_predict_are_reachable_as_package_functions():
         importlib.import_module("morphocell.predict")(
             importlib.import_module("morphocell.model_io").load_model("default"), [],
             atypical=["nope"])
+
+
+# -- several labs -----------------------------------------------------------------------------
+_FOUR = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+def _two_labs(n: int = 6) -> list[tuple[str, str, str]]:
+    """``(path, label, lab)``: ``n`` PBC train cells of each of four classes (lab "pbc") and
+    ``n`` segwbc dataset1 cells of the same classes (lab "jiangxi")."""
+    import csv
+
+    from conftest import DATA
+
+    rows = [(p, lab, "pbc") for p, lab in pbc_subset(n) if lab in _FOUR]
+    folder = DATA / "segwbc" / "dataset1"
+    seen: dict[str, int] = {}
+    with open(folder / "labels.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            lab = r["label"].strip()
+            if lab in _FOUR and seen.get(lab, 0) < n:
+                seen[lab] = seen.get(lab, 0) + 1
+                rows.append((str(folder / f"{r['image_id']}_image.png"), lab, "jiangxi"))
+    return rows
+
+
+def _write_manifest(path, rows, domain=True):
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"] + (["domain"] if domain else []))
+        w.writerows([r if domain else r[:2] for r in rows])
+    return path
+
+
+def test_training_on_two_labs_from_a_manifest_domain_column(data_dir, tmp_path):
+    from morphocell.model_io import load_model
+    from morphocell.train import load_labs, train
+
+    rows = _two_labs()
+    manifest = _write_manifest(tmp_path / "labs.csv", rows)
+    paths, labels, domains = load_labs(manifest)
+    assert domains == [r[2] for r in rows] and labels == [r[1] for r in rows]
+    # without the column: one lab, no domains
+    assert load_labs(_write_manifest(tmp_path / "one.csv", rows, domain=False))[2] is None
+    res = train(paths, labels, domains=domains, cv=2, families=("shape", "color"),
+                estimator_params=_small(), cache_dir=tmp_path / "c")
+    meta = res.metadata
+    assert meta["domains"] == {lab: {c: 6 for c in _FOUR} for lab in ("jiangxi", "pbc")}
+    assert meta["n_used"] == len(paths) == 48 and meta["n_domain_copies"] == 0
+    # each lab scored by a model trained on the other one only, the batch standardised on
+    # itself (24 cells >= 20)
+    lolo = res.lab_cv
+    assert lolo["method"] == "leave-one-lab-out" and set(lolo["labs"]) == {"jiangxi", "pbc"}
+    for r in lolo["labs"].values():
+        assert r["n"] == 24 and 0 <= r["accuracy"] <= 1 and r["n_unknown_class"] == 0
+        assert r["standardised_on"] == "batch"
+    assert lolo["mean_accuracy"] == pytest.approx(
+        np.mean([r["accuracy"] for r in lolo["labs"].values()]))
+    assert set(meta["cv_by_lab"]) == {"jiangxi", "pbc"}
+    # the labs are part of the data hash
+    other = train(paths, labels, domains=["x"] * len(paths), cv=2, lab_cv=False,
+                  families=("shape", "color"), estimator_params=_small(),
+                  cache_dir=tmp_path / "c")
+    assert other.metadata["data_sha256"] != meta["data_sha256"] and other.lab_cv is None
+    # saved, loaded, it predicts cells of either lab
+    res.save(tmp_path / "labs.mcm", explain=False)
+    back = load_model(tmp_path / "labs.mcm")
+    assert set(back.metadata["domains"]) == {"jiangxi", "pbc"}
+    assert back.classes == sorted(_FOUR)
+    pick = [paths[0], paths[-1]]
+    P = back.predict_proba(pick)
+    assert P.shape == (2, 4) and np.allclose(P.sum(axis=1), 1)
+    np.testing.assert_allclose(P, res.model.predict_proba(pick))
+
+
+def test_several_labs_bad_input(data_dir, tmp_path):
+    from morphocell.train import load_labs, train
+
+    rows = _two_labs(2)
+    paths, labels = [r[0] for r in rows], [r[1] for r in rows]
+    with pytest.raises(DataError, match="2 domains"):
+        train(paths, labels, domains=["a", "b"])
+    with pytest.raises(DataError, match="empty domain"):
+        train(paths, labels, domains=[""] + ["a"] * (len(paths) - 1))
+    with pytest.raises(DataError, match="hand-crafted model"):
+        train(paths, labels, domains=["a"] * len(paths), features="deep")
+    with pytest.raises(DataError, match="domain copies are not used"):
+        train(paths, labels, domains=["a"] * len(paths), domain_copies=0.3)
+    bad = [(p, lab, "" if i == 3 else d) for i, (p, lab, d) in enumerate(rows)]
+    with pytest.raises(DataError, match="row 5 has no domain"):
+        load_labs(_write_manifest(tmp_path / "bad.csv", bad))
+    with pytest.raises(DataError, match="needs a 'domain' column"):
+        load_labs(_write_manifest(tmp_path / "nodom.csv", rows, domain=False), by_lab=True)
+    # by lab: a folder of lab folders; images beside them are refused
+    (tmp_path / "labs" / "a" / "neutrophil").mkdir(parents=True)
+    (tmp_path / "labs" / "stray.png").write_bytes(b"")
+    with pytest.raises(DataError, match="beside the lab folders"):
+        load_labs(tmp_path / "labs", by_lab=True)
+
+
+def test_cli_train_by_lab(data_dir, tmp_path, capsys):
+    import os
+
+    from morphocell.cli import main
+    from morphocell.model_io import load_model
+
+    rows = _two_labs(5)
+    root = tmp_path / "labs"
+    for i, (p, lab, dom) in enumerate(rows):
+        d = root / dom / lab
+        d.mkdir(parents=True, exist_ok=True)
+        os.symlink(p, d / f"{i:03d}{os.path.splitext(p)[1]}")
+    out = tmp_path / "m.mcm"
+    code = main(["train", str(root), "--by-lab", "--out", str(out), "--cv", "2",
+                 "--cache-dir", str(tmp_path / "c"), "-q"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "from 2 labs (jiangxi 20, pbc 20)" in text
+    assert "leave-one-lab-out" in text and "jiangxi" in text.split("leave-one-lab-out")[1]
+    meta = load_model(out).metadata
+    assert set(meta["domains"]) == {"jiangxi", "pbc"}
+    assert set(meta["lab_cv"]["labs"]) == {"jiangxi", "pbc"}
+    # a class folder given to --by-lab (no lab level): a one-line error, exit 2
+    code = main(["train", str(root / "pbc"), "--by-lab", "--out", str(tmp_path / "x.mcm"),
+                 "--cache-dir", str(tmp_path / "c"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "x.mcm").exists()
+    assert "no labels" in err

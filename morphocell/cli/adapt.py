@@ -1,7 +1,15 @@
 """``morphocell adapt``: adapt a model to a new lab's images (no labels, or a few)."""
 from __future__ import annotations
 
-from ._common import add_cache_dir, add_command, add_n_jobs, add_quiet, eprint, plural
+from ._common import (
+    add_cache_dir,
+    add_command,
+    add_layout,
+    add_n_jobs,
+    add_quiet,
+    eprint,
+    plural,
+)
 
 
 def add_parser(subparsers):
@@ -27,18 +35,20 @@ date). Nothing is written when adaptation fails (exit 2).""",
     p.add_argument("--random-state", type=int, default=0, help="seed of the CV folds")
     add_cache_dir(p)
     add_n_jobs(p)
+    add_layout(p)
     add_quiet(p)
     return p
 
 
 def run(args) -> int:
     from ..adapt import adapt
-    from ..io import resolve_inputs
     from ..model_io import load_model, save_model
+    from ._common import list_inputs
     from ._exit import outcome, print_failures
 
     model = load_model(args.model)
-    paths, labels = resolve_inputs([args.data])
+    listing = list_inputs("adapt", [args.data], args.layout)
+    paths, labels = listing.paths, listing.labels
     adapted, info = adapt(model, paths, labels, self_training=not args.no_self_training,
                           n_jobs=args.n_jobs, cache_dir=args.cache_dir,
                           random_state=args.random_state, verbose=0 if args.quiet else 1)

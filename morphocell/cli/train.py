@@ -16,11 +16,25 @@ and left out (exit 3); the model is still written.
 
   handcrafted  stacked RF / SVC / XGBoost on the shape, colour and texture features
   deep         CNN embeddings, cross-fitted (deep extra: TensorFlow)
-  fused        both, in one stack (deep extra)""",
+  fused        both, in one stack (deep extra)
+
+Several labs (hand-crafted): a manifest with a 'domain' column naming each image's lab, or
+--by-lab with DATA a folder of lab folders (DATA/<lab>/<class>/<image>). Every lab's
+features are standardised on its own statistics, and each lab is also classified by a model
+trained on the other labs only (leave-one-lab-out): the accuracy to expect in a new lab.""",
         "morphocell train pbc/ --out pbc.mcm                      # class subfolders\n"
         "morphocell train labels.csv --out m.mcm --cv 10 --n-jobs 4   # path,label manifest\n"
-        "morphocell train pbc/ --out fused.mcm --features fused --epochs 20")
-    p.add_argument("data", help="folder of class subfolders, or manifest CSV (path,label)")
+        "morphocell train pbc/ --out fused.mcm --features fused --epochs 20\n"
+        "morphocell train labs/ --by-lab --out multi.mcm          # labs/<lab>/<class>/\n"
+        "morphocell train labs.csv --out multi.mcm                # path,label,domain manifest")
+    p.add_argument("data", help="folder of class subfolders, or manifest CSV (path,label; "
+                   "an optional domain column names each image's lab)")
+    p.add_argument("--by-lab", action="store_true",
+                   help="DATA is a folder of lab folders, each holding class subfolders: "
+                   "train on several labs (a manifest says it with a 'domain' column)")
+    p.add_argument("--no-lab-cv", action="store_true",
+                   help="several labs: skip the leave-one-lab-out scores (one more fit per "
+                   "lab)")
     p.add_argument("--out", required=True, help="model file to write")
     p.add_argument("--features", default="handcrafted", choices=["handcrafted", "deep", "fused"],
                    help="kind of model")
@@ -59,26 +73,35 @@ def run(args) -> int:
     from ..batch import default_cache_dir
     from ..io import ListingReport
     from ..report import plural
-    from ..train import check_options, explanation_folder, load_labelled, train
+    from ..train import check_options, explanation_folder, load_labs, train
     from ._common import say_listing
     from ._exit import outcome, print_failures
     from ._text import format_cv_scores, format_review
 
     # every option checked before the data are listed or anything is written
-    check_options(args.features, args.domain_copies, args.review_accuracy)
+    check_options(args.features, args.domain_copies, args.review_accuracy,
+                  multilab=args.by_lab)
     listing = ListingReport()
-    paths, labels = load_labelled(args.data, layout=args.layout, report=listing)
+    paths, labels, domains = load_labs(args.data, by_lab=args.by_lab, layout=args.layout,
+                                       report=listing)
     say_listing("train", listing)
+    if domains is not None and not args.by_lab:  # a manifest's domain column
+        check_options(args.features, args.domain_copies, args.review_accuracy, multilab=True)
     out = Path(args.out)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    print(f"training on {plural(len(paths), 'image')} of {plural(len(set(labels)), 'class')} "
-          f"({args.features} features, {args.cv}-fold CV)")
+    labs = ""
+    if domains is not None:
+        names = sorted(set(domains))
+        labs = (f" from {plural(len(names), 'lab')} ("
+                + ", ".join(f"{d} {domains.count(d)}" for d in names) + ")")
+    print(f"training on {plural(len(paths), 'image')} of {plural(len(set(labels)), 'class')}"
+          f"{labs} ({args.features} features, {args.cv}-fold CV)")
     t0 = time.perf_counter()
     res = train(paths, labels, features=args.features, cv=args.cv,
                 random_state=args.random_state, n_jobs=args.n_jobs, cache_dir=cache_dir,
                 domain_copies=args.domain_copies, review_accuracy=args.review_accuracy,
                 epochs=args.epochs, cnn_crop=args.cnn_crop, cnn_augment=args.cnn_augment,
-                verbose=0 if args.quiet else 1,
+                domains=domains, lab_cv=not args.no_lab_cv, verbose=0 if args.quiet else 1,
                 on_step=None if args.quiet else (lambda msg: eprint(msg)))
     print_failures(res.failures, "train")
     warn_duplicates("train", res.duplicates,
@@ -98,6 +121,8 @@ def run(args) -> int:
             # fused: the copies train the hand-crafted learners, not the scores above
             print(f"(the hand-crafted learners also trained on {res.n_domain_copies} "
                   "domain-randomised copies; the scores above are over the images only)")
+    if domains is not None:
+        _print_labs(res.metadata)
     if res.metadata.get("review"):
         print(format_review(res.metadata["review"]))
     written = res.save(out)
@@ -110,3 +135,30 @@ def run(args) -> int:
         print(f"explanation written to {explanation_folder(out)}")
     print(f"total time {time.perf_counter() - t0:.1f} s")
     return outcome(n_used, res.failures, "train on")
+
+
+def _print_labs(meta: dict) -> None:
+    """The per-lab scores of a model trained on several labs."""
+    by_lab = meta.get("cv_by_lab") or {}
+    if by_lab:
+        print("out-of-fold accuracy per lab (the folds mix the labs: each lab's other cells "
+              "trained the model): " + ", ".join(f"{d} {r['accuracy']:.4f}"
+                                                 for d, r in by_lab.items()))
+    lolo = meta.get("lab_cv")
+    if not lolo:
+        if len(meta.get("domains") or {}) < 2:
+            print("leave-one-lab-out: needs 2 labs or more")
+        return
+    print("leave-one-lab-out (each lab classified by a model trained on the other labs only, "
+          "its cells standardised on themselves without labels: the accuracy to expect in a "
+          "new lab):")
+    for lab, r in lolo["labs"].items():
+        if "accuracy" not in r:
+            print(f"  {lab}: not scored ({r['skipped']})")
+            continue
+        unknown = (f"; {r['n_unknown_class']} of a class no other lab has"
+                   if r["n_unknown_class"] else "")
+        print(f"  {lab}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} "
+              f"(n={r['n']}{unknown})")
+    if lolo.get("mean_accuracy") is not None:
+        print(f"  mean over the labs: {lolo['mean_accuracy']:.4f}")
