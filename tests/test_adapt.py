@@ -57,6 +57,33 @@ def test_balanced_stats_ignore_proportions_and_follow_scale():
     assert np.isfinite(ad.balanced_stats(Xn, W)[0]).all()
 
 
+def test_leave_one_lab_out_counts_classes_no_other_lab_has():
+    """Two labs that differ by an affine change of every feature (another pixel size and
+    stain): each scored by a model of the other; lab a's basophils, a class lab b lacks, are
+    counted apart."""
+    rng = np.random.default_rng(2)
+    means = {"neutrophil": [0.0, 0.0, 0.0], "lymphocyte": [4.0, 0.0, 2.0],
+             "basophil": [0.0, 4.0, -2.0]}
+    X, y, dom = [], [], []
+    for lab, classes, a, b in (("a", ("neutrophil", "lymphocyte", "basophil"), 1.0, 0.0),
+                               ("b", ("neutrophil", "lymphocyte"), 2.5, 10.0)):
+        for c in classes:
+            z = np.asarray(means[c]) + rng.normal(size=(30, 3))
+            X.append(a * z + b)
+            y += [c] * 30
+            dom += [lab] * 30
+    X = np.vstack(X)
+    res = ad.leave_one_lab_out(X, y, dom, estimator=ad.head_learner(0), random_state=0)
+    a, b = res["labs"]["a"], res["labs"]["b"]
+    assert (a["n"], a["n_unknown_class"], b["n"], b["n_unknown_class"]) == (90, 30, 60, 0)
+    # the basophils count as errors in accuracy, not in accuracy_known_classes
+    assert a["accuracy"] == pytest.approx(a["accuracy_known_classes"] * 60 / 90)
+    assert a["accuracy_known_classes"] > 0.9 and b["accuracy"] > 0.9
+    assert a["standardised_on"] == b["standardised_on"] == "batch"
+    assert res["mean_accuracy"] == pytest.approx((a["accuracy"] + b["accuracy"]) / 2)
+    assert ad.leave_one_lab_out(X, y, ["a"] * len(y)) is None
+
+
 # -- a real model file ------------------------------------------------------------------------
 def _segwbc(n: int, limit: int):
     folder = DATA / "segwbc" / f"dataset{n}"
