@@ -56,7 +56,7 @@ trained on the other labs only (leave-one-lab-out): the accuracy to expect in a 
                    help="handcrafted/fused: also train the hand-crafted learners on one "
                    "domain-randomised copy (other stain, illumination, blur, scale) of this "
                    "fraction of the images, so the model holds up on other labs' images "
-                   "(default: 0.35 for handcrafted and fused; 0: none)")
+                   "(default: 0.35 for handcrafted and fused, 0 for several labs; 0: none)")
     p.add_argument("--review-accuracy", type=float, default=0.995, metavar="ACC",
                    help="the confidence threshold stored for review is the lowest at which "
                    "the cells above it are right this often out of fold; predict marks cells "
