@@ -6,6 +6,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import types
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
@@ -247,3 +248,15 @@ def cv2_one_thread() -> Iterator[None]:
         yield
     finally:
         cv2.setNumThreads(n)
+
+
+class CallableModule(types.ModuleType):
+    """A module that is also its main function: ``morphocell.train``, ``morphocell.predict``
+    and ``morphocell.adapt`` each name both a module and the function of the same name. The
+    package exports the function, but once the module is imported Python records the module
+    under that name on the package; calling the module calls the function (looked up at call
+    time), so ``morphocell.train(paths, labels)`` works either way. A module opts in with
+    ``sys.modules[__name__].__class__ = CallableModule``."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)

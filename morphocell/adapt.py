@@ -20,7 +20,6 @@ import datetime as _dt
 import hashlib
 import os
 import sys
-import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -409,13 +408,6 @@ def leave_one_lab_out(X, y, domains, *, estimator=None, groups=None, random_stat
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-class _CallableModule(types.ModuleType):
-    """``morphocell.adapt`` names both this module and its function :func:`adapt`: calling
-    the module calls the function, so ``morphocell.adapt.adapt(model, paths)`` and
-    ``morphocell.adapt(model, paths)`` do the same (as ``morphocell.train``)."""
+from ._utils import CallableModule  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return adapt(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = CallableModule  # calling the module calls its function

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -557,14 +556,6 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
                             duplicates)
 
 
-class _CallableModule(types.ModuleType):
-    """``morphocell.predict`` names both this module and its function :func:`predict`: the
-    package exports the function, but once the module is imported Python records the module
-    under that name on the package. Calling the module calls the function, so
-    ``morphocell.predict(model, paths)`` works either way."""
+from ._utils import CallableModule  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = CallableModule  # calling the module calls its function

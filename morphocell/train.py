@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,8 +483,8 @@ def _domain_copy_features(paths, y, fraction, random_state, families, method, ca
     return Xc[good].reset_index(drop=True), y[src[good]], src[good]
 
 
-def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epochs, n_jobs, cache_dir,
-                verbose, cnn_crop, cnn_augment, domain_copies, review_accuracy,
+def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epochs, n_jobs,
+                cache_dir, verbose, cnn_crop, cnn_augment, domain_copies, review_accuracy,
                 step) -> TrainResult:
     from .model_io import SavedModel, default_atypical_classes
 
@@ -555,14 +554,6 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
 
 
 
-class _CallableModule(types.ModuleType):
-    """``morphocell.train`` names both this module and its function :func:`train`: the
-    package exports the function, but once the module is imported Python records the module
-    under that name on the package. Calling the module calls the function, so
-    ``morphocell.train(paths, labels)`` works either way."""
+from ._utils import CallableModule  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = CallableModule  # calling the module calls its function
