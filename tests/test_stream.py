@@ -353,3 +353,27 @@ def test_dask_malloc_env_does_not_fault_every_buffer(data_dir):
     assert runs["tuned"]["faults"] * 4 < runs["kept"]["faults"], runs
     np.testing.assert_array_equal(np.array(runs["tuned"]["X"], dtype=float),
                                   np.array(runs["kept"]["X"], dtype=float))
+
+
+def test_a_refused_run_leaves_no_dataset_folder(tmp_path):
+    """An error before the first part (here: a folder with no image) leaves neither the new
+    dataset folder nor its lock file behind; a folder that existed before is kept."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "f.parquet"
+    assert cli_main(["features", str(empty), "--out", str(out), "-q"]) == 2
+    assert not out.exists()
+    out.mkdir()
+    with pytest.raises(DataError):
+        extract_to_parquet([str(empty)], out)
+    assert out.is_dir()
+
+
+def test_progress_shows_the_total_in_a_log(manifest, tmp_path, monkeypatch, capsys):
+    """In a log (stderr not a terminal) the progress line carries the total and time left."""
+    import morphocell._utils as utils
+
+    monkeypatch.setattr(utils, "LOG_PROGRESS_EVERY", 0.0)
+    extract_to_parquet(manifest, tmp_path / "f.parquet", chunk_size=CHUNK, verbose=1)
+    err = capsys.readouterr().err
+    assert "/64 img (" in err and "left" in err

@@ -10,6 +10,7 @@ already-written row).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -25,6 +26,8 @@ from ..features.extractor import STATUS_ERROR, STATUS_NO_CELL, STATUS_OK, _famil
 from ..io import iter_chunks, iter_entries
 from . import engine
 from .dataset import (
+    LOCK_NAME,
+    META_NAME,
     _check_or_write_meta,
     _clean_temporaries,
     _expected_meta,
@@ -181,16 +184,47 @@ def extract_to_parquet(inputs: Sequence[str | os.PathLike] | str | os.PathLike |
     names = feature_names(fams)
     schema = _schema(names)
     outp = Path(out)
+    created = not outp.exists()
     _prepare_out(outp)
     result = StreamResult(out=str(outp))
+    try:
+        _extract_locked(outp, inputs, fams, method, names, schema, n_jobs, client, chunk_size,
+                        max_in_flight, verbose, result)
+    except BaseException:
+        if created:
+            _remove_if_empty(outp)  # a run refused before any part: leave no folder behind
+        raise
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _remove_if_empty(outp: Path) -> None:
+    """Remove a dataset folder this run created when it holds no part file (only the lock and
+    the metadata): an error before the first part leaves nothing on disk."""
+    try:
+        names = {e.name for e in os.scandir(outp)}
+    except OSError:
+        return
+    if names <= {LOCK_NAME, META_NAME}:
+        for n in names:
+            with contextlib.suppress(OSError):
+                os.unlink(outp / n)
+        with contextlib.suppress(OSError):
+            outp.rmdir()
+
+
+def _extract_locked(outp, inputs, fams, method, names, schema, n_jobs, client, chunk_size,
+                    max_in_flight, verbose, result) -> None:
+    paths_given = isinstance(inputs, (str, os.PathLike)) or (
+        isinstance(inputs, Sequence) and all(isinstance(i, (str, os.PathLike)) for i in inputs))
+    # the number of entries, for the progress bar's total and time left (one listing pass)
+    total = sum(1 for _ in iter_entries(inputs)) if verbose and paths_given else None
     with _locked(outp):
         _check_or_write_meta(outp, _expected_meta(fams, method, names))
         _clean_temporaries(outp)
         done_k, done_s, _, next_idx = _scan_index(outp, quarantine=True)
 
-        if isinstance(inputs, (str, os.PathLike)) or (
-                isinstance(inputs, Sequence) and all(isinstance(i, (str, os.PathLike))
-                                                     for i in inputs)):
+        if paths_given:
             entries = iter_entries(inputs)  # type: ignore[arg-type]
         else:
             entries = iter(inputs)
@@ -211,7 +245,7 @@ def extract_to_parquet(inputs: Sequence[str | os.PathLike] | str | os.PathLike |
 
         ex = engine.make_executor(None if n_jobs == 1 else n_jobs, client, watch_driver=True)
         limit = max(1, int(max_in_flight) if max_in_flight else 2 * ex.slots)
-        bar = _bar(verbose)
+        bar = _bar(verbose, total)
         done = engine.run(ex, extract_chunk, ((batch, fams, method) for batch in tasks()),
                           limit)
         try:
@@ -244,18 +278,16 @@ def extract_to_parquet(inputs: Sequence[str | os.PathLike] | str | os.PathLike |
             done.close()  # early exit: the chunks in flight are cancelled
             if bar is not None:
                 bar.close()
-    result.seconds = time.perf_counter() - t0
-    return result
 
 
-def _bar(verbose: int):
+def _bar(verbose: int, total: int | None = None):
     """A tqdm counter on a terminal; plain lines (``LogCounter``) in a log; None if quiet."""
     if not verbose:
         return None
     if not sys.stderr.isatty():
         from .._utils import LogCounter
 
-        return LogCounter("features")
+        return LogCounter("features", total=total)
     from tqdm.auto import tqdm
 
-    return tqdm(desc="features", unit="img", leave=False)
+    return tqdm(desc="features", unit="img", total=total, leave=False)
