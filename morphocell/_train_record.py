@@ -55,6 +55,56 @@ def _check_duplicates(paths, labels, groups) -> None:
                             "fix the label of one (or remove the copy)")
 
 
+def n_exact_duplicates(hashes: Sequence[str | None]) -> int:
+    """Files whose content (SHA-256) repeats a file listed before them."""
+    known = [h for h in hashes if h is not None]
+    return len(known) - len(set(known))
+
+
+def near_duplicates(paths: Sequence[str], labels: Sequence[str],
+                    hashes: Sequence[str | None], dups: Sequence[Sequence[int]], *,
+                    n_jobs: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """``(near, linked)``: the groups of indices of images that are the same cell saved again
+    with other content (:mod:`morphocell.near_duplicates`: re-encoded, slightly resized,
+    turned, mirrored, brighter; one file per distinct content, exact copies left to
+    ``dups``), and the groups that must share a cross-validation fold: the exact duplicates
+    ``dups`` and the near-duplicate groups joined (each sorted, two or more indices).
+
+    Raises
+    ------
+    DataError
+        Two near-duplicate images with different labels (one of them is wrong), naming both
+        files and their distance.
+    """
+    from .near_duplicates import (
+        HASH_BITS,
+        NEAR_DUPLICATE_BITS,
+        image_hashes,
+        near_duplicate_groups,
+        near_duplicate_pairs,
+    )
+
+    # one file per content: exact copies are grouped already and cost nothing more
+    later = {j for g in dups for j in g[1:]}
+    rep = [i for i, h in enumerate(hashes) if h is not None and i not in later]
+    if len(rep) < 2:
+        return [], [list(g) for g in dups]
+    hashed, ok = image_hashes([paths[i] for i in rep], n_jobs=n_jobs)
+    pairs, dist = near_duplicate_pairs(hashed, ok)
+    rep_arr = np.asarray(rep, dtype=np.int64)
+    pairs = rep_arr[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
+    for (a, b), d in zip(pairs.tolist(), dist.tolist(), strict=True):
+        if labels[a] != labels[b]:
+            raise DataError(
+                f"the same cell has two labels: {paths[a]} ({labels[a]}) and {paths[b]} "
+                f"({labels[b]}) are near-duplicates (the same image re-saved: hash distance "
+                f"{d} of {HASH_BITS} bits, at most {NEAR_DUPLICATE_BITS} counts as the same "
+                "cell); fix the label of one (or remove the copy)")
+    near = near_duplicate_groups(pairs, len(paths))
+    linked = near_duplicate_groups(pairs, len(paths), exact=dups)
+    return near, linked
+
+
 def _data_sha256(paths: Sequence[str], labels: Sequence[str],
                  hashes: Sequence[str | None] | None = None) -> str:
     """SHA-256 over the sorted ``(image content hash, label)`` pairs: the same images with the
@@ -121,7 +171,7 @@ def _metadata(features: str, paths, labels, hashes, dups, y_used, est, classes, 
         "class_counts": {c: int((y_used == c).sum()) for c in classes},
         "domain_copies": float(domain_copies),
         "n_domain_copies": int(n_domain_copies),
-        "n_duplicates": sum(len(g) - 1 for g in dups),
+        "n_duplicates": n_exact_duplicates(hashes),
         "cv": cv,
         "random_state": random_state,
         "cv_scores": cv_scores,
