@@ -46,6 +46,8 @@ from ._train_record import (
     _failures,
     _metadata,
     content_groups,
+    n_exact_duplicates,
+    near_duplicates,
     readability,
     review_reference,
 )
@@ -159,6 +161,12 @@ class TrainResult:
         Files with identical content (same SHA-256), one list per image. A hand-crafted model
         trains on every file but keeps each list in one cross-validation fold; a deep or
         fused model trains on the first file of each list only.
+    near_duplicates : list of list of path
+        Files that hold the same cell saved again with other content (re-encoded, slightly
+        resized, turned by quarter turns, mirrored, brighter or darker:
+        :mod:`morphocell.near_duplicates`), one list per cell (one file per content: exact
+        copies are in ``duplicates``). They are treated as ``duplicates`` are: one
+        cross-validation fold per list (hand-crafted), the first file only (deep, fused).
     domains : array or None
         With several labs: the lab of every row of ``X``.
     """
@@ -172,6 +180,7 @@ class TrainResult:
     y: Any = None
     duplicates: list[list[str]] = field(default_factory=list)
     domains: Any = None
+    near_duplicates: list[list[str]] = field(default_factory=list)
 
     @property
     def estimator(self):
@@ -293,7 +302,8 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
     ------
     DataError
         Bad options (:func:`check_options`), fewer than 2 classes or fewer than 2 usable
-        images in a class, ``domains`` not one non-empty name per image.
+        images in a class, ``domains`` not one non-empty name per image, the same image
+        (identical content or a near-duplicate) under two labels.
     MorphocellError
         ``"deep"`` / ``"fused"`` without the deep extra (TensorFlow).
     """
@@ -313,6 +323,10 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
     step = on_step or (lambda _msg: None)
     hashes, dups = content_groups(paths)
     _check_duplicates(paths, labels, dups)
+    step(f"near-duplicates among {plural(len(paths), 'image')} ...")
+    near, linked = near_duplicates(paths, labels, hashes, dups, n_jobs=n_jobs)
+    # every later step keeps each linked group (exact and near copies) in one fold
+    exact, dups = dups, linked
     if domains is not None:
         res = _train_multilab(paths, labels, domains, hashes, dups, cv=cv,
                               random_state=random_state, n_jobs=n_jobs, families=families,
@@ -331,7 +345,8 @@ def train(paths: Sequence[str | os.PathLike], labels: Sequence[str], *,
                           cache_dir=cache_dir, verbose=verbose, cnn_crop=cnn_crop,
                           cnn_augment=cnn_augment, domain_copies=copies,
                           review_accuracy=review_accuracy, step=step)
-    res.duplicates = [[paths[i] for i in g] for g in dups]
+    res.duplicates = [[paths[i] for i in g] for g in exact]
+    res.near_duplicates = [[paths[i] for i in g] for g in near]
     return res
 
 
@@ -422,7 +437,7 @@ def _train_multilab(paths, labels, domains, hashes, dups, *, cv, random_state, n
     n_ok = int(ok.sum())
     extra = {"n_images": len(paths), "n_used": n_ok, "n_failed": len(paths) - n_ok,
              "domain_copies": 0.0, "n_domain_copies": 0,
-             "n_duplicates": sum(len(g) - 1 for g in dups), "cv": cv}
+             "n_duplicates": n_exact_duplicates(hashes), "cv": cv}
     t0 = time.perf_counter()
     if lab_cv and len(set(dom.tolist())) >= 2:
         step(f"leave-one-lab-out: {plural(len(set(dom.tolist())), 'fit')}, each lab classified "
@@ -503,7 +518,8 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
         st, er = readability(paths)
         stats = {}
     ok = np.array([s == "ok" for s in st], dtype=bool)
-    # the network cross-fitting has no groups: a later copy of an image is left out
+    # the network cross-fitting has no groups: a later copy of an image (exact or near) is
+    # left out
     for g in dups:
         ok[g[1:]] = False
     ok_paths = [p for p, k in zip(paths, ok, strict=True) if k]

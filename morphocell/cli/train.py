@@ -107,6 +107,7 @@ def run(args) -> int:
     warn_duplicates("train", res.duplicates,
                     "each kept in one cross-validation fold with its image"
                     if args.features == "handcrafted" else "left out")
+    _warn_near_duplicates(res.near_duplicates, args.features)
     fs = res.feature_stats
     if fs:
         print(f"features: {fs.get('hits', 0)} from cache, {fs.get('computed', 0)} computed "
@@ -135,6 +136,23 @@ def run(args) -> int:
         print(f"explanation written to {explanation_folder(out)}")
     print(f"total time {time.perf_counter() - t0:.1f} s")
     return outcome(n_used, res.failures, "train on")
+
+
+def _warn_near_duplicates(groups: list[list[str]], features: str) -> None:
+    """One stderr line on near-duplicates: the count and the first few files."""
+    from ..report import plural
+
+    if not groups:
+        return
+    n = sum(len(g) - 1 for g in groups)
+    what = ("each kept in one cross-validation fold with its image"
+            if features == "handcrafted" else "left out")
+    shown = "; ".join(" ~ ".join(g) for g in groups[:3])
+    more = f"; and {plural(len(groups) - 3, 'more group')}" if len(groups) > 3 else ""
+    eprint(f"morphocell train: warning: {plural(n, 'file')} "
+           f"{'is a near-duplicate' if n == 1 else 'are near-duplicates'} of an image listed "
+           f"before (the same cell saved again: re-encoded, resized, turned or brighter): "
+           f"{what}; {shown}{more}")
 
 
 def _print_labs(meta: dict) -> None:
