@@ -262,7 +262,8 @@ def ceiling_learner(random_state: int):
 # -- scoring ---------------------------------------------------------------------------------
 def score(y_true, proba: np.ndarray, classes) -> dict:
     """Accuracy / macro-F1 over the classes present (probabilities restricted to them) and
-    the differential-count error."""
+    the differential-count error, from the arg-max labels (``count_error``) and from the mean
+    of the restricted, renormalised probabilities (``count_error_proba``)."""
     from morphocell.report import classification_metrics
 
     y_true = np.asarray(y_true).astype(str)
@@ -273,8 +274,13 @@ def score(y_true, proba: np.ndarray, classes) -> dict:
     m = classification_metrics(y_true, pred)
     true_share = np.array([(y_true == c).mean() for c in present])
     pred_share = np.array([(pred == c).mean() for c in present])
+    P = np.asarray(proba, np.float64)[:, cols]
+    tot = P.sum(axis=1, keepdims=True)
+    P = np.divide(P, tot, out=np.full_like(P, 1.0 / len(cols)), where=tot > 0)
+    proba_share = P.mean(axis=0)
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"],
             "count_error": float(np.abs(pred_share - true_share).sum() / 2),
+            "count_error_proba": float(np.abs(proba_share - true_share).sum() / 2),
             "recall": {c: m["per_class"][c]["recall"] for c in present}}
 
 
@@ -340,7 +346,7 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
               flush=True)
     rng = np.random.default_rng(seed)
     for kk in ks:
-        accs, f1s, errs = [], [], []
+        accs, f1s, errs, perrs = [], [], [], []
         for _ in range(draws):
             lab_idx = draw_labelled(yt, kk, rng)
             rest = np.setdiff1d(np.arange(len(yt)), lab_idx)
@@ -352,12 +358,14 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
             accs.append(s["accuracy"])
             f1s.append(s["macro_f1"])
             errs.append(s["count_error"])
+            perrs.append(s["count_error_proba"])
         res["rows"][f"k{kk}"] = {"accuracy": float(np.mean(accs)),
                                  "accuracy_sd": float(np.std(accs)),
                                  "macro_f1": float(np.mean(f1s)),
                                  "macro_f1_sd": float(np.std(f1s)),
                                  "count_error": float(np.mean(errs)),
-                                 "count_error_sd": float(np.std(errs)), "draws": draws}
+                                 "count_error_sd": float(np.std(errs)),
+                                 "count_error_proba": float(np.mean(perrs)), "draws": draws}
         if verbose:
             print(f"{held} k={kk}: {np.mean(accs):.3f} +- {np.std(accs):.3f}", file=sys.stderr,
                   flush=True)
@@ -433,6 +441,12 @@ def to_markdown(res: dict) -> str:
                 cells.append(f"{v['accuracy']:.3f} / {v['macro_f1']:.3f} / "
                              f"{v['count_error']:.3f}")
         lines.append(f"| {lab} | {r['n_target']} | " + " | ".join(cells) + " |")
+    lines += ["", ("Differential-count error from the mean probabilities instead of the "
+                   "arg-max labels:"), ""]
+    for lab, r in res["labs"].items():
+        lines.append(f"- {lab}: " + ", ".join(
+            f"{key} {r['rows'][key]['count_error_proba']:.3f}" for key in cols
+            if "count_error_proba" in r["rows"].get(key, {})))
     lines.append("")
     for lab, r in res["labs"].items():
         lines.append(f"- {lab}: trained on {', '.join(r['sources'])} ({r['n_source']} cells); "

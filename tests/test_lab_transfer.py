@@ -26,6 +26,16 @@ def test_score_count_error_and_present_classes():
     assert set(s["recall"]) == {"a", "b", "c"}
 
 
+def test_score_count_error_from_probabilities():
+    y = np.array(["a", "a", "a", "b"])
+    proba = np.array([[0.8, 0.2, 0.0]] * 3 + [[0.4, 0.6, 0.0]]) * 0.5
+    proba[:, 2] = 0.5  # a class absent from the lab: left out, the rest renormalised
+    s = lt.score(y, proba, ["a", "b", "z"])
+    assert s["count_error"] == pytest.approx(0.0)  # arg-max shares .75 / .25, as true
+    # mean probabilities a (3 x .8 + .4) / 4 = .7, b .3 against .75 / .25
+    assert s["count_error_proba"] == pytest.approx(0.05)
+
+
 def test_draw_labelled_small_classes_give_half():
     y = np.array(["a"] * 30 + ["b"] * 6 + ["c"])
     idx = lt.draw_labelled(y, 5, np.random.default_rng(0))
