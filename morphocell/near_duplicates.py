@@ -28,9 +28,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HASH_BITS", "LSH_KEY_BITS", "LSH_TABLES", "NEAR_DUPLICATE_BITS",
-           "hash_distance", "image_hashes", "miss_probability", "near_duplicate_pairs",
-           "near_duplicate_groups"]
+__all__ = [
+    "HASH_BITS",
+    "LSH_KEY_BITS",
+    "LSH_TABLES",
+    "NEAR_DUPLICATE_BITS",
+    "hash_distance",
+    "image_hashes",
+    "miss_probability",
+    "near_duplicate_groups",
+    "near_duplicate_pairs",
+]
 
 #: Side of the grey thumbnail the hash is computed on.
 THUMB = 32
@@ -64,8 +72,8 @@ def _thumbnail(path: str) -> np.ndarray | None:
     through the same checks as :func:`morphocell.io.read_image` before it is decoded."""
     from PIL import Image
 
-    from .io.read import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, _read_bounded
     from .errors import MorphocellError
+    from .io.read import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, _read_bounded
 
     try:
         data, fmt = _read_bounded(path, MAX_FILE_BYTES)
@@ -111,37 +119,46 @@ def thumbnail_hashes(thumbs: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def image_hashes(paths: Sequence[str | os.PathLike], n_jobs: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def image_hashes(paths: Sequence[str | os.PathLike], n_jobs: int | None = None,
+                 chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """``(hashes, ok)``: the ``(n, 8, words)`` hashes of image files (zeros where a file
-    cannot be read) and whether each could be read. ``n_jobs`` threads decode the files."""
+    cannot be read) and whether each could be read. ``n_jobs`` threads decode the files,
+    ``chunk`` files at a time (the memory of their thumbnails)."""
     from concurrent.futures import ThreadPoolExecutor
 
     paths = [os.fspath(p) for p in paths]
     workers = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
-    if workers > 1 and len(paths) > 64:
-        with ThreadPoolExecutor(max_workers=min(workers, 8)) as pool:
-            thumbs = list(pool.map(_thumbnail, paths, chunksize=64))
-    else:
-        thumbs = [_thumbnail(p) for p in paths]
-    ok = np.array([t is not None for t in thumbs], dtype=bool)
-    arr = np.zeros((len(paths), THUMB, THUMB))
-    if ok.any():
-        arr[ok] = np.stack([t for t in thumbs if t is not None])
+    workers = min(workers, 8) if len(paths) > 64 else 1
     hashes = np.zeros((len(paths), 8, _WORDS), dtype=np.uint64)
-    for i in range(0, len(paths), 2048):  # bounded memory for the coefficient stack
-        blk = slice(i, i + 2048)
-        hashes[blk] = thumbnail_hashes(arr[blk])
-    hashes[~ok] = 0
+    ok = np.zeros(len(paths), dtype=bool)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i in range(0, len(paths), chunk):
+            thumbs = list(pool.map(_thumbnail, paths[i:i + chunk]))
+            good = np.array([t is not None for t in thumbs], dtype=bool)
+            ok[i:i + chunk] = good
+            if good.any():
+                where = i + np.flatnonzero(good)
+                hashes[where] = thumbnail_hashes(np.stack([t for t in thumbs if t is not None]))
     return hashes, ok
+
+
+_BYTE_BITS = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each ``uint64`` of ``x`` (``np.bitwise_count`` where numpy has it)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    x = np.ascontiguousarray(x)
+    return _BYTE_BITS[x.view(np.uint8)].reshape(x.shape + (8,)).sum(-1, dtype=np.uint8)
 
 
 def hash_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distances of image pairs from their hashes ``a``, ``b`` (``(..., 8, words)`` each):
     the smallest Hamming distance between one image's upright hash and any orientation of
     the other's, both ways."""
-    ab = np.bitwise_count(a[..., :1, :] ^ b).sum(-1).min(-1)
-    ba = np.bitwise_count(b[..., :1, :] ^ a).sum(-1).min(-1)
+    ab = _popcount(a[..., :1, :] ^ b).sum(-1).min(-1)
+    ba = _popcount(b[..., :1, :] ^ a).sum(-1).min(-1)
     return np.minimum(ab, ba).astype(np.int64)
 
 

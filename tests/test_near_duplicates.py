@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pbc_subset
 from PIL import Image
 
-from conftest import pbc_subset
 from morphocell.errors import DataError
 from morphocell.near_duplicates import (
     NEAR_DUPLICATE_BITS,
@@ -162,3 +162,14 @@ def test_cli_warning_names_the_files_and_the_count(capsys):
     assert "a3.jpg" not in err and "2 more groups" in err
     _warn_near_duplicates([], "handcrafted")
     assert capsys.readouterr().err == ""
+
+
+def test_popcount_without_numpy_bitwise_count(monkeypatch):
+    from morphocell import near_duplicates as nd
+
+    x = np.random.default_rng(0).integers(0, 2**63, size=(5, 8, 4), dtype=np.uint64)
+    want = np.array([[[int(v).bit_count() for v in w] for w in r] for r in x])
+    if hasattr(np, "bitwise_count"):
+        np.testing.assert_array_equal(nd._popcount(x), want)
+        monkeypatch.delattr(np, "bitwise_count")
+    np.testing.assert_array_equal(nd._popcount(x), want)
