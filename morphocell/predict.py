@@ -556,6 +556,6 @@ def evaluate(model, paths: Sequence[str | os.PathLike], labels: Sequence[str], *
                             duplicates)
 
 
-from ._utils import CallableModule  # noqa: E402
+from ._utils import CallableModule
 
 sys.modules[__name__].__class__ = CallableModule  # calling the module calls its function

@@ -570,6 +570,6 @@ def _train_deep(paths, labels, hashes, dups, *, features, cv, random_state, epoc
 
 
 
-from ._utils import CallableModule  # noqa: E402
+from ._utils import CallableModule
 
 sys.modules[__name__].__class__ = CallableModule  # calling the module calls its function
