@@ -32,6 +32,7 @@ from .ensembles.lab_adaptive import (
     MIN_UNLABELLED,
     SCALE_FLOOR,
     SELF_CONFIDENCE,
+    SELF_HEAD_WEIGHT,
     SELF_PER_CLASS,
     SOURCE_PER_CLASS,
     Z_MAX,
@@ -54,6 +55,7 @@ __all__ = [
     "MIN_UNLABELLED",
     "SCALE_FLOOR",
     "SELF_CONFIDENCE",
+    "SELF_HEAD_WEIGHT",
     "SELF_PER_CLASS",
     "SOURCE_PER_CLASS",
     "Z_MAX",
@@ -408,6 +410,6 @@ def leave_one_lab_out(X, y, domains, *, estimator=None, groups=None, random_stat
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-from ._utils import CallableModule  # noqa: E402
+from ._utils import CallableModule
 
 sys.modules[__name__].__class__ = CallableModule  # calling the module calls its function

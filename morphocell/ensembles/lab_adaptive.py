@@ -53,6 +53,7 @@ __all__ = [
     "MIN_UNLABELLED",
     "SCALE_FLOOR",
     "SELF_CONFIDENCE",
+    "SELF_HEAD_WEIGHT",
     "SELF_PER_CLASS",
     "SOURCE_PER_CLASS",
     "Z_MAX",
@@ -406,15 +407,19 @@ def adapt_transductive(model: LabAdaptiveClassifier, X, prior_em: bool | None = 
 SELF_CONFIDENCE = 0.9
 #: Self-training: at most this many pseudo-labelled cells per class.
 SELF_PER_CLASS = 50
-#: Weight of the head's probabilities in the adapted model's (the base model's: 1 - this).
-HEAD_WEIGHT = 0.5
+#: Weight of the head's probabilities in a model adapted with labelled cells (the base
+#: model's: 1 - this); the best mean over the leave-one-lab-out folds of the labs the default
+#: model trains on (docs/lab_transfer.md).
+HEAD_WEIGHT = 0.75
+#: Weight of the head's probabilities in a model adapted without labels (self-training).
+SELF_HEAD_WEIGHT = 0.5
 #: Largest weight of one target cell in the head's fit (source cells weigh 1); a class's
 #: target cells together weigh at most as much as its source cells.
 MAX_TARGET_WEIGHT = 20.0
 
 
 def fit_head(model: LabAdaptiveClassifier, X, labels=None, *, self_training: bool = True,
-             head_weight: float = HEAD_WEIGHT, random_state=None) -> LabAdaptiveClassifier:
+             head_weight: float | None = None, random_state=None) -> LabAdaptiveClassifier:
     """A copy of ``model`` adapted to the lab of the rows ``X`` (array-like, features).
 
     ``labels``: ``None`` (unlabelled) or a sequence with a class name for the labelled rows
@@ -424,7 +429,9 @@ def fit_head(model: LabAdaptiveClassifier, X, labels=None, *, self_training: boo
     fitted on the model's stored source sample plus the labelled rows (each weighing up to
     :data:`MAX_TARGET_WEIGHT`) or, unlabelled with ``self_training``, the confident rows
     (:data:`SELF_CONFIDENCE`, at most :data:`SELF_PER_CLASS` per class) with their predicted
-    class. The returned model predicts with the stored statistics.
+    class. The returned model predicts with the stored statistics and the head's
+    probabilities weighted ``head_weight`` against the base model's (default
+    :data:`HEAD_WEIGHT` with labels, :data:`SELF_HEAD_WEIGHT` with pseudo-labels).
     """
     import copy
 
@@ -440,7 +447,9 @@ def fit_head(model: LabAdaptiveClassifier, X, labels=None, *, self_training: boo
     if lab is not None and any(v is not None for v in lab):
         sel = np.flatnonzero([v is not None for v in lab])
         yt = lab[sel].astype(str)
+        weight = HEAD_WEIGHT if head_weight is None else head_weight
     else:
+        weight = SELF_HEAD_WEIGHT if head_weight is None else head_weight
         priors, _ = reestimate_priors(model._combine(_standardize(M, loc, scale)))
         new.target_priors_ = priors
         if not self_training:
@@ -470,5 +479,5 @@ def fit_head(model: LabAdaptiveClassifier, X, labels=None, *, self_training: boo
     head = head_learner(random_state)
     head.fit(Z, y, logisticregression__sample_weight=w)
     new.head_ = head
-    new.head_weight_ = float(head_weight)
+    new.head_weight_ = float(weight)
     return new
