@@ -735,3 +735,18 @@ def test_demo_end_to_end(tmp_path):
     np.testing.assert_allclose(pred[[f"p_{c}" for c in model.classes]].to_numpy()[:5], P,
                                atol=1e-6)
     assert not list(out.rglob(".*tmp"))  # nothing half-written
+
+
+def test_demo_with_the_default_model(tmp_path):
+    """`demo --model default` scores the shipped model on the bundled sample, no training."""
+    from morphocell.datasets import sample_paths
+
+    out = tmp_path / "demo"
+    r = run("demo", "--model", "default", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "in-sample" in r.stdout
+    assert not (out / "model.mcm").exists()  # nothing trained
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["n_images"] == len(sample_paths()) and metrics["n_failed"] == 0
+    count = json.loads((out / "differential.json").read_text())
+    assert count["n_classified"] == len(sample_paths())
