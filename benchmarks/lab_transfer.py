@@ -303,7 +303,7 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from morphocell import adapt as ad
+    from morphocell.ensembles import lab_adaptive as la
     from morphocell.features.extractor import feature_names
 
     names = feature_names(None)
@@ -329,16 +329,16 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
     res["rows"]["k0_asis"] = score(yt, asis.predict_proba(Xt), asis.classes_)
     res["fit_asis_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    model = ad.LabAdaptiveClassifier(clone(base), random_state=seed).fit(Xs, ys, domains=ds)
+    model = la.LabAdaptiveClassifier(clone(base), random_state=seed).fit(Xs, ys, domains=ds)
     res["fit_adaptive_s"] = round(time.perf_counter() - t, 1)
     k = model.nearest_domain(Xt)
     p = model._combine(model.standardize(Xt, model.domain_loc_[k], model.domain_scale_[k]))
     res["rows"]["k0_nearest_lab"] = score(yt, p, model.classes_)
     t = time.perf_counter()
-    tr = ad.adapt_transductive(model, Xt)
+    tr = la.adapt_transductive(model, Xt)
     res["rows"]["k0_adapt"] = score(yt, tr["proba"], model.classes_)
     res["adapt_s"] = round(time.perf_counter() - t, 1)
-    m2 = ad.fit_head(model, Xt, None, random_state=seed)
+    m2 = la.fit_head(model, Xt, None, random_state=seed)
     res["rows"]["k0_self"] = score(yt, m2.predict_proba(Xt), model.classes_)
     if verbose:
         print(f"{held}: " + ", ".join(f"{r} {v['accuracy']:.3f}"
@@ -353,7 +353,7 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
             labels = [None] * len(yt)
             for i in lab_idx:
                 labels[i] = yt[i]
-            m = ad.fit_head(model, Xt, labels, random_state=seed)
+            m = la.fit_head(model, Xt, labels, random_state=seed)
             s = score(yt[rest], m.predict_proba(Xt[rest]), model.classes_)
             accs.append(s["accuracy"])
             f1s.append(s["macro_f1"])

@@ -11,8 +11,9 @@ on model files:
 * :func:`train_multilab` fits a lab-adaptive model on the features of several labs, and
   :func:`leave_one_lab_out` scores each lab with a model trained on the others.
 
-The estimator's names (``LabAdaptiveClassifier``, ``balanced_stats``, ``reestimate_priors``,
-``batch_statistics``, ``fit_head``, ...) are importable from here too.
+The estimator and its statistics (``LabAdaptiveClassifier``, ``balanced_stats``,
+``reestimate_priors``, ``batch_statistics``, ``fit_head``, ...) live in
+:mod:`morphocell.ensembles.lab_adaptive`.
 """
 from __future__ import annotations
 
@@ -24,52 +25,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .ensembles.lab_adaptive import (
-    ANCHOR_CLASSES,
-    HEAD_WEIGHT,
-    MAX_TARGET_WEIGHT,
-    MIN_CLASS_SHARE,
-    MIN_UNLABELLED,
-    SCALE_FLOOR,
-    SELF_CONFIDENCE,
-    SELF_HEAD_WEIGHT,
-    SELF_PER_CLASS,
-    SOURCE_PER_CLASS,
-    Z_MAX,
-    LabAdaptiveClassifier,
-    _as_matrix,
-    adapt_transductive,
-    balanced_stats,
-    batch_statistics,
-    fit_head,
-    head_learner,
-    reestimate_priors,
-)
+from .ensembles.lab_adaptive import MIN_UNLABELLED, LabAdaptiveClassifier, _as_matrix, fit_head
 from .errors import MorphocellError
 
 __all__ = [
-    "ANCHOR_CLASSES",
-    "HEAD_WEIGHT",
-    "MAX_TARGET_WEIGHT",
-    "MIN_CLASS_SHARE",
     "MIN_UNLABELLED",
-    "SCALE_FLOOR",
-    "SELF_CONFIDENCE",
-    "SELF_HEAD_WEIGHT",
-    "SELF_PER_CLASS",
-    "SOURCE_PER_CLASS",
-    "Z_MAX",
     "AdaptError",
-    "LabAdaptiveClassifier",
     "adapt",
     "adapt_file",
-    "adapt_transductive",
-    "balanced_stats",
-    "batch_statistics",
-    "fit_head",
-    "head_learner",
     "leave_one_lab_out",
-    "reestimate_priors",
     "train_multilab",
 ]
 

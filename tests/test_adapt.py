@@ -10,6 +10,8 @@ from conftest import DATA
 
 from morphocell import adapt as ad
 
+from morphocell.ensembles import lab_adaptive as la
+
 
 # -- priors and statistics (synthetic, exact posteriors) --------------------------------------
 def _gauss_posteriors(x: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -28,7 +30,7 @@ def test_reestimate_priors_recovers_label_shift(shift):
     x = means[y] + rng.normal(size=(n, 2))
     p = _gauss_posteriors(x, means)
     naive = np.bincount(p.argmax(axis=1), minlength=3) / n
-    priors, adj = ad.reestimate_priors(p)
+    priors, adj = la.reestimate_priors(p)
     assert np.abs(priors - np.asarray(shift)).max() < 0.03
     # the adjusted posteriors count better than the training-prior ones
     got = np.bincount(adj.argmax(axis=1), minlength=3) / n
@@ -42,19 +44,19 @@ def test_balanced_stats_ignore_proportions_and_follow_scale():
     b = rng.normal([20.0, 300.0], [2.0, 9.0], size=(50, 2))
     X = np.vstack([a, b])
     W = np.repeat(np.eye(2), 50, axis=0)
-    loc, scale = ad.balanced_stats(X, W)
+    loc, scale = la.balanced_stats(X, W)
     # ten times as many cells of class a: the same statistics
     X2 = np.vstack([np.repeat(a, 10, axis=0), b])
     W2 = np.vstack([np.repeat(W[:50], 10, axis=0), W[50:]])
-    loc2, scale2 = ad.balanced_stats(X2, W2)
+    loc2, scale2 = la.balanced_stats(X2, W2)
     assert np.allclose(loc, loc2) and np.allclose(scale, scale2)
     # pixels twice as large: lengths x2 -> loc and scale x2, z unchanged
-    loc3, scale3 = ad.balanced_stats(2 * X, W)
+    loc3, scale3 = la.balanced_stats(2 * X, W)
     assert np.allclose(loc3, 2 * loc) and np.allclose(scale3, 2 * scale)
     # NaN cells are ignored per column
     Xn = X.copy()
     Xn[0, 0] = np.nan
-    assert np.isfinite(ad.balanced_stats(Xn, W)[0]).all()
+    assert np.isfinite(la.balanced_stats(Xn, W)[0]).all()
 
 
 def test_leave_one_lab_out_counts_classes_no_other_lab_has():
@@ -73,7 +75,7 @@ def test_leave_one_lab_out_counts_classes_no_other_lab_has():
             y += [c] * 30
             dom += [lab] * 30
     X = np.vstack(X)
-    res = ad.leave_one_lab_out(X, y, dom, estimator=ad.head_learner(0), random_state=0)
+    res = ad.leave_one_lab_out(X, y, dom, estimator=la.head_learner(0), random_state=0)
     a, b = res["labs"]["a"], res["labs"]["b"]
     assert (a["n"], a["n_unknown_class"], b["n"], b["n_unknown_class"]) == (90, 30, 60, 0)
     # the basophils count as errors in accuracy, not in accuracy_known_classes
@@ -109,7 +111,7 @@ def tiny_model(data_dir, tmp_path_factory):
     mat, st, _ = extractor.extract_batch(paths, n_jobs=1)
     ok = np.array([s == "ok" for s in st])
     X = pd.DataFrame(mat[ok], columns=extractor.feature_names(None))
-    model = ad.train_multilab(X, y[ok], dom[ok], estimator=ad.head_learner(0), random_state=0)
+    model = ad.train_multilab(X, y[ok], dom[ok], estimator=la.head_learner(0), random_state=0)
     path = tmp_path_factory.mktemp("adapt") / "tiny.mcm"
     save_model(model, path)
     return path

@@ -1,10 +1,9 @@
-import sys, json, time, itertools
+import sys, json, time
 import numpy as np
 sys.path.insert(0, "/work/main/benchmarks")
 import lab_transfer as LT
 from pathlib import Path
-from sklearn.base import clone
-from morphocell import adapt as ad
+from morphocell.ensembles import lab_adaptive as la
 import morphocell.ensembles.lab_adaptive as LA
 from morphocell.features.extractor import feature_names
 
@@ -29,7 +28,7 @@ def count_errs(y, proba, classes):
 
 def fit(src_df):
     Xs, ys, ds = src_df[names].to_numpy(float), src_df["label"].to_numpy(str), src_df["domain"].to_numpy()
-    return ad.LabAdaptiveClassifier(LT.make_learner("svc", SEED), random_state=SEED).fit(Xs, ys, domains=ds)
+    return la.LabAdaptiveClassifier(LT.make_learner("svc", SEED), random_state=SEED).fit(Xs, ys, domains=ds)
 
 def grid_scores(model, Xt, yt, kk, draws):
     """mean acc per (hw, tw) at k=kk."""
@@ -42,7 +41,7 @@ def grid_scores(model, Xt, yt, kk, draws):
         for i in li: labels[i] = yt[i]
         for t in TW:
             LA.MAX_TARGET_WEIGHT = t
-            m = ad.fit_head(model, Xt, labels, random_state=SEED)
+            m = la.fit_head(model, Xt, labels, random_state=SEED)
             m.head_weight_ = 0.0
             pb = m.predict_proba(Xt[rest])
             m.head_weight_ = 1.0
@@ -71,9 +70,9 @@ for held in LT.LABS:
     best = max(avg, key=avg.get)
     model = fit(src)
     outer = grid_scores(model, Xt, yt, KK, 10)
-    tr = ad.adapt_transductive(model, Xt)
+    tr = la.adapt_transductive(model, Xt)
     ce = count_errs(yt, tr["proba"], model.classes_)
-    m2 = ad.fit_head(model, Xt, None, random_state=SEED)
+    m2 = la.fit_head(model, Xt, None, random_state=SEED)
     ce_self = count_errs(yt, m2.predict_proba(Xt), model.classes_)
     res[held] = {"inner_avg": {f"{h}/{t}": round(v, 4) for (h, t), v in avg.items()},
                  "chosen": list(best), "outer_chosen": outer[best], "outer_default": outer[(0.5, 20.0)],

@@ -1,9 +1,9 @@
-import sys, json, time
+import sys, json
 import numpy as np
 sys.path.insert(0, "/work/main/benchmarks")
 import lab_transfer as LT
 from pathlib import Path
-from morphocell import adapt as ad
+from morphocell.ensembles import lab_adaptive as la
 import morphocell.ensembles.lab_adaptive as LA
 from morphocell.features.extractor import feature_names
 from sklearn.impute import SimpleImputer
@@ -20,7 +20,7 @@ def setC(c):
     LA.head_learner = lambda rs=None: make_pipeline(SimpleImputer(strategy="median"),
         LogisticRegression(C=c, max_iter=300, class_weight="balanced"))
 def fit(src_df):
-    return ad.LabAdaptiveClassifier(LT.make_learner("svc", SEED), random_state=SEED).fit(
+    return la.LabAdaptiveClassifier(LT.make_learner("svc", SEED), random_state=SEED).fit(
         src_df[names].to_numpy(float), src_df["label"].to_numpy(str), domains=src_df["domain"].to_numpy())
 def evaluate(model, Xt, yt, draws):
     rng = np.random.default_rng(SEED)
@@ -32,12 +32,12 @@ def evaluate(model, Xt, yt, draws):
         for i in li: labels[i] = yt[i]
         for c in CS:
             setC(c)
-            m = ad.fit_head(model, Xt, labels, random_state=SEED, head_weight=1.0)
+            m = la.fit_head(model, Xt, labels, random_state=SEED, head_weight=1.0)
             out[f"k10_C{c}"].append(LT.score(yt[rest], m.predict_proba(Xt[rest]), model.classes_)["accuracy"])
     res = {k: float(np.mean(v)) for k, v in out.items()}
     setC(0.05)
     for hw in (0.5, 1.0):
-        m = ad.fit_head(model, Xt, None, random_state=SEED, head_weight=hw)
+        m = la.fit_head(model, Xt, None, random_state=SEED, head_weight=hw)
         s = LT.score(yt, m.predict_proba(Xt), model.classes_)
         res[f"self_hw{hw}"] = s["accuracy"]; res[f"self_hw{hw}_count"] = s["count_error"]
     return res

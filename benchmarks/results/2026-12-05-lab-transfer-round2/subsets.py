@@ -1,9 +1,9 @@
-import sys, json, time
+import sys, json
 import numpy as np
 sys.path.insert(0, "/work/main/benchmarks")
 import lab_transfer as LT
 from pathlib import Path
-from morphocell import adapt as ad
+from morphocell.ensembles import lab_adaptive as la
 from morphocell.features.extractor import feature_names
 
 names = feature_names(None)
@@ -18,9 +18,9 @@ SUB = {
 def k0(src, tgt, cols):
     known = set(src["label"])
     tgt = tgt[tgt["label"].isin(known)].reset_index(drop=True)
-    m = ad.LabAdaptiveClassifier(LT.make_learner("svc", SEED), random_state=SEED).fit(
+    m = la.LabAdaptiveClassifier(LT.make_learner("svc", SEED), random_state=SEED).fit(
         src[cols].to_numpy(float), src["label"].to_numpy(str), domains=src["domain"].to_numpy())
-    tr = ad.adapt_transductive(m, tgt[cols].to_numpy(float))
+    tr = la.adapt_transductive(m, tgt[cols].to_numpy(float))
     return LT.score(tgt["label"].to_numpy(str), tr["proba"], m.classes_)
 res = {}
 for held in LT.LABS:
