@@ -15,7 +15,14 @@ Method (classical, no training; the nucleus score of :mod:`morphocell.segmentati
    chromatin is the most stained and the most purple material in the field.
 2. **Nuclei.** Pixels above the upper 3-class multi-Otsu threshold of ``nscore``; their
    8-connected components of at least ``min_nucleus_fraction`` of the field's area (platelets
-   and stain specks are smaller).
+   and stain specks are smaller). **Colour check:** Romanowsky chromatin transmits blue
+   light and absorbs green, eosin (red cells) absorbs both, so a component's median
+   ``OD_B / OD_G`` is low on a nucleus and high on red cells. Where a field's white cell is
+   pale, the upper class also takes clumps of the darkest red cells: a component whose ratio
+   exceeds the field's lowest (its most purple component, a nucleus when the field has a
+   white cell) by more than ``red_margin`` is dropped. The margin is relative because the
+   ratio of a nucleus depends on the stain (about 0 to 0.2 in BCCD, 0.2 to 0.3 in PBC, up to
+   0.55 in segwbc dataset1), while the components of one cell differ by at most ~0.15.
 3. **One cell per nucleus group.** Nucleus components closer than ``merge_distance`` x the
    field's geometric-mean side (dilation by that radius) are lobes of one cell (a segmented
    neutrophil breaks into several components).
@@ -52,6 +59,9 @@ class DetectParams:
     sigma: float = 1.0
     #: smallest nucleus component, share of the field's area
     min_nucleus_fraction: float = 0.01
+    #: a component whose median OD_B / OD_G exceeds the field's lowest by more than this is
+    #: red cells, not a nucleus
+    red_margin: float = 0.35
     #: nucleus components closer than this x sqrt(H x W) are one cell
     merge_distance: float = 0.02
     #: half side of the box = half the nucleus extent + margin x nucleus equivalent diameter
@@ -115,6 +125,10 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
     keep[0] = False
     if not keep.any():
         return []
+    kept = np.flatnonzero(keep)
+    if len(kept) > 1:
+        ratio = _blue_green_ratio(od8, lab, kept)
+        keep[kept[ratio > ratio.min() + p.red_margin]] = False
     nuc = keep[lab].astype(np.uint8)
     r = max(1, int(round(p.merge_distance * np.sqrt(h * w))))
     grown = cv2.dilate(nuc, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
@@ -134,6 +148,13 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
                              int(len(xs) * f * f)))
     boxes.sort(key=lambda b: -b.nucleus_area)
     return boxes
+
+
+def _blue_green_ratio(od8: np.ndarray, lab: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Median ``OD_B / OD_G`` over the pixels of each component ``ids`` of ``lab``."""
+    g = od8[..., 1].astype(np.float32)
+    r = od8[..., 2].astype(np.float32) / np.maximum(g, 1.0)
+    return np.array([float(np.median(r[lab == i])) for i in ids])
 
 
 def _crop_background(image: np.ndarray) -> np.ndarray:
