@@ -4,7 +4,8 @@ Usage (from the repository root)::
 
     nice -n 10 python benchmarks/lab_transfer.py --data ../shared/data \\
         [--out benchmarks/results/lab_transfer] [--work /tmp/lt] [--learner svc|lr|stack]
-        [--pbc-per-class 300] [--held-out LAB,...] [--k0-only] [--quick] [--draws 10]
+        [--pbc-per-class 300] [--held-out LAB,...] [--k0-only] [--ks 1,3,5,10,20]
+        [--quick] [--draws 10] [--features handcrafted|fused|deep] [--cnn-size 64 ...]
 
 Labs (all labelled images of ``DATA``):
 
@@ -55,17 +56,44 @@ Learners (``--learner``): ``svc`` (:class:`~morphocell.ensembles.stacking.BaseLe
 full :class:`~morphocell.ensembles.stacking.StackedCellClassifier`; slow). No parameter is
 chosen on the held-out lab: every setting is fixed in :mod:`morphocell.adapt` beforehand.
 
-Features are computed once per lab (:func:`load_labs`) and cached as Parquet in ``--work``.
+Features (``--features``):
+
+``handcrafted`` (default)
+    the 721 hand-crafted features of :mod:`morphocell.features`.
+``fused``
+    the 721 hand-crafted features and the embedding of a CNN
+    (:class:`morphocell.deep.CNNEmbedder`, stain augmentation ``augment="stain"``) trained in
+    each fold on the **source rows only** (the held-out lab's images are never a training
+    image of it), side by side. The lab standardisation of
+    :class:`~morphocell.ensembles.lab_adaptive.LabAdaptiveClassifier` standardises the
+    embedding columns per lab too. One more row, ``k0_cnn``: the CNN's own softmax on the
+    held-out lab (no adaptation).
+``deep``
+    the CNN embedding alone, through the same rows.
+
+The CNN is trained with ``--cnn-arch``, ``--cnn-size``, ``--cnn-crop``, ``--cnn-dim`` and
+``--cnn-epochs`` (defaults 64 px, crop 1.0, 64 columns, 10 epochs: REDUCED against
+:class:`~morphocell.deep.CNNEmbedder`'s own defaults of 128 px, 256 columns and 30 epochs,
+so that four folds train on two CPU cores; the outputs say REDUCED). The source images'
+embeddings come from the network trained on them, the held-out lab's from a network that
+never saw them (no cross-fitting inside the source labs).
+
+Features are computed once per lab (:func:`load_labs`) and cached as Parquet in ``--work``;
+the embeddings once per fold (:func:`fold_embeddings`), as
+``work/lt_emb_<lab>_<settings>_<hash>.parquet`` keyed by the held-out lab, the CNN settings,
+the seed and the source and target images.
 ``--quick`` subsamples (``QUICK_PBC_PER_CLASS`` PBC train and test cells per class, 2 draws,
 k in 1, 5) so that it runs in about two minutes, for the test suite.
 
 Outputs in ``--out``: ``lab_transfer.json``, ``lab_transfer.md`` and
 ``learning_curve_<lab>.png`` (accuracy against k, with the k = 0 rows and the ceiling).
+``--ks`` replaces the list of k (with ``--k0-only``: those k rows but no ceiling).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -83,6 +111,12 @@ KS_QUICK = (1, 5)
 DRAWS = 10
 QUICK_PBC_PER_CLASS = 40
 META = ("path", "label", "group", "split", "status")
+FEATURES = ("handcrafted", "fused", "deep")
+#: CNN settings of the fused / deep features (REDUCED: see the module docstring).
+CNN_DEFAULTS = {"architecture": "small-resnet", "input_size": 64, "crop": 1.0,
+                "embedding_dim": 64, "epochs": 10, "augment": "stain"}
+#: CNNEmbedder's own defaults of the settings above; smaller ones are reported as REDUCED.
+CNN_FULL = {"input_size": 128, "embedding_dim": 256, "epochs": 30}
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -228,6 +262,107 @@ def _per_class(df, n, seed):
     return pd.concat(parts)
 
 
+# -- CNN embeddings (fused / deep features) ---------------------------------------------------
+def cnn_settings(cnn: dict | None = None) -> dict:
+    """:data:`CNN_DEFAULTS` updated with ``cnn``; unknown keys raise."""
+    out = dict(CNN_DEFAULTS)
+    for key, v in (cnn or {}).items():
+        if key not in out:
+            raise ValueError(f"unknown CNN setting {key!r}; settings: {sorted(out)}")
+        if v is not None:
+            out[key] = v
+    return out
+
+
+def cnn_reduced(cnn: dict) -> bool:
+    """Whether ``cnn`` is smaller than :class:`~morphocell.deep.CNNEmbedder`'s defaults."""
+    return any(cnn[key] < full for key, full in CNN_FULL.items())
+
+
+def _cache_name(held: str, cnn: dict, seed: int, src, tgt) -> str:
+    slug = (f"{cnn['architecture']}_s{cnn['input_size']}_c{cnn['crop']:g}"
+            f"_d{cnn['embedding_dim']}_e{cnn['epochs']}_{cnn['augment']}_rs{seed}")
+    h = hashlib.sha1()
+    for part in ("\n".join(sorted(f"{a}|{b}" for a, b in zip(src["path"], src["label"]))),
+                 "\n".join(sorted(tgt["path"]))):
+        h.update(part.encode())
+        h.update(b"\0")
+    return f"lt_emb_{held}_{slug}_{h.hexdigest()[:10]}"
+
+
+def fold_embeddings(src, tgt, held: str, work: Path, cnn: dict, seed: int,
+                    verbose: int = 0):
+    """CNN embeddings of one fold: a :class:`~morphocell.deep.CNNEmbedder` trained on the
+    source rows ``src`` only, applied to ``src`` and to the held-out rows ``tgt``.
+
+    Returns ``(E_src, E_tgt, P_tgt, classes, info)``: the embeddings (arrays in the rows'
+    order), the CNN's own softmax on ``tgt`` (columns ``classes``) and a dict of the
+    training (epochs run, times, validation accuracy, whether it came from the cache).
+    Cached in ``work`` (:func:`_cache_name`). An image that cannot be embedded raises
+    :class:`~morphocell.errors.DataError` naming it (no row is dropped silently).
+    """
+    import pandas as pd
+
+    from morphocell.deep import CNNEmbedder
+
+    if set(src["path"]) & set(tgt["path"]) or held in set(src["domain"]):
+        raise DataError(f"fold {held}: a held-out image is among the CNN's training images")
+    name = _cache_name(held, cnn, seed, src, tgt)
+    f, fj = work / f"{name}.parquet", work / f"{name}.json"
+    if f.is_file() and fj.is_file():
+        info = json.loads(fj.read_text())
+        df = pd.read_parquet(f).set_index("path")
+        emb_cols = [c for c in df.columns if c.startswith("Cell_Embedding_Cnn_")]
+        prob_cols = [f"cnn_proba_{c}" for c in info["classes"]]
+        return (df.loc[list(src["path"]), emb_cols].to_numpy(np.float64),
+                df.loc[list(tgt["path"]), emb_cols].to_numpy(np.float64),
+                df.loc[list(tgt["path"]), prob_cols].to_numpy(np.float64),
+                info["classes"], {**info, "cached": True})
+    t = time.perf_counter()
+    emb = CNNEmbedder(architecture=cnn["architecture"], input_size=int(cnn["input_size"]),
+                      crop=float(cnn["crop"]), embedding_dim=int(cnn["embedding_dim"]),
+                      epochs=int(cnn["epochs"]), augment=cnn["augment"], random_state=seed,
+                      verbose=1 if verbose else 0)
+    emb.fit(list(src["path"]), src["label"].to_numpy(str))
+    if emb.fit_failures_:
+        raise DataError(f"fold {held}: {len(emb.fit_failures_)} source images could not be "
+                        f"read for the CNN, first {emb.fit_failures_[0]}")
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    paths = list(src["path"]) + list(tgt["path"])
+    E = emb.transform(paths)
+    P = emb.predict_proba(list(tgt["path"]))
+    bad = E.attrs["failures"] or [paths[i] for i in np.flatnonzero(E.isna().any(axis=1))]
+    if bad:
+        raise DataError(f"fold {held}: {len(bad)} images could not be embedded, first {bad[0]}")
+    classes = [str(c) for c in emb.classes_]
+    h = emb.history_
+    info = {"classes": classes, "n_source": len(src), "n_target": len(tgt),
+            "n_epochs": int(emb.n_epochs_), "fit_s": round(fit_s, 1),
+            "embed_s": round(time.perf_counter() - t, 1),
+            "train_time_s": round(float(emb.train_time_s_), 1),
+            "val_accuracy_last": (float(h["val_accuracy"][-1]) if h.get("val_accuracy")
+                                  else None),
+            "val_accuracy_best": (float(max(h["val_accuracy"])) if h.get("val_accuracy")
+                                  else None),
+            "device": emb.device_, "settings": cnn, "seed": seed}
+    df = pd.concat([pd.DataFrame({"path": paths}), E.reset_index(drop=True)], axis=1)
+    probs = np.full((len(paths), len(classes)), np.nan)
+    probs[len(src):] = P
+    for j, c in enumerate(classes):
+        df[f"cnn_proba_{c}"] = probs[:, j]
+    work.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(f, index=False)
+    fj.write_text(json.dumps(info, indent=1))
+    if verbose:
+        print(f"{held}: CNN trained on {len(src)} source images in {fit_s:.0f} s "
+              f"({info['n_epochs']} epochs, validation accuracy {info['val_accuracy_last']}), "
+              f"embedded {len(paths)} in {info['embed_s']:.0f} s", file=sys.stderr, flush=True)
+    n = len(src)
+    return (E.to_numpy(np.float64)[:n], E.to_numpy(np.float64)[n:], P, classes,
+            {**info, "cached": False})
+
+
 # -- learners --------------------------------------------------------------------------------
 def make_learner(kind: str, random_state: int):
     """The base learner of the models compared (see the module docstring)."""
@@ -298,14 +433,19 @@ def draw_labelled(y: np.ndarray, k: int, rng) -> np.ndarray:
 
 # -- the benchmark ---------------------------------------------------------------------------
 def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, seed: int,
-            verbose: int = 0, pbc_per_class: int | None = None, ceiling: bool = True) -> dict:
-    """All rows of one held-out lab."""
+            verbose: int = 0, pbc_per_class: int | None = None, ceiling: bool = True,
+            features: str = "handcrafted", work: Path | None = None,
+            cnn: dict | None = None) -> dict:
+    """All rows of one held-out lab (``features``: see the module docstring; ``work``: where
+    the fold's CNN embeddings are cached, needed unless ``features="handcrafted"``)."""
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from morphocell.ensembles import lab_adaptive as la
     from morphocell.features.extractor import feature_names
 
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; choose one of {FEATURES}")
     names = feature_names(None)
     src, tgt = source_target(labs, held, quick, seed, pbc_per_class)
     Xs, ys, ds = src[names].to_numpy(float), src["label"].to_numpy(str), src["domain"].to_numpy()
@@ -314,7 +454,16 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
     Xt, yt = tgt[names].to_numpy(float), tgt["label"].to_numpy(str)
     res = {"lab": held, "n_source": len(ys), "n_target": len(yt),
            "target_counts": {c: int((yt == c).sum()) for c in sorted(set(yt))},
-           "sources": sorted(set(ds.tolist())), "rows": {}}
+           "sources": sorted(set(ds.tolist())), "features": features, "rows": {}}
+    if features != "handcrafted":
+        if work is None:
+            raise ValueError(f"features={features!r} needs a work directory for the CNN")
+        Es, Et, Pt, cnn_classes, info = fold_embeddings(src, tgt, held, Path(work),
+                                                        cnn_settings(cnn), seed, verbose)
+        res["cnn"] = info
+        res["rows"]["k0_cnn"] = score(yt, Pt, cnn_classes)
+        Xs, Xt = (np.hstack([Xs, Es]), np.hstack([Xt, Et])) if features == "fused" else (Es, Et)
+    res["n_features"] = int(Xs.shape[1])
     t = time.perf_counter()
     base = make_learner(learner, seed)
     if learner == "svc" or learner == "stack":
@@ -371,14 +520,9 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
                   flush=True)
     if not ceiling:
         return res
-    # ceiling: 5-fold CV inside the lab (classes with fewer than 5 cells: fewer folds)
-    lab_df = labs[held][labs[held]["status"] == "ok"]
-    if held == "pbc":
-        lab_df = lab_df[lab_df["split"] == "test"]
-        if quick:
-            lab_df = _per_class(lab_df, QUICK_PBC_PER_CLASS, seed)
-    lab_df = lab_df[lab_df["label"].isin(known)]  # the classes scored above
-    Xl, yl = lab_df[names].to_numpy(float), lab_df["label"].to_numpy(str)
+    # ceiling: 5-fold CV inside the lab (classes with fewer than 5 cells: fewer folds), on
+    # the rows scored above (PBC: its test rows) and the same feature columns
+    Xl, yl = Xt, yt
     counts = np.unique(yl, return_counts=True)[1]
     keep = np.isin(yl, np.unique(yl)[counts >= 2])
     Xl, yl = Xl[keep], yl[keep]
@@ -394,20 +538,31 @@ def run_lab(labs: dict, held: str, learner: str, quick: bool, draws: int, ks, se
 def run(data: Path, out: Path, work: Path | None = None, learner: str = "svc",
         quick: bool = False, draws: int | None = None, random_state: int = 0,
         labs=LABS, verbose: int = 1, pbc_per_class: int | None = None, held_out=None,
-        k0_only: bool = False) -> dict:
-    """The benchmark; writes the outputs and returns the result dict."""
+        k0_only: bool = False, features: str = "handcrafted", ks=None,
+        cnn: dict | None = None) -> dict:
+    """The benchmark; writes the outputs and returns the result dict. ``ks``: the k rows
+    (default :data:`KS`, :data:`KS_QUICK` with ``quick``, none with ``k0_only``);
+    ``features`` and ``cnn``: see the module docstring."""
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; choose one of {FEATURES}")
     t0 = time.perf_counter()
     work = Path(work) if work is not None else out / "work"
     tables = load_labs(Path(data), work, labs, verbose=verbose, quick=quick, seed=random_state)
     draws = (2 if quick else DRAWS) if draws is None else int(draws)
-    ks = () if k0_only else (KS_QUICK if quick else KS)
+    if ks is None:
+        ks = () if k0_only else (KS_QUICK if quick else KS)
+    ks = tuple(int(k) for k in ks)
+    cnn = cnn_settings(cnn) if features != "handcrafted" else None
     results = {}
     for held in (held_out or labs):
         results[held] = run_lab(tables, held, learner, quick, draws, ks, random_state,
-                                verbose, pbc_per_class, ceiling=not k0_only)
+                                verbose, pbc_per_class, ceiling=not k0_only,
+                                features=features, work=work, cnn=cnn)
     res = {"labs": results, "settings": {
         "learner": learner, "quick": quick, "draws": draws, "ks": list(ks),
         "random_state": random_state, "pbc_per_class": pbc_per_class, "k0_only": k0_only,
+        "features": features, "cnn": cnn,
+        "cnn_reduced": cnn_reduced(cnn) if cnn else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU, "
                    f"{platform.python_version()}"},
         "wall_s": round(time.perf_counter() - t0, 1)}
@@ -421,11 +576,19 @@ ROW_ORDER = ("k0_asis", "k0_nearest_lab", "k0_adapt", "k0_self")
 def to_markdown(res: dict) -> str:
     s = res["settings"]
     ks = [f"k{k}" for k in s["ks"]]
-    cols = [*ROW_ORDER, *ks] + ([] if s.get("k0_only") else ["ceiling"])
-    lines = [(f"# Leave-one-lab-out (learner {s['learner']}, quick={s['quick']}, "
-              f"{s['draws']} draws, wall {res['wall_s']} s)"), "",
-             ("Accuracy / macro-F1 / differential-count error over the classes present; "
-              "k rows: mean (sd) over the draws."), "",
+    feats = s.get("features", "handcrafted")
+    cols = ([] if feats == "handcrafted" else ["k0_cnn"]) + [*ROW_ORDER, *ks] \
+        + ([] if s.get("k0_only") else ["ceiling"])
+    lines = [(f"# Leave-one-lab-out (features {feats}, learner {s['learner']}, "
+              f"quick={s['quick']}, {s['draws']} draws, wall {res['wall_s']} s)"), ""]
+    if s.get("cnn"):
+        c = s["cnn"]
+        lines += [(f"CNN{' (REDUCED)' if s.get('cnn_reduced') else ''}: {c['architecture']}, "
+                   f"{c['input_size']} px, crop {c['crop']}, {c['embedding_dim']} embedding "
+                   f"columns, at most {c['epochs']} epochs, augment {c['augment']!r}, trained "
+                   "per fold on the source labs only; k0_cnn: its own softmax."), ""]
+    lines += [("Accuracy / macro-F1 / differential-count error over the classes present; "
+               "k rows: mean (sd) over the draws."), "",
              "| held-out lab | n | " + " | ".join(cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for lab, r in res["labs"].items():
@@ -451,7 +614,12 @@ def to_markdown(res: dict) -> str:
     for lab, r in res["labs"].items():
         lines.append(f"- {lab}: trained on {', '.join(r['sources'])} ({r['n_source']} cells); "
                      f"held-out counts {json.dumps(r['target_counts'])}; fit {r['fit_asis_s']} "
-                     f"s as is, {r['fit_adaptive_s']} s adaptive; adapt {r['adapt_s']} s")
+                     f"s as is, {r['fit_adaptive_s']} s adaptive; adapt {r['adapt_s']} s"
+                     + (f"; CNN {r['cnn']['n_epochs']} epochs, fit {r['cnn']['fit_s']} s, "
+                        f"embed {r['cnn']['embed_s']} s, validation accuracy "
+                        f"{r['cnn']['val_accuracy_last']}"
+                        f"{' (cached)' if r['cnn'].get('cached') else ''}"
+                        if r.get("cnn") else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -523,11 +691,33 @@ def main(argv=None) -> int:
                     help="comma-separated labs to hold out (default: every lab)")
     ap.add_argument("--k0-only", action="store_true",
                     help="only the k = 0 rows (no labelled draws, no ceiling)")
+    ap.add_argument("--ks", default=None,
+                    help="comma-separated k of the labelled rows (default 1,3,5,10,20; "
+                         "with --k0-only none)")
+    ap.add_argument("--features", choices=FEATURES, default="handcrafted",
+                    help="hand-crafted features, those and a per-fold CNN embedding (fused), "
+                         "or the embedding alone (deep)")
+    ap.add_argument("--cnn-arch", default=CNN_DEFAULTS["architecture"])
+    ap.add_argument("--cnn-size", type=int, default=CNN_DEFAULTS["input_size"])
+    ap.add_argument("--cnn-crop", type=float, default=CNN_DEFAULTS["crop"])
+    ap.add_argument("--cnn-dim", type=int, default=CNN_DEFAULTS["embedding_dim"])
+    ap.add_argument("--cnn-epochs", type=int, default=CNN_DEFAULTS["epochs"])
+    ap.add_argument("--cnn-augment", default=CNN_DEFAULTS["augment"],
+                    choices=("stain", "standard", "none"))
     ap.add_argument("--random-state", type=int, default=0)
     a = ap.parse_args(argv)
+    try:
+        ks = None if a.ks is None else [int(k) for k in a.ks.split(",") if k.strip()]
+    except ValueError:
+        ap.error(f"--ks must be comma-separated integers (got {a.ks!r})")
+    if ks is not None and any(k < 1 for k in ks):
+        ap.error(f"--ks must be positive (got {a.ks!r})")
+    cnn = {"architecture": a.cnn_arch, "input_size": a.cnn_size, "crop": a.cnn_crop,
+           "embedding_dim": a.cnn_dim, "epochs": a.cnn_epochs, "augment": a.cnn_augment}
     res = run(a.data, a.out, a.work, a.learner, a.quick, a.draws, a.random_state,
               tuple(a.labs.split(",")), pbc_per_class=a.pbc_per_class,
-              held_out=a.held_out.split(",") if a.held_out else None, k0_only=a.k0_only)
+              held_out=a.held_out.split(",") if a.held_out else None, k0_only=a.k0_only,
+              features=a.features, ks=ks, cnn=cnn)
     print(to_markdown(res))
     return 0
 

@@ -66,3 +66,67 @@ def test_quick_run(data_dir, tmp_path):
     # BCCD crops come from even-numbered fields only
     crops = list((tmp_path / "work" / "bccd_crops").glob("*.png"))
     assert crops and all(int(p.stem.split("_")[1]) % 2 == 0 for p in crops)
+
+
+def test_features_option_parses_and_rejects_unknown_values(capsys):
+    for bad in (["--features", "cnn"], ["--ks", "1,x"], ["--ks", "0"]):
+        with pytest.raises(SystemExit) as e:
+            lt.main(["--data", str(DATA), *bad])
+        assert e.value.code == 2, bad
+        capsys.readouterr()
+    with pytest.raises(ValueError, match="unknown CNN setting"):
+        lt.cnn_settings({"depth": 3})
+    assert lt.cnn_reduced(lt.cnn_settings())  # the defaults are smaller than the embedder's
+    assert not lt.cnn_reduced(lt.cnn_settings({"input_size": 128, "embedding_dim": 256,
+                                               "epochs": 30}))
+
+
+def _fold_tables(data, n_src=24, n_tgt=10):
+    """Source: segwbc dataset2 images; target: a few segwbc dataset1 images (real files)."""
+    import pandas as pd
+
+    src = pd.DataFrame(lt.lab_rows(data, "segwbc_d2", data / "unused"))
+    src = src[src["label"].isin(["lymphocyte", "neutrophil"])].head(n_src)
+    tgt = pd.DataFrame(lt.lab_rows(data, "segwbc_d1", data / "unused")).head(n_tgt)
+    return src.assign(domain="segwbc_d2").reset_index(drop=True), tgt
+
+
+def test_fold_embeddings_refuses_held_out_images_in_training(data_dir, tmp_path):
+    src, tgt = _fold_tables(data_dir)
+    leaky = src.copy()
+    leaky.loc[0, "path"] = tgt["path"].iloc[0]
+    with pytest.raises(lt.DataError, match="held-out image"):
+        lt.fold_embeddings(leaky, tgt, "segwbc_d1", tmp_path, lt.cnn_settings(), 0)
+    with pytest.raises(lt.DataError, match="held-out image"):
+        lt.fold_embeddings(src.assign(domain="segwbc_d1"), tgt, "segwbc_d1", tmp_path,
+                           lt.cnn_settings(), 0)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.deep
+@pytest.mark.slow
+def test_fold_embeddings_rows_cache_and_failures(data_dir, tmp_path):
+    pytest.importorskip("tensorflow")
+    src, tgt = _fold_tables(data_dir)
+    cnn = lt.cnn_settings({"architecture": "small-cnn", "input_size": 32,
+                           "embedding_dim": 8, "epochs": 1, "augment": "none"})
+    Es, Et, Pt, classes, info = lt.fold_embeddings(src, tgt, "segwbc_d1", tmp_path, cnn, 0)
+    assert Es.shape == (len(src), 8) and Et.shape == (len(tgt), 8)  # every row, in order
+    assert np.isfinite(Es).all() and np.isfinite(Et).all()
+    assert classes == ["lymphocyte", "neutrophil"] and Pt.shape == (len(tgt), 2)
+    assert np.allclose(Pt.sum(axis=1), 1, atol=1e-4)
+    assert not info["cached"] and info["n_source"] == len(src)
+    again = lt.fold_embeddings(src, tgt, "segwbc_d1", tmp_path, cnn, 0)
+    assert again[4]["cached"]
+    for a, b in zip(again[:3], (Es, Et, Pt)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # other settings or other source images: another cache entry, not the stored one
+    assert lt._cache_name("segwbc_d1", {**cnn, "epochs": 2}, 0, src, tgt) != \
+        lt._cache_name("segwbc_d1", cnn, 0, src, tgt)
+    assert lt._cache_name("segwbc_d1", cnn, 0, src.head(20), tgt) != \
+        lt._cache_name("segwbc_d1", cnn, 0, src, tgt)
+    # an unreadable target image is an error naming it, never a dropped row
+    bad = tgt.copy()
+    bad.loc[1, "path"] = str(tmp_path / "missing.png")
+    with pytest.raises(lt.DataError, match="could not be embedded"):
+        lt.fold_embeddings(src, bad, "segwbc_d1", tmp_path / "w2", cnn, 0)
