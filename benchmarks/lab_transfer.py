@@ -356,7 +356,7 @@ def fold_embeddings(src, tgt, held: str, work: Path, cnn: dict, seed: int,
     fj.write_text(json.dumps(info, indent=1))
     if verbose:
         print(f"{held}: CNN trained on {len(src)} source images in {fit_s:.0f} s "
-              f"({info['n_epochs']} epochs, validation accuracy {info['val_accuracy_last']}), "
+              f"({info['n_epochs']} epochs, validation accuracy {_fmt(info['val_accuracy_last'])}), "
               f"embedded {len(paths)} in {info['embed_s']:.0f} s", file=sys.stderr, flush=True)
     n = len(src)
     return (E.to_numpy(np.float64)[:n], E.to_numpy(np.float64)[n:], P, classes,
@@ -617,10 +617,14 @@ def to_markdown(res: dict) -> str:
                      f"s as is, {r['fit_adaptive_s']} s adaptive; adapt {r['adapt_s']} s"
                      + (f"; CNN {r['cnn']['n_epochs']} epochs, fit {r['cnn']['fit_s']} s, "
                         f"embed {r['cnn']['embed_s']} s, validation accuracy "
-                        f"{r['cnn']['val_accuracy_last']}"
+                        f"{_fmt(r['cnn']['val_accuracy_last'])}"
                         f"{' (cached)' if r['cnn'].get('cached') else ''}"
                         if r.get("cnn") else ""))
     return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def plot_curves(res: dict, out: Path) -> list[Path]:
