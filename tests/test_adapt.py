@@ -59,6 +59,54 @@ def test_balanced_stats_ignore_proportions_and_follow_scale():
     assert np.isfinite(la.balanced_stats(Xn, W)[0]).all()
 
 
+
+def _synthetic_lab(rng, n_per_class, a, b, classes):
+    """Cells of 4 Gaussian classes in 3 features, the lab's affine map x -> a x + b."""
+    means = np.array([[0, 0, 0], [3, 0, 1], [0, 3, -1], [3, 3, 2]], float)
+    y = np.repeat(np.arange(4), n_per_class)
+    x = means[y] + rng.normal(scale=0.7, size=(len(y), 3))
+    return a * x + b, np.asarray(classes)[y]
+
+
+def test_batch_statistics_em_converges_to_the_labelled_statistics():
+    """A new lab (another affine map of the features, mostly neutrophils): the EM's
+    statistics approach the ones its labels would give, stop before the round limit, and
+    are no worse than after one round."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    classes = list(la.ANCHOR_CLASSES)
+    parts = [_synthetic_lab(rng, [80, 80, 80, 80], np.array([1.0, 2.0, 0.5]),
+                            np.array([0.0, 5.0, -2.0]), classes),
+             _synthetic_lab(rng, [80, 80, 80, 80], np.array([1.5, 1.0, 1.0]),
+                            np.array([2.0, 0.0, 1.0]), classes)]
+    X = np.vstack([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    dom = np.repeat(["a", "b"], 320)
+    model = la.LabAdaptiveClassifier(LogisticRegression(max_iter=500), random_state=0)
+    model.fit(X, y, domains=dom)
+    Xt, yt = _synthetic_lab(rng, [60, 300, 40, 20], np.array([0.7, 2.5, 1.3]),
+                            np.array([-3.0, 8.0, 0.5]), classes)
+    onehot = (yt[:, None] == np.asarray(classes)[None, :]).astype(float)
+    loc_true, scale_true = la.balanced_stats(Xt, onehot, min_weight=1.0)
+
+    def err(loc, scale):
+        return float(np.max(np.abs(loc - loc_true) / scale_true)
+                     + np.max(np.abs(np.log(scale / scale_true))))
+
+    loc1, scale1, _ = la.batch_statistics(model, Xt, n_iter=1)
+    loc, scale, proba = la.batch_statistics(model, Xt)
+    assert err(loc, scale) < 0.15
+    assert err(loc, scale) <= err(loc1, scale1) + 1e-9
+    # classified as well as with the labelled statistics
+    _, oracle = la.reestimate_priors(model._combine(model.standardize(Xt, loc_true,
+                                                                      scale_true)))
+    acc = (model.classes_[proba.argmax(axis=1)] == yt).mean()
+    assert acc >= (model.classes_[oracle.argmax(axis=1)] == yt).mean() - 0.02
+    # a fixed point: allowing more rounds changes nothing
+    loc2, scale2, _ = la.batch_statistics(model, Xt, n_iter=5 * la.EM_MAX_ITER)
+    assert np.allclose(loc2, loc) and np.allclose(scale2, scale)
+
 def test_leave_one_lab_out_counts_classes_no_other_lab_has():
     """Two labs that differ by an affine change of every feature (another pixel size and
     stain): each scored by a model of the other; lab a's basophils, a class lab b lacks, are

@@ -80,6 +80,10 @@ SOURCE_PER_CLASS = 60
 Z_MAX = 20.0
 #: A new lab's scale of a feature is at least this share of the training labs' median scale.
 SCALE_FLOOR = 0.1
+#: Most rounds of the batch statistics' EM (:func:`batch_statistics`).
+EM_MAX_ITER = 20
+#: The EM stops when the class memberships change by less than this (mean absolute change).
+EM_TOL = 1e-3
 
 
 def _standardize(M: np.ndarray, loc, scale) -> np.ndarray:
@@ -202,7 +206,8 @@ class LabAdaptiveClassifier(ClassifierMixin, BaseEstimator):
     anchor_classes : classes whose cells define a lab's statistics (those the model knows;
         all classes when it knows none of them)
     min_batch : int, smallest batch standardised on its own statistics
-    n_iter : int, EM rounds of the batch statistics
+    n_iter : int, most EM rounds of the batch statistics (they stop earlier once the class
+        memberships change by less than :data:`EM_TOL` on average)
     batch_adapt : bool, standardise a large enough batch on itself when not adapted
     prior_em : bool, re-estimate the class priors of a batch standardised on itself
     source_per_class : int, source cells per lab and class kept for few-shot refits
@@ -210,7 +215,7 @@ class LabAdaptiveClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, estimator=None, anchor_classes=ANCHOR_CLASSES, min_batch=MIN_UNLABELLED,
-                 n_iter=3, batch_adapt=True, prior_em=True, source_per_class=SOURCE_PER_CLASS,
+                 n_iter=EM_MAX_ITER, batch_adapt=True, prior_em=True, source_per_class=SOURCE_PER_CLASS,
                  random_state=None):
         self.estimator = estimator
         self.anchor_classes = anchor_classes
@@ -349,7 +354,9 @@ def batch_statistics(model: LabAdaptiveClassifier, X, labels=None, n_iter: int |
                      min_share: float = MIN_CLASS_SHARE):
     """Class-balanced location and scale of a new lab's batch, by EM with the model.
 
-    Starts from the training lab nearest to the batch; each round standardises the batch,
+    Starts from the training lab nearest to the batch; each round (at most ``n_iter``, the
+    model's by default; fewer once the memberships change by less than :data:`EM_TOL`)
+    standardises the batch,
     takes the model's posteriors (priors re-estimated) as class memberships (rows with a
     known label in ``labels`` — a sequence with ``None`` for unlabelled rows — keep their
     label), drops anchor classes below ``min_share`` of the batch, and recomputes
@@ -370,6 +377,7 @@ def batch_statistics(model: LabAdaptiveClassifier, X, labels=None, n_iter: int |
     k = model.nearest_domain(M)
     loc, scale = model.domain_loc_[k], model.domain_scale_[k]
     proba = None
+    previous = None
     for _ in range(max(1, n_iter)):
         p = model._combine(_standardize(M, loc, scale))
         _, proba = reestimate_priors(p)
@@ -377,6 +385,9 @@ def batch_statistics(model: LabAdaptiveClassifier, X, labels=None, n_iter: int |
         if known is not None and known.any():
             W[known] = onehot[known]
         Wa = W[:, anchors]
+        if previous is not None and np.mean(np.abs(Wa - previous)) < EM_TOL:
+            break
+        previous = Wa
         share = Wa.sum(axis=0) / max(len(M), 1)
         ok = share >= min_share
         if not ok.any():
