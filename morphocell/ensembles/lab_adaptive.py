@@ -80,8 +80,10 @@ SOURCE_PER_CLASS = 60
 Z_MAX = 20.0
 #: A new lab's scale of a feature is at least this share of the training labs' median scale.
 SCALE_FLOOR = 0.1
-#: Most rounds of the batch statistics' EM (:func:`batch_statistics`).
-EM_MAX_ITER = 20
+#: Most rounds of the batch statistics' EM (:func:`batch_statistics`). More rounds move the
+#: statistics further from the nearest training lab's; they can also drift, the posteriors of
+#: one class feeding its share round after round (docs/lab_transfer.md).
+EM_MAX_ITER = 3
 #: The EM stops when the class memberships change by less than this (mean absolute change).
 EM_TOL = 1e-3
 
