@@ -152,9 +152,10 @@ def find_white_cells(image: np.ndarray, params: DetectParams | None = None) -> l
 
 def _blue_green_ratio(od8: np.ndarray, lab: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Median ``OD_B / OD_G`` over the pixels of each component ``ids`` of ``lab``."""
-    g = od8[..., 1].astype(np.float32)
-    r = od8[..., 2].astype(np.float32) / np.maximum(g, 1.0)
-    return np.array([float(np.median(r[lab == i])) for i in ids])
+    from scipy import ndimage
+
+    ratio = od8[..., 2].astype(np.float32) / np.maximum(od8[..., 1].astype(np.float32), 1.0)
+    return np.asarray(ndimage.median(ratio, labels=lab, index=ids), dtype=np.float64)
 
 
 def _crop_background(image: np.ndarray) -> np.ndarray:
